@@ -1,0 +1,220 @@
+//! Claim mapping: which claims of a verified token name the principal, its roles, groups,
+//! permissions and tenant, and which become principal attributes. Pure; the Cedar entity is
+//! built from the resulting `Identity` by `authz`.
+
+use serde_json::{Map, Value};
+
+use super::AuthnError;
+
+/// A claim whose values become Cedar parents of the principal.
+#[derive(Debug, Clone)]
+pub struct ParentClaim {
+    pub claim: String,
+    pub entity_type: String,
+}
+
+/// The tenant claim: a parent and an attribute (an entity reference) of the principal.
+#[derive(Debug, Clone)]
+pub struct TenantClaim {
+    pub claim: String,
+    pub entity_type: String,
+    pub attribute: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimMapping {
+    pub principal_type: String,
+    pub principal_id_claim: String,
+    pub roles: Option<ParentClaim>,
+    pub groups: Option<ParentClaim>,
+    pub permissions: Option<ParentClaim>,
+    pub tenant: Option<TenantClaim>,
+    /// (principal attribute, claim) pairs.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Who the caller is, as far as the token says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub issuer: String,
+    pub principal_type: String,
+    pub principal_id: String,
+    pub roles: Vec<String>,
+    pub tenant: Option<String>,
+    /// (entity type, id) of every parent: roles, groups, permissions, tenant.
+    pub parents: Vec<(String, String)>,
+    /// Principal attributes in Cedar's entity JSON form (entity references as `__entity`).
+    pub attributes: Map<String, Value>,
+}
+
+impl ClaimMapping {
+    /// Maps verified claims to an identity. Claims that a mapping names but the token lacks are
+    /// simply absent; only the principal id is required.
+    pub fn identity(
+        &self,
+        issuer: &str,
+        claims: &Map<String, Value>,
+    ) -> Result<Identity, AuthnError> {
+        let principal_id = match claims.get(&self.principal_id_claim) {
+            Some(Value::String(id)) if !id.is_empty() => id.clone(),
+            Some(_) => return Err(AuthnError::InvalidClaim(self.principal_id_claim.clone())),
+            None => return Err(AuthnError::MissingClaim(self.principal_id_claim.clone())),
+        };
+        let mut parents = Vec::new();
+        let mut roles = Vec::new();
+        for (mapping, is_roles) in [
+            (&self.roles, true),
+            (&self.groups, false),
+            (&self.permissions, false),
+        ] {
+            let Some(mapping) = mapping else { continue };
+            let values = string_list(claims, &mapping.claim)?;
+            if is_roles {
+                roles.clone_from(&values);
+            }
+            parents.extend(values.into_iter().map(|v| (mapping.entity_type.clone(), v)));
+        }
+        let mut attributes = Map::new();
+        for (attribute, claim) in &self.attributes {
+            if let Some(value) = claims.get(claim) {
+                attributes.insert(attribute.clone(), value.clone());
+            }
+        }
+        let mut tenant = None;
+        if let Some(mapping) = &self.tenant {
+            match claims.get(&mapping.claim) {
+                None => {}
+                Some(Value::String(id)) if !id.is_empty() => {
+                    parents.push((mapping.entity_type.clone(), id.clone()));
+                    attributes.insert(
+                        mapping.attribute.clone(),
+                        serde_json::json!({"__entity": {"type": mapping.entity_type, "id": id}}),
+                    );
+                    tenant = Some(id.clone());
+                }
+                Some(_) => return Err(AuthnError::InvalidClaim(mapping.claim.clone())),
+            }
+        }
+        Ok(Identity {
+            issuer: issuer.to_string(),
+            principal_type: self.principal_type.clone(),
+            principal_id,
+            roles,
+            tenant,
+            parents,
+            attributes,
+        })
+    }
+}
+
+/// A claim holding one string or an array of strings; absent means empty.
+fn string_list(claims: &Map<String, Value>, claim: &str) -> Result<Vec<String>, AuthnError> {
+    match claims.get(claim) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s.clone()),
+                _ => Err(AuthnError::InvalidClaim(claim.to_string())),
+            })
+            .collect(),
+        Some(_) => Err(AuthnError::InvalidClaim(claim.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mapping() -> ClaimMapping {
+        ClaimMapping {
+            principal_type: "User".into(),
+            principal_id_claim: "sub".into(),
+            roles: Some(ParentClaim {
+                claim: "https://example.com/roles".into(),
+                entity_type: "Role".into(),
+            }),
+            groups: Some(ParentClaim {
+                claim: "groups".into(),
+                entity_type: "Group".into(),
+            }),
+            permissions: None,
+            tenant: Some(TenantClaim {
+                claim: "org_id".into(),
+                entity_type: "Tenant".into(),
+                attribute: "tenant".into(),
+            }),
+            attributes: vec![
+                ("email".into(), "email".into()),
+                ("level".into(), "lvl".into()),
+            ],
+        }
+    }
+
+    fn claims(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn maps_parents_attributes_and_tenant() {
+        let id = mapping()
+            .identity(
+                "iss",
+                &claims(json!({
+                    "sub": "alice",
+                    "https://example.com/roles": ["manager", "viewer"],
+                    "groups": "eng",
+                    "org_id": "org_acme",
+                    "email": "alice@example.com",
+                    "lvl": 3
+                })),
+            )
+            .unwrap();
+        assert_eq!(id.principal_id, "alice");
+        assert_eq!(id.roles, ["manager", "viewer"]);
+        assert_eq!(id.tenant.as_deref(), Some("org_acme"));
+        assert_eq!(
+            id.parents,
+            [
+                ("Role".to_string(), "manager".to_string()),
+                ("Role".into(), "viewer".into()),
+                ("Group".into(), "eng".into()),
+                ("Tenant".into(), "org_acme".into())
+            ]
+        );
+        assert_eq!(id.attributes["email"], json!("alice@example.com"));
+        assert_eq!(id.attributes["level"], json!(3));
+        assert_eq!(
+            id.attributes["tenant"],
+            json!({"__entity": {"type": "Tenant", "id": "org_acme"}})
+        );
+    }
+
+    #[test]
+    fn missing_optional_claims_are_absent() {
+        let id = mapping()
+            .identity("iss", &claims(json!({"sub": "bob"})))
+            .unwrap();
+        assert!(id.parents.is_empty());
+        assert!(id.attributes.is_empty());
+        assert_eq!(id.tenant, None);
+    }
+
+    #[test]
+    fn principal_id_is_required_and_typed() {
+        assert_eq!(
+            mapping().identity("iss", &claims(json!({}))),
+            Err(AuthnError::MissingClaim("sub".into()))
+        );
+        assert_eq!(
+            mapping().identity("iss", &claims(json!({"sub": 7}))),
+            Err(AuthnError::InvalidClaim("sub".into()))
+        );
+        assert_eq!(
+            mapping().identity("iss", &claims(json!({"sub": "a", "groups": [1]}))),
+            Err(AuthnError::InvalidClaim("groups".into()))
+        );
+    }
+}

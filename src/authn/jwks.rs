@@ -1,0 +1,450 @@
+//! The key set of one issuer: parsing a JWKS into verification keys, fetching it over HTTP(S)
+//! (via OIDC discovery when no `jwks_uri` is configured), and keeping it fresh.
+//!
+//! The last good key set is kept whenever a fetch fails or returns garbage. A token with an
+//! unknown `kid` triggers at most one refetch per cooldown, and only one fetch runs at a time.
+//! Nothing in a token (`jku`, `x5u`, `jwk`, `x5c`) can choose where keys come from.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+
+/// Smallest RSA modulus accepted, in bytes (2048 bits).
+const MIN_RSA_MODULUS_BYTES: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("fetching {url} failed: {reason}")]
+    Fetch { url: String, reason: String },
+    #[error("{url} did not return a usable document: {reason}")]
+    Document { url: String, reason: String },
+}
+
+/// A key that may verify tokens, with the constraints its JWK places on them.
+pub struct VerificationKey {
+    pub decoding: DecodingKey,
+    /// The `alg` the JWK pins, if any.
+    pub algorithm: Option<Algorithm>,
+    kind: KeyKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Rsa,
+    EcP256,
+    EcP384,
+    Ed25519,
+}
+
+impl VerificationKey {
+    /// Can this key verify a token signed with `alg`?
+    pub fn accepts(&self, alg: Algorithm) -> bool {
+        if self.algorithm.is_some_and(|pinned| pinned != alg) {
+            return false;
+        }
+        matches!(
+            (self.kind, alg),
+            (
+                KeyKind::Rsa,
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            ) | (KeyKind::EcP256, Algorithm::ES256)
+                | (KeyKind::EcP384, Algorithm::ES384)
+                | (KeyKind::Ed25519, Algorithm::EdDSA)
+        )
+    }
+}
+
+/// The usable keys of one JWKS document, by `kid`.
+#[derive(Default)]
+pub struct KeySet {
+    by_kid: HashMap<String, Arc<VerificationKey>>,
+    /// Keys published without a `kid`; used only when the set holds exactly one key.
+    without_kid: Vec<Arc<VerificationKey>>,
+}
+
+impl KeySet {
+    /// Parses a JWKS document. Keys that cannot verify signatures (encryption keys, symmetric
+    /// keys, short RSA keys, unknown types) are skipped with a warning rather than failing the
+    /// whole set; a document with no usable key at all is an error.
+    pub fn parse(url: &str, body: &[u8]) -> Result<KeySet, JwksError> {
+        #[derive(Deserialize)]
+        struct Document {
+            keys: Vec<serde_json::Value>,
+        }
+        let document: Document = serde_json::from_slice(body).map_err(|e| JwksError::Document {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut set = KeySet::default();
+        for value in document.keys {
+            let jwk: Jwk = match serde_json::from_value(value) {
+                Ok(jwk) => jwk,
+                Err(e) => {
+                    log::warn!("{url}: skipping a key that is not a valid JWK: {e}");
+                    continue;
+                }
+            };
+            let kid = jwk.common.key_id.clone();
+            match verification_key(&jwk) {
+                Ok(key) => match kid {
+                    Some(kid) => {
+                        set.by_kid.insert(kid, Arc::new(key));
+                    }
+                    None => set.without_kid.push(Arc::new(key)),
+                },
+                Err(reason) => log::warn!(
+                    "{url}: skipping key {}: {reason}",
+                    kid.as_deref().unwrap_or("without kid")
+                ),
+            }
+        }
+        if set.is_empty() {
+            return Err(JwksError::Document {
+                url: url.to_string(),
+                reason: "no usable signature key".to_string(),
+            });
+        }
+        Ok(set)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_kid.len() + self.without_kid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The key for a token's `kid`. A token without `kid` is accepted only when the issuer
+    /// publishes exactly one key, so that the choice is never ambiguous.
+    pub fn get(&self, kid: Option<&str>) -> Option<Arc<VerificationKey>> {
+        match kid {
+            Some(kid) => self.by_kid.get(kid).cloned(),
+            None if self.len() == 1 => self
+                .by_kid
+                .values()
+                .chain(self.without_kid.iter())
+                .next()
+                .cloned(),
+            None => None,
+        }
+    }
+}
+
+fn verification_key(jwk: &Jwk) -> Result<VerificationKey, String> {
+    if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
+        return Err("its \"use\" is not \"sig\"".to_string());
+    }
+    let algorithm =
+        match jwk.common.key_algorithm {
+            None => None,
+            Some(alg) => Some(signature_algorithm(alg).ok_or_else(|| {
+                format!("its alg {alg:?} is not an asymmetric signature algorithm")
+            })?),
+        };
+    let kind = match &jwk.algorithm {
+        AlgorithmParameters::RSA(rsa) => {
+            let modulus = URL_SAFE_NO_PAD
+                .decode(rsa.n.trim_end_matches('='))
+                .map_err(|_| "its modulus is not base64url".to_string())?;
+            let significant = modulus.iter().skip_while(|b| **b == 0).count();
+            if significant < MIN_RSA_MODULUS_BYTES {
+                return Err(format!(
+                    "RSA key of {} bits is shorter than 2048",
+                    significant * 8
+                ));
+            }
+            KeyKind::Rsa
+        }
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            jsonwebtoken::jwk::EllipticCurve::P256 => KeyKind::EcP256,
+            jsonwebtoken::jwk::EllipticCurve::P384 => KeyKind::EcP384,
+            ref other => return Err(format!("curve {other:?} is not supported")),
+        },
+        AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
+            jsonwebtoken::jwk::EllipticCurve::Ed25519 => KeyKind::Ed25519,
+            ref other => return Err(format!("curve {other:?} is not supported")),
+        },
+        AlgorithmParameters::OctetKey(_) => {
+            return Err("symmetric keys are never accepted".to_string())
+        }
+        _ => return Err("unknown key type".to_string()),
+    };
+    let decoding = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    Ok(VerificationKey {
+        decoding,
+        algorithm,
+        kind,
+    })
+}
+
+/// Maps a JWK `alg` to a signature algorithm we accept; symmetric and encryption ones are None.
+fn signature_algorithm(alg: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match alg {
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    JwksUri(String),
+    /// OIDC discovery: `{issuer}/.well-known/openid-configuration` names the `jwks_uri`.
+    Discovery {
+        issuer: String,
+    },
+}
+
+/// Timing of fetches for one issuer.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchPolicy {
+    pub refresh_every: Duration,
+    pub unknown_kid_cooldown: Duration,
+    pub timeout: Duration,
+}
+
+/// The live key set of one issuer.
+pub struct KeyStore {
+    source: KeySource,
+    policy: FetchPolicy,
+    client: reqwest::Client,
+    keys: ArcSwapOption<KeySet>,
+    /// Held while a fetch runs (single flight); holds the time of the last fetch attempt.
+    fetch_gate: tokio::sync::Mutex<Option<Instant>>,
+    /// `jwks_uri` found by discovery, kept once known.
+    discovered_uri: tokio::sync::Mutex<Option<String>>,
+}
+
+impl KeyStore {
+    pub fn new(source: KeySource, policy: FetchPolicy) -> Result<Self, JwksError> {
+        let client = reqwest::Client::builder()
+            .timeout(policy.timeout)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            // Fetches are rare and may run on different runtimes (startup, refresh thread,
+            // proxy workers): pooled connections would be tied to one of them.
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| JwksError::Fetch {
+                url: String::new(),
+                reason: e.to_string(),
+            })?;
+        Ok(KeyStore {
+            source,
+            policy,
+            client,
+            keys: ArcSwapOption::empty(),
+            fetch_gate: tokio::sync::Mutex::new(None),
+            discovered_uri: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The current key set, if one was ever fetched.
+    pub fn current(&self) -> Option<Arc<KeySet>> {
+        self.keys.load_full()
+    }
+
+    /// Fetches now, unless another fetch is running (then waits for it) or `min_interval` has
+    /// not passed since the last attempt. Returns whether the key set was replaced.
+    pub async fn refresh(&self, min_interval: Duration) -> bool {
+        let mut last_attempt = self.fetch_gate.lock().await;
+        if last_attempt.is_some_and(|at| at.elapsed() < min_interval) {
+            return false;
+        }
+        *last_attempt = Some(Instant::now());
+        match self.fetch().await {
+            Ok(set) => {
+                log::info!("{}: key set loaded ({} keys)", self.describe(), set.len());
+                self.keys.store(Some(Arc::new(set)));
+                true
+            }
+            Err(e) => {
+                log::warn!("{e}; keeping the last good key set");
+                false
+            }
+        }
+    }
+
+    /// Called when a token names a `kid` the current set lacks.
+    pub async fn refresh_for_unknown_kid(&self) -> bool {
+        self.refresh(self.policy.unknown_kid_cooldown).await
+    }
+
+    /// Refreshes forever in the background; call once per issuer, from a tokio runtime.
+    pub async fn refresh_periodically(self: Arc<Self>) {
+        loop {
+            let delay = if self.current().is_some() {
+                self.policy.refresh_every
+            } else {
+                // Until the first success, retry soon (but never in a tight loop).
+                self.policy.unknown_kid_cooldown.min(Duration::from_secs(5))
+            };
+            tokio::time::sleep(delay).await;
+            self.refresh(Duration::ZERO).await;
+        }
+    }
+
+    fn describe(&self) -> &str {
+        match &self.source {
+            KeySource::JwksUri(uri) => uri,
+            KeySource::Discovery { issuer } => issuer,
+        }
+    }
+
+    async fn fetch(&self) -> Result<KeySet, JwksError> {
+        let uri = self.jwks_uri().await?;
+        let body = self.get(&uri).await?;
+        KeySet::parse(&uri, &body)
+    }
+
+    async fn jwks_uri(&self) -> Result<String, JwksError> {
+        let issuer = match &self.source {
+            KeySource::JwksUri(uri) => return Ok(uri.clone()),
+            KeySource::Discovery { issuer } => issuer,
+        };
+        let mut known = self.discovered_uri.lock().await;
+        if let Some(uri) = known.as_ref() {
+            return Ok(uri.clone());
+        }
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let body = self.get(&url).await?;
+        #[derive(Deserialize)]
+        struct Discovery {
+            issuer: String,
+            jwks_uri: String,
+        }
+        let document: Discovery =
+            serde_json::from_slice(&body).map_err(|e| JwksError::Document {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        if document.issuer != *issuer {
+            return Err(JwksError::Document {
+                url,
+                reason: format!(
+                    "it names issuer {:?}, not the configured {issuer:?}",
+                    document.issuer
+                ),
+            });
+        }
+        *known = Some(document.jwks_uri.clone());
+        Ok(document.jwks_uri)
+    }
+
+    async fn get(&self, url: &str) -> Result<bytes::Bytes, JwksError> {
+        let fail = |reason: String| JwksError::Fetch {
+            url: url.to_string(),
+            reason,
+        };
+        let response = self
+            .client
+            .get(url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(fail(format!("status {}", response.status())));
+        }
+        response.bytes().await.map_err(|e| fail(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rsa_jwk(kid: &str, modulus_bytes: usize, extra: serde_json::Value) -> serde_json::Value {
+        let mut n = vec![0xc5u8; modulus_bytes];
+        n[modulus_bytes - 1] |= 1;
+        let mut jwk = serde_json::json!({
+            "kty": "RSA", "kid": kid, "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"
+        });
+        if let (Some(jwk), Some(extra)) = (jwk.as_object_mut(), extra.as_object()) {
+            jwk.extend(extra.clone());
+        }
+        jwk
+    }
+
+    fn parse(keys: Vec<serde_json::Value>) -> Result<KeySet, JwksError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap();
+        KeySet::parse("test", &body)
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped() {
+        let set = parse(vec![
+            rsa_jwk(
+                "good",
+                256,
+                serde_json::json!({"use": "sig", "alg": "RS256"}),
+            ),
+            rsa_jwk("short", 128, serde_json::json!({})),
+            rsa_jwk("enc", 256, serde_json::json!({"use": "enc"})),
+            serde_json::json!({"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}),
+            serde_json::json!({"kty": "weird", "kid": "x"}),
+        ])
+        .unwrap();
+        assert_eq!(set.len(), 1);
+        assert!(set.get(Some("good")).is_some());
+        assert!(set.get(Some("short")).is_none());
+        assert!(set.get(Some("hmac")).is_none());
+    }
+
+    #[test]
+    fn a_set_without_usable_keys_is_an_error() {
+        assert!(parse(vec![rsa_jwk("short", 128, serde_json::json!({}))]).is_err());
+        assert!(KeySet::parse("test", b"<html>").is_err());
+    }
+
+    #[test]
+    fn pinned_algorithm_and_key_type_constrain_tokens() {
+        let set = parse(vec![
+            rsa_jwk("pinned", 256, serde_json::json!({"alg": "RS256"})),
+            rsa_jwk("free", 256, serde_json::json!({})),
+        ])
+        .unwrap();
+        let pinned = set.get(Some("pinned")).unwrap();
+        assert!(pinned.accepts(Algorithm::RS256));
+        assert!(!pinned.accepts(Algorithm::PS256));
+        let free = set.get(Some("free")).unwrap();
+        assert!(free.accepts(Algorithm::PS256));
+        assert!(!free.accepts(Algorithm::ES256));
+        assert!(!free.accepts(Algorithm::HS256));
+    }
+
+    #[test]
+    fn kid_less_tokens_need_a_single_key() {
+        let one = parse(vec![rsa_jwk("a", 256, serde_json::json!({}))]).unwrap();
+        assert!(one.get(None).is_some());
+        let two = parse(vec![
+            rsa_jwk("a", 256, serde_json::json!({})),
+            rsa_jwk("b", 256, serde_json::json!({})),
+        ])
+        .unwrap();
+        assert!(two.get(None).is_none());
+    }
+}

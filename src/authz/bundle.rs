@@ -1,0 +1,202 @@
+//! The policy bundle: `policies/schema.cedarschema`, every `policies/*.cedar` file and
+//! `policies/entities.json`, loaded together and checked against each other.
+//!
+//! Policies are validated strictly against the schema and the directory entities are checked
+//! against it too; any problem refuses the whole bundle, with the file and line Cedar points at.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use cedar_policy::{Entities, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use miette::Diagnostic;
+
+use super::schema_info::ContextShapes;
+use crate::config::source::{ConfigProblem, SourceFile};
+
+pub const SCHEMA_FILE: &str = "schema.cedarschema";
+pub const ENTITIES_FILE: &str = "entities.json";
+
+/// Everything Cedar needs, validated.
+pub struct PolicyBundle {
+    pub schema: Schema,
+    pub policies: PolicySet,
+    /// Directory entities (roles, groups, users, resources), closure computed once.
+    pub entities: Entities,
+    pub contexts: ContextShapes,
+    /// Policy id → the file it came from.
+    pub policy_files: HashMap<String, PathBuf>,
+}
+
+impl PolicyBundle {
+    pub fn load(dir: &Path) -> Result<Self, Vec<ConfigProblem>> {
+        let schema_file = SourceFile::read(&dir.join(SCHEMA_FILE)).map_err(|p| vec![p])?;
+        let schema = match Schema::from_cedarschema_str(&schema_file.text) {
+            Ok((schema, _warnings)) => schema,
+            Err(e) => return Err(vec![diagnostic_problem(&schema_file, &e)]),
+        };
+        let contexts = ContextShapes::from_cedarschema(&schema_file.text)
+            .map_err(|e| vec![schema_file.problem(None, e)])?;
+
+        let mut problems = Vec::new();
+        let (policies, policy_files, sources) = load_policies(dir, &mut problems);
+
+        let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        for error in validation.validation_errors() {
+            let id = error.policy_id().to_string();
+            match sources.get(&id) {
+                Some(file) => problems.push(diagnostic_problem(file, error)),
+                None => problems.push(ConfigProblem::file(dir, error.to_string())),
+            }
+        }
+
+        let entities_path = dir.join(ENTITIES_FILE);
+        let entities = if entities_path.exists() {
+            match SourceFile::read(&entities_path) {
+                Ok(file) => match Entities::from_json_str(&file.text, Some(&schema)) {
+                    Ok(entities) => Some(entities),
+                    Err(e) => {
+                        problems.push(diagnostic_problem(&file, &e));
+                        None
+                    }
+                },
+                Err(problem) => {
+                    problems.push(problem);
+                    None
+                }
+            }
+        } else {
+            Some(Entities::empty())
+        };
+
+        match entities {
+            Some(entities) if problems.is_empty() => Ok(PolicyBundle {
+                schema,
+                policies,
+                entities,
+                contexts,
+                policy_files,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+type LoadedPolicies = (
+    PolicySet,
+    HashMap<String, PathBuf>,
+    HashMap<String, SourceFile>,
+);
+
+/// Reads every `*.cedar` file (sorted by name). A policy's id is its `@id("...")` annotation,
+/// or `<file>#<n>` for the n-th policy of the file (0-based).
+fn load_policies(dir: &Path, problems: &mut Vec<ConfigProblem>) -> LoadedPolicies {
+    let mut set = PolicySet::new();
+    let mut files_by_id = HashMap::new();
+    let mut sources = HashMap::new();
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "cedar") && p.is_file())
+            .collect(),
+        Err(e) => {
+            problems.push(ConfigProblem::file(
+                dir,
+                format!("cannot read directory: {e}"),
+            ));
+            return (set, files_by_id, sources);
+        }
+    };
+    paths.sort();
+    if paths.is_empty() {
+        problems.push(ConfigProblem::file(
+            dir,
+            "no *.cedar policy files: without policies every request is denied",
+        ));
+    }
+    for path in paths {
+        let file = match SourceFile::read(&path) {
+            Ok(file) => file,
+            Err(problem) => {
+                problems.push(problem);
+                continue;
+            }
+        };
+        let parsed = match parse_policy_file(&file) {
+            Ok(parsed) => parsed,
+            Err(problem) => {
+                problems.push(problem);
+                continue;
+            }
+        };
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for (index, policy) in parsed.into_iter().enumerate() {
+            let id = policy
+                .annotation("id")
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{file_name}#{index}"));
+            let policy = policy.new_id(PolicyId::new(&id));
+            if let Err(e) = set.add(policy) {
+                problems.push(file.problem(None, format!("policy id {id:?}: {e}")));
+                continue;
+            }
+            files_by_id.insert(id.clone(), path.clone());
+            sources.insert(id, file.clone());
+        }
+    }
+    (set, files_by_id, sources)
+}
+
+/// Parses one file's policies, in source order.
+fn parse_policy_file(file: &SourceFile) -> Result<Vec<Policy>, ConfigProblem> {
+    {
+        let parsed: PolicySet = file
+            .text
+            .parse()
+            .map_err(|e: cedar_policy::ParseErrors| diagnostic_problem(file, &e))?;
+        if parsed.templates().next().is_some() {
+            return Err(file.problem(
+                None,
+                "policy templates are not supported; write static policies",
+            ));
+        }
+        // Cedar names the policies of one parse policy0, policy1, ... in source order.
+        let mut numbered: Vec<(usize, Policy)> = parsed
+            .policies()
+            .map(|p| {
+                let n = p
+                    .id()
+                    .to_string()
+                    .trim_start_matches("policy")
+                    .parse()
+                    .unwrap_or(usize::MAX);
+                (n, p.clone())
+            })
+            .collect();
+        numbered.sort_by_key(|(n, _)| *n);
+        Ok(numbered.into_iter().map(|(_, p)| p).collect())
+    }
+}
+
+/// A Cedar error as a problem, with the line of its first labelled span.
+fn diagnostic_problem<E: Diagnostic + std::fmt::Display + ?Sized>(
+    file: &SourceFile,
+    error: &E,
+) -> ConfigProblem {
+    let span = error
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|label| label.offset()..label.offset() + label.len());
+    let mut message = error.to_string();
+    if let Some(related) = error.related() {
+        for inner in related {
+            message.push_str(&format!("; {inner}"));
+        }
+    }
+    if let Some(help) = error.help() {
+        message.push_str(&format!(" (help: {help})"));
+    }
+    file.problem(span, message)
+}

@@ -1,0 +1,69 @@
+//! Authorization: the Cedar request for a route, evaluated against the policy bundle.
+//!
+//! Only an `Allow` with no evaluation errors permits. Cedar skips a policy whose evaluation
+//! errors (so an erroring `forbid` would not deny); the gateway treats any error as a deny.
+
+pub mod bundle;
+pub mod request;
+pub mod schema_info;
+
+use cedar_policy::{Authorizer, Decision as CedarDecision, Entities, Request};
+
+pub use bundle::PolicyBundle;
+pub use request::{Caller, RequestFacts, ResourceSpec, RouteAuthz};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthzError {
+    #[error("the principal entity does not conform to the schema: {0}")]
+    Principal(String),
+    #[error("the resource entity does not conform to the schema: {0}")]
+    Resource(String),
+    #[error("the request context does not conform to the schema: {0}")]
+    Context(String),
+    #[error("the request does not conform to the schema: {0}")]
+    Request(String),
+    #[error("the request entities are inconsistent: {0}")]
+    Entities(String),
+}
+
+/// The outcome of evaluating the policies for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Ids of the policies that determined the decision.
+    pub policies: Vec<String>,
+    /// Evaluation errors; any error makes the decision a deny.
+    pub errors: Vec<String>,
+}
+
+impl Decision {
+    /// A deny that no policy produced (the request could not be built).
+    pub fn error(error: &AuthzError) -> Self {
+        Decision {
+            allowed: false,
+            policies: Vec::new(),
+            errors: vec![error.to_string()],
+        }
+    }
+}
+
+/// Evaluates `request` against the bundle's policies.
+pub fn authorize(bundle: &PolicyBundle, request: &Request, entities: &Entities) -> Decision {
+    let response = Authorizer::new().is_authorized(request, &bundle.policies, entities);
+    let mut policies: Vec<String> = response
+        .diagnostics()
+        .reason()
+        .map(|id| id.to_string())
+        .collect();
+    policies.sort();
+    let errors: Vec<String> = response
+        .diagnostics()
+        .errors()
+        .map(|e| e.to_string())
+        .collect();
+    Decision {
+        allowed: response.decision() == CedarDecision::Allow && errors.is_empty(),
+        policies,
+        errors,
+    }
+}

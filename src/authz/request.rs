@@ -1,0 +1,454 @@
+//! Building the Cedar request for a matched route: principal from the identity, action and
+//! resource from the route, context as the schema declares it.
+//!
+//! Everything that can be checked without a request is checked when the route is compiled: the
+//! action and resource type exist, the action applies to them, the templates name only path
+//! parameters the route has, and a probe request with the route's context passes schema
+//! validation. At request time only values are filled in.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
+};
+use serde_json::{json, Map, Value};
+
+use super::bundle::PolicyBundle;
+use super::schema_info::DeclaredAttribute;
+use super::AuthzError;
+use crate::authn::Identity;
+
+/// A resource id template such as `"{task_id}"` or `"tasks-{task_id}"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdTemplate {
+    pieces: Vec<Piece>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Literal(String),
+    Param(String),
+}
+
+impl IdTemplate {
+    /// Parses a template; every `{name}` must be one of `params`.
+    pub fn parse(template: &str, params: &[&str]) -> Result<Self, String> {
+        let mut pieces = Vec::new();
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                pieces.push(Piece::Literal(rest[..open].to_string()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .map(|i| open + i)
+                .ok_or_else(|| format!("template {template:?} has an unclosed '{{'"))?;
+            let name = &rest[open + 1..close];
+            if !params.contains(&name) {
+                return Err(format!(
+                    "template {template:?} uses {{{name}}}, but the path has no such parameter (it has: {})",
+                    if params.is_empty() { "none".to_string() } else { params.join(", ") }
+                ));
+            }
+            pieces.push(Piece::Param(name.to_string()));
+            rest = &rest[close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("template {template:?} has an unmatched '}}'"));
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Literal(rest.to_string()));
+        }
+        if pieces.is_empty() {
+            return Err("an entity id template must not be empty".to_string());
+        }
+        Ok(IdTemplate { pieces })
+    }
+
+    pub fn render(&self, params: &[(&str, String)]) -> String {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Literal(l) => out.push_str(l),
+                Piece::Param(name) => {
+                    if let Some((_, value)) = params.iter().find(|(n, _)| n == name) {
+                        out.push_str(value);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Which of the gateway's request facts go into the Cedar context of a route.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContextPlan {
+    method: bool,
+    path: bool,
+    client_ip: bool,
+    /// Path parameters to put in the `params` record, if the schema declares it.
+    params: Option<Vec<String>>,
+}
+
+/// Attributes the gateway can put in a context.
+pub const CONTEXT_ATTRIBUTES: &[&str] = &["method", "path", "params", "client_ip"];
+
+impl ContextPlan {
+    fn compile(
+        declared: &BTreeMap<String, DeclaredAttribute>,
+        route_params: &[&str],
+    ) -> Result<Self, String> {
+        let mut plan = ContextPlan::default();
+        for (name, attribute) in declared {
+            match name.as_str() {
+                "method" => plan.method = true,
+                "path" => plan.path = true,
+                "client_ip" => plan.client_ip = true,
+                "params" => {
+                    let Some(record) = &attribute.record else {
+                        return Err("context attribute \"params\" must be a record of path parameters".to_string());
+                    };
+                    let mut names = Vec::new();
+                    for (param, declared_param) in record {
+                        if route_params.contains(&param.as_str()) {
+                            names.push(param.clone());
+                        } else if declared_param.required {
+                            return Err(format!(
+                                "the schema requires context.params.{param}, but the route's path has no {{{param}}}"
+                            ));
+                        }
+                    }
+                    plan.params = Some(names);
+                }
+                other if attribute.required => {
+                    return Err(format!(
+                        "the schema requires context attribute {other:?}, which the gateway does not provide (it provides: {})",
+                        CONTEXT_ATTRIBUTES.join(", ")
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(plan)
+    }
+
+    fn build(
+        &self,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Vec<(String, RestrictedExpression)>, AuthzError> {
+        let mut pairs = Vec::new();
+        if self.method {
+            pairs.push((
+                "method".to_string(),
+                RestrictedExpression::new_string(facts.method.to_string()),
+            ));
+        }
+        if self.path {
+            pairs.push((
+                "path".to_string(),
+                RestrictedExpression::new_string(facts.path.to_string()),
+            ));
+        }
+        if self.client_ip {
+            let ip = facts
+                .client_ip
+                .ok_or_else(|| AuthzError::Context("the client address is unknown".to_string()))?;
+            pairs.push((
+                "client_ip".to_string(),
+                RestrictedExpression::new_ip(ip.to_string()),
+            ));
+        }
+        if let Some(names) = &self.params {
+            let record = names.iter().filter_map(|name| {
+                facts
+                    .params
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| (name.clone(), RestrictedExpression::new_string(v.clone())))
+            });
+            let record = RestrictedExpression::new_record(record)
+                .map_err(|e| AuthzError::Context(e.to_string()))?;
+            pairs.push(("params".to_string(), record));
+        }
+        Ok(pairs)
+    }
+}
+
+/// The facts of one request that a Cedar request is built from.
+#[derive(Debug, Clone)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    /// Canonical path.
+    pub path: &'a str,
+    pub params: &'a [(&'a str, String)],
+    pub client_ip: Option<IpAddr>,
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    Authenticated(&'a Identity),
+    Anonymous(&'a EntityUid),
+}
+
+/// The Cedar side of a route, compiled against the schema.
+#[derive(Debug, Clone)]
+pub struct RouteAuthz {
+    pub action: EntityUid,
+    resource_type: EntityTypeName,
+    resource_id: IdTemplate,
+    parents: Vec<(EntityTypeName, IdTemplate)>,
+    context: ContextPlan,
+}
+
+/// How a route names its resource, as written in routes.toml.
+pub struct ResourceSpec<'a> {
+    pub entity_type: &'a str,
+    pub id: &'a str,
+    pub parents: &'a [String],
+}
+
+/// Parses `Action::"x"` style uids; a bare name means `Action::"name"`.
+pub fn action_uid(action: &str) -> Result<EntityUid, String> {
+    let text = if action.contains("::") {
+        action.to_string()
+    } else {
+        format!("Action::{}", serde_json::Value::from(action))
+    };
+    EntityUid::from_str(&text)
+        .map_err(|e| format!("action {action:?} is not a valid Cedar action: {e}"))
+}
+
+fn entity_type(name: &str, schema_types: &[String]) -> Result<EntityTypeName, String> {
+    let parsed = EntityTypeName::from_str(name)
+        .map_err(|e| format!("{name:?} is not a valid Cedar entity type: {e}"))?;
+    if !schema_types.iter().any(|t| *t == parsed.to_string()) {
+        return Err(format!(
+            "entity type {name:?} is not declared in the schema (declared: {})",
+            schema_types.join(", ")
+        ));
+    }
+    Ok(parsed)
+}
+
+/// Splits `List::"{list_id}"` into the type and the id template.
+fn parse_parent(
+    text: &str,
+    params: &[&str],
+    schema_types: &[String],
+) -> Result<(EntityTypeName, IdTemplate), String> {
+    let (ty, id) = text
+        .split_once("::\"")
+        .and_then(|(ty, rest)| rest.strip_suffix('"').map(|id| (ty, id)))
+        .ok_or_else(|| format!("parent {text:?} must look like Type::\"{{param}}\""))?;
+    Ok((
+        entity_type(ty, schema_types)?,
+        IdTemplate::parse(id, params)?,
+    ))
+}
+
+impl RouteAuthz {
+    /// Compiles a route's action, resource and context against the bundle's schema, for
+    /// requests by principals of `principal_types`.
+    pub fn compile(
+        action: &str,
+        resource: &ResourceSpec<'_>,
+        route_params: &[&str],
+        principal_types: &[String],
+        bundle: &PolicyBundle,
+    ) -> Result<Self, String> {
+        let action_uid = action_uid(action)?;
+        let declared_actions: Vec<String> =
+            bundle.schema.actions().map(|a| a.to_string()).collect();
+        if !declared_actions.contains(&action_uid.to_string()) {
+            return Err(format!(
+                "action {action_uid} is not declared in the schema (declared: {})",
+                declared_actions.join(", ")
+            ));
+        }
+        let schema_types: Vec<String> = bundle
+            .schema
+            .entity_types()
+            .map(|t| t.to_string())
+            .collect();
+        let compiled = RouteAuthz {
+            resource_type: entity_type(resource.entity_type, &schema_types)?,
+            resource_id: IdTemplate::parse(resource.id, route_params)?,
+            parents: resource
+                .parents
+                .iter()
+                .map(|p| parse_parent(p, route_params, &schema_types))
+                .collect::<Result<_, _>>()?,
+            context: ContextPlan::compile(
+                &bundle.contexts.context(&action_uid.to_string()),
+                route_params,
+            )?,
+            action: action_uid,
+        };
+        let probe_params: Vec<(&str, String)> = route_params
+            .iter()
+            .map(|p| (*p, "probe".to_string()))
+            .collect();
+        let facts = RequestFacts {
+            method: "GET",
+            path: "/",
+            params: &probe_params,
+            client_ip: Some(IpAddr::from([127, 0, 0, 1])),
+        };
+        for principal_type in principal_types {
+            let principal = entity_type(principal_type, &schema_types)?;
+            let principal = EntityUid::from_type_name_and_id(principal, EntityId::new("probe"));
+            compiled
+                .request(principal, &facts, &bundle.schema, &probe_params)
+                .map_err(|e| format!("{e}"))?;
+        }
+        Ok(compiled)
+    }
+
+    fn resource_uid(&self, params: &[(&str, String)]) -> EntityUid {
+        EntityUid::from_type_name_and_id(
+            self.resource_type.clone(),
+            EntityId::new(self.resource_id.render(params)),
+        )
+    }
+
+    fn request(
+        &self,
+        principal: EntityUid,
+        facts: &RequestFacts<'_>,
+        schema: &cedar_policy::Schema,
+        params: &[(&str, String)],
+    ) -> Result<Request, AuthzError> {
+        let context = Context::from_pairs(self.context.build(facts)?)
+            .map_err(|e| AuthzError::Context(e.to_string()))?;
+        Request::new(
+            principal,
+            self.action.clone(),
+            self.resource_uid(params),
+            context,
+            Some(schema),
+        )
+        .map_err(|e| AuthzError::Request(e.to_string()))
+    }
+
+    /// Builds the Cedar request and the entities it is evaluated against: the directory plus
+    /// the principal (token parents and attributes merged over its directory entry) and, for
+    /// a resource the directory does not know, the resource with the route's parents.
+    pub fn build(
+        &self,
+        bundle: &PolicyBundle,
+        caller: Caller<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> Result<(Request, Entities), AuthzError> {
+        let resource = self.resource_uid(facts.params);
+        let mut added = Vec::new();
+        let principal_uid = match caller {
+            Caller::Anonymous(uid) => uid.clone(),
+            Caller::Authenticated(identity) => {
+                let uid = EntityUid::from_type_name_and_id(
+                    EntityTypeName::from_str(&identity.principal_type)
+                        .map_err(|e| AuthzError::Principal(e.to_string()))?,
+                    EntityId::new(&identity.principal_id),
+                );
+                let parents = identity
+                    .parents
+                    .iter()
+                    .map(|(ty, id)| uid_json(ty, id))
+                    .collect();
+                let entity =
+                    merged_entity(&bundle.entities, &uid, identity.attributes.clone(), parents)?;
+                added.push(entity_from_json(entity, bundle).map_err(AuthzError::Principal)?);
+                uid
+            }
+        };
+        // The directory is the source of truth for resources it knows: a path cannot move a
+        // known task into another list. Route parents place resources the directory lacks.
+        if bundle.entities.get(&resource).is_none() && !self.parents.is_empty() {
+            let parents: Vec<Value> = self
+                .parents
+                .iter()
+                .map(|(ty, id)| uid_json(&ty.to_string(), &id.render(facts.params)))
+                .collect();
+            let entity = merged_entity(&bundle.entities, &resource, Map::new(), parents)?;
+            added.push(entity_from_json(entity, bundle).map_err(AuthzError::Resource)?);
+        }
+        let entities = bundle
+            .entities
+            .clone()
+            .upsert_entities(added, Some(&bundle.schema))
+            .map_err(|e| AuthzError::Entities(e.to_string()))?;
+        let request = self.request(principal_uid, facts, &bundle.schema, facts.params)?;
+        Ok((request, entities))
+    }
+}
+
+fn uid_json(ty: &str, id: &str) -> Value {
+    json!({"type": ty, "id": id})
+}
+
+/// Entity JSON for `uid`: its directory entry (if any) with `attrs` laid over its attributes
+/// and `parents` added to its parents.
+fn merged_entity(
+    directory: &Entities,
+    uid: &EntityUid,
+    attrs: Map<String, Value>,
+    parents: Vec<Value>,
+) -> Result<Value, AuthzError> {
+    let mut entity = match directory.get(uid) {
+        Some(existing) => existing
+            .to_json_value()
+            .map_err(|e| AuthzError::Entities(e.to_string()))?,
+        None => {
+            json!({"uid": {"type": uid.type_name().to_string(), "id": uid.id().unescaped()}, "attrs": {}, "parents": []})
+        }
+    };
+    if let Some(existing) = entity.get_mut("attrs").and_then(Value::as_object_mut) {
+        existing.extend(attrs);
+    }
+    if let Some(existing) = entity.get_mut("parents").and_then(Value::as_array_mut) {
+        for parent in parents {
+            if !existing.contains(&parent) {
+                existing.push(parent);
+            }
+        }
+    }
+    Ok(entity)
+}
+
+fn entity_from_json(value: Value, bundle: &PolicyBundle) -> Result<Entity, String> {
+    Entity::from_json_value(value, Some(&bundle.schema)).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_templates() {
+        let t = IdTemplate::parse("tasks-{task_id}", &["list_id", "task_id"]).unwrap();
+        assert_eq!(
+            t.render(&[("list_id", "l".into()), ("task_id", "t9".into())]),
+            "tasks-t9"
+        );
+        assert_eq!(IdTemplate::parse("app", &[]).unwrap().render(&[]), "app");
+        assert!(IdTemplate::parse("{nope}", &["task_id"])
+            .unwrap_err()
+            .contains("no such parameter"));
+        assert!(IdTemplate::parse("{open", &["open"]).is_err());
+        assert!(IdTemplate::parse("x}", &[]).is_err());
+        assert!(IdTemplate::parse("", &[]).is_err());
+    }
+
+    #[test]
+    fn action_uids() {
+        assert_eq!(action_uid("read").unwrap().to_string(), r#"Action::"read""#);
+        assert_eq!(
+            action_uid(r#"Tasks::Action::"read""#).unwrap().to_string(),
+            r#"Tasks::Action::"read""#
+        );
+        assert!(action_uid("Tasks::Action::read").is_err());
+    }
+}

@@ -1,0 +1,284 @@
+//! Request-target canonicalization.
+//!
+//! The path is decoded exactly once, here. The decoded segments are what routes match and what
+//! Cedar sees, and their re-encoding is exactly what is forwarded upstream, so the gateway and the
+//! application can never disagree about which resource was requested. Anything ambiguous — an
+//! encoded separator, a dot segment, an empty segment, double encoding, invalid UTF-8 — is
+//! rejected rather than guessed at. The query string is forwarded untouched and never matched.
+
+/// Longest request target accepted; longer ones get 414.
+pub const MAX_TARGET_LEN: usize = 8192;
+
+/// A request target in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalTarget {
+    /// Decoded path segments. `/` is empty; a trailing slash is a final empty segment.
+    pub segments: Vec<String>,
+    /// The canonical encoding of `segments`, starting with `/`: what is forwarded.
+    pub path: String,
+    /// The raw query (without `?`), forwarded as received.
+    pub query: Option<String>,
+}
+
+impl CanonicalTarget {
+    /// Path and query as sent upstream.
+    pub fn path_and_query(&self) -> String {
+        match &self.query {
+            Some(query) => format!("{}?{}", self.path, query),
+            None => self.path.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("request target is longer than {MAX_TARGET_LEN} bytes")]
+    TooLong,
+    #[error("request target must be a path starting with '/'")]
+    NotOriginForm,
+    #[error("request target must not contain a fragment")]
+    Fragment,
+    #[error("request path contains a character that must be percent-encoded")]
+    InvalidCharacter,
+    #[error("request path contains a malformed percent-encoding")]
+    MalformedPercentEncoding,
+    #[error("request path contains an encoded '/' or '\\'")]
+    EncodedSeparator,
+    #[error("request path contains a control character")]
+    ControlCharacter,
+    #[error("request path is percent-encoded twice")]
+    DoubleEncoding,
+    #[error("request path is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("request path contains a '.' or '..' segment")]
+    DotSegment,
+    #[error("request path contains an empty segment ('//')")]
+    EmptySegment,
+    #[error("request path contains a ';' path parameter")]
+    PathParameter,
+    #[error("request query contains a control character")]
+    QueryControlCharacter,
+}
+
+/// Canonicalizes a raw request target as received on the request line.
+pub fn canonicalize(raw: &[u8]) -> Result<CanonicalTarget, TargetError> {
+    if raw.len() > MAX_TARGET_LEN {
+        return Err(TargetError::TooLong);
+    }
+    if raw.first() != Some(&b'/') {
+        return Err(TargetError::NotOriginForm);
+    }
+    if raw.contains(&b'#') {
+        return Err(TargetError::Fragment);
+    }
+    let (raw_path, raw_query) = match raw.iter().position(|b| *b == b'?') {
+        Some(i) => (&raw[..i], Some(&raw[i + 1..])),
+        None => (raw, None),
+    };
+    let query = match raw_query {
+        Some(q)
+            if q.iter()
+                .any(|b| b.is_ascii_control() || *b == b' ' || *b >= 0x80) =>
+        {
+            return Err(TargetError::QueryControlCharacter)
+        }
+        // Only ASCII bytes remain, so this conversion cannot fail.
+        Some(q) => Some(String::from_utf8_lossy(q).into_owned()),
+        None => None,
+    };
+
+    let raw_segments: Vec<&[u8]> = raw_path[1..].split(|b| *b == b'/').collect();
+    let mut segments = Vec::with_capacity(raw_segments.len());
+    let last = raw_segments.len() - 1;
+    for (i, raw_segment) in raw_segments.iter().enumerate() {
+        if raw_segment.is_empty() {
+            // `/` alone, or a trailing slash, is allowed; an empty segment elsewhere is not.
+            if i == last {
+                if i > 0 {
+                    segments.push(String::new());
+                }
+                continue;
+            }
+            return Err(TargetError::EmptySegment);
+        }
+        let segment = decode_segment(raw_segment)?;
+        if segment == "." || segment == ".." {
+            return Err(TargetError::DotSegment);
+        }
+        segments.push(segment);
+    }
+
+    let mut path = String::with_capacity(raw_path.len());
+    if segments.is_empty() {
+        path.push('/');
+    }
+    for segment in &segments {
+        path.push('/');
+        encode_segment(segment, &mut path);
+    }
+    Ok(CanonicalTarget {
+        segments,
+        path,
+        query,
+    })
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Characters that may appear unencoded in a canonical segment: RFC 3986 `pchar` minus `;`.
+fn is_plain_segment_byte(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=' | b':' | b'@'
+        )
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn decode_segment(raw: &[u8]) -> Result<String, TargetError> {
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'%' {
+            let (hi, lo) = match (raw.get(i + 1), raw.get(i + 2)) {
+                (Some(h), Some(l)) => (hex_value(*h), hex_value(*l)),
+                _ => (None, None),
+            };
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(TargetError::MalformedPercentEncoding);
+            };
+            let decoded = hi << 4 | lo;
+            match decoded {
+                b'/' | b'\\' => return Err(TargetError::EncodedSeparator),
+                0x00..=0x1f | 0x7f => return Err(TargetError::ControlCharacter),
+                b'%' if raw.len() > i + 4
+                    && hex_value(raw[i + 3]).is_some()
+                    && hex_value(raw[i + 4]).is_some() =>
+                {
+                    return Err(TargetError::DoubleEncoding)
+                }
+                _ => bytes.push(decoded),
+            }
+            i += 3;
+            continue;
+        }
+        if b == b';' {
+            return Err(TargetError::PathParameter);
+        }
+        if b.is_ascii_control() {
+            return Err(TargetError::ControlCharacter);
+        }
+        if !is_plain_segment_byte(b) {
+            return Err(TargetError::InvalidCharacter);
+        }
+        bytes.push(b);
+        i += 1;
+    }
+    String::from_utf8(bytes).map_err(|_| TargetError::InvalidUtf8)
+}
+
+fn encode_segment(segment: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in segment.as_bytes() {
+        if is_plain_segment_byte(b) {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xf) as usize] as char);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(raw: &str) -> CanonicalTarget {
+        canonicalize(raw.as_bytes()).unwrap_or_else(|e| panic!("{raw}: {e}"))
+    }
+
+    fn err(raw: &str) -> TargetError {
+        canonicalize(raw.as_bytes()).expect_err(raw)
+    }
+
+    #[test]
+    fn plain_paths_are_unchanged() {
+        let t = ok("/lists/l1/tasks/t9");
+        assert_eq!(t.segments, ["lists", "l1", "tasks", "t9"]);
+        assert_eq!(t.path, "/lists/l1/tasks/t9");
+        assert_eq!(t.query, None);
+    }
+
+    #[test]
+    fn root_and_trailing_slash() {
+        let root = ok("/");
+        assert!(root.segments.is_empty());
+        assert_eq!(root.path, "/");
+        let trailing = ok("/lists/");
+        assert_eq!(trailing.segments, ["lists", ""]);
+        assert_eq!(trailing.path, "/lists/");
+    }
+
+    #[test]
+    fn percent_encoding_is_normalized() {
+        let t = ok("/a%7Eb/%41/caf%c3%a9/sp%20ace");
+        assert_eq!(t.segments, ["a~b", "A", "café", "sp ace"]);
+        assert_eq!(t.path, "/a~b/A/caf%C3%A9/sp%20ace");
+        assert_eq!(ok("/50%25").path, "/50%25");
+    }
+
+    #[test]
+    fn query_is_kept_verbatim() {
+        let t = ok("/a?x=%2F..%2f&y=1");
+        assert_eq!(t.query.as_deref(), Some("x=%2F..%2f&y=1"));
+        assert_eq!(t.path_and_query(), "/a?x=%2F..%2f&y=1");
+    }
+
+    #[test]
+    fn ambiguous_targets_are_rejected() {
+        assert_eq!(err("/a/%2f/b"), TargetError::EncodedSeparator);
+        assert_eq!(err("/a/%5Cb"), TargetError::EncodedSeparator);
+        assert_eq!(err("/a/%00"), TargetError::ControlCharacter);
+        assert_eq!(err("/a/../b"), TargetError::DotSegment);
+        assert_eq!(err("/a/./b"), TargetError::DotSegment);
+        assert_eq!(err("/a/%2e%2E/b"), TargetError::DotSegment);
+        assert_eq!(err("/a/.%2e"), TargetError::DotSegment);
+        assert_eq!(err("/a//b"), TargetError::EmptySegment);
+        assert_eq!(err("//a"), TargetError::EmptySegment);
+        assert_eq!(err("/a;jsessionid=1/b"), TargetError::PathParameter);
+        assert_eq!(err("/a%252e"), TargetError::DoubleEncoding);
+        assert_eq!(err("/a%2"), TargetError::MalformedPercentEncoding);
+        assert_eq!(err("/a%zz"), TargetError::MalformedPercentEncoding);
+        assert_eq!(err("/a%c0%ae"), TargetError::InvalidUtf8);
+        assert_eq!(err("/a%ff"), TargetError::InvalidUtf8);
+        assert_eq!(err("/a b"), TargetError::InvalidCharacter);
+        assert_eq!(err("/a\\b"), TargetError::InvalidCharacter);
+        assert_eq!(err("/a#frag"), TargetError::Fragment);
+        assert_eq!(err("*"), TargetError::NotOriginForm);
+        assert_eq!(err("http://evil/a"), TargetError::NotOriginForm);
+        assert_eq!(err("/a?x=\x01"), TargetError::QueryControlCharacter);
+        let long = format!("/{}", "a".repeat(MAX_TARGET_LEN));
+        assert_eq!(err(&long), TargetError::TooLong);
+    }
+
+    #[test]
+    fn canonical_form_is_a_fixed_point() {
+        for raw in ["/a%7eb/%41", "/caf%C3%A9/x", "/x:y@z/!$&'()*+,=", "/t/"] {
+            let once = ok(raw);
+            let twice = ok(&once.path);
+            assert_eq!(once, twice, "{raw}");
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! Configuration: the files users write (`raw`), compiled into validated runtime types.
+//!
+//! `portcullis.toml` holds static settings (listener, issuers, header names); `routes.toml` and
+//! `policies/` form the hot-reloadable part, compiled together into a `Snapshot` because routes
+//! are checked against the Cedar schema. Every problem found is reported with file and line.
+
+pub mod raw;
+pub mod source;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cedar_policy::{EntityId, EntityTypeName, EntityUid};
+use http::HeaderName;
+use jsonwebtoken::Algorithm;
+
+use crate::authn::{
+    Authenticator, ClaimMapping, FetchPolicy, Issuer, KeySource, KeyStore, ParentClaim,
+    TenantClaim, ASYMMETRIC_ALGORITHMS,
+};
+use crate::authz::{PolicyBundle, ResourceSpec, RouteAuthz};
+use crate::routes::{PathTemplate, RouteSpec, RouteTable};
+use crate::snapshot::{AuthMode, CompiledRoute, Snapshot, Upstream};
+use raw::{RawGatewayFile, RawIssuer, RawRoute, RawRoutesFile};
+pub use source::{ConfigError, ConfigProblem, SourceFile};
+
+/// Names of the identity headers set on forwarded requests.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub principal: HeaderName,
+    pub roles: HeaderName,
+    pub tenant: HeaderName,
+    pub request_id: HeaderName,
+}
+
+/// One issuer's settings, validated.
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub key_source: KeySource,
+    pub fetch: FetchPolicy,
+    pub leeway_seconds: u64,
+    pub mapping: ClaimMapping,
+}
+
+/// `portcullis.toml`, validated. Changing it needs a restart.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub file: PathBuf,
+    pub listen: SocketAddr,
+    pub threads: usize,
+    pub realm: String,
+    pub routes_file: PathBuf,
+    pub policies_dir: PathBuf,
+    pub headers: IdentityHeaders,
+    pub anonymous_principal: EntityUid,
+    pub issuers: Vec<IssuerSettings>,
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = SourceFile::read(path)?;
+        let raw: RawGatewayFile = file.parse_toml()?;
+        let mut problems = Vec::new();
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        let listen = match raw.server.listen.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                problems.push(file.problem(
+                    Some(raw.server.listen.span()),
+                    format!(
+                        "listen = {:?} is not an address like \"127.0.0.1:8080\"",
+                        raw.server.listen.get_ref()
+                    ),
+                ));
+                None
+            }
+        };
+        if raw.server.threads == 0 {
+            problems.push(file.problem(None, "server.threads must be at least 1"));
+        }
+
+        let mut header =
+            |spanned: &toml::Spanned<String>| match HeaderName::from_str(spanned.get_ref()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    problems.push(file.problem(
+                        Some(spanned.span()),
+                        format!("{:?} is not a valid HTTP header name", spanned.get_ref()),
+                    ));
+                    None
+                }
+            };
+        let headers = (
+            header(&raw.headers.principal),
+            header(&raw.headers.roles),
+            header(&raw.headers.tenant),
+            header(&raw.headers.request_id),
+        );
+
+        let anonymous_principal =
+            match EntityTypeName::from_str(raw.anonymous.principal_type.get_ref()) {
+                Ok(ty) => Some(EntityUid::from_type_name_and_id(
+                    ty,
+                    EntityId::new(&raw.anonymous.principal_id),
+                )),
+                Err(e) => {
+                    problems.push(file.problem(
+                        Some(raw.anonymous.principal_type.span()),
+                        format!("not a Cedar entity type: {e}"),
+                    ));
+                    None
+                }
+            };
+
+        let mut issuers = Vec::new();
+        let mut seen = HashSet::new();
+        for raw_issuer in &raw.issuers {
+            let span = raw_issuer.span();
+            if !seen.insert(raw_issuer.get_ref().issuer.get_ref().clone()) {
+                problems.push(file.problem(Some(span.clone()), "this issuer is configured twice"));
+            }
+            match issuer_settings(raw_issuer.get_ref(), &file) {
+                Ok(settings) => issuers.push(settings),
+                Err(mut p) => problems.append(&mut p),
+            }
+        }
+        if issuers.is_empty() && problems.is_empty() {
+            log::warn!(
+                "{}: no [[issuers]]: only anonymous routes can be reached",
+                path.display()
+            );
+        }
+
+        match (listen, headers, anonymous_principal) {
+            (
+                Some(listen),
+                (Some(principal), Some(roles), Some(tenant), Some(request_id)),
+                Some(anonymous_principal),
+            ) if problems.is_empty() => Ok(Settings {
+                file: path.to_path_buf(),
+                listen,
+                threads: raw.server.threads,
+                realm: raw.server.realm,
+                routes_file: base.join(&raw.files.routes),
+                policies_dir: base.join(&raw.files.policies),
+                headers: IdentityHeaders {
+                    principal,
+                    roles,
+                    tenant,
+                    request_id,
+                },
+                anonymous_principal,
+                issuers,
+            }),
+            _ => Err(problems.into()),
+        }
+    }
+
+    /// Principal entity types of every issuer, for checking routes against the schema.
+    fn authenticated_principal_types(&self) -> Vec<String> {
+        let mut types: Vec<String> = self
+            .issuers
+            .iter()
+            .map(|i| i.mapping.principal_type.clone())
+            .collect();
+        types.sort();
+        types.dedup();
+        types
+    }
+
+    /// Creates the authenticator (key stores are empty until fetched).
+    pub fn authenticator(&self) -> Result<Authenticator, ConfigError> {
+        let mut issuers = Vec::new();
+        for settings in &self.issuers {
+            let keys = KeyStore::new(settings.key_source.clone(), settings.fetch)
+                .map_err(|e| ConfigError::from(ConfigProblem::file(&self.file, e.to_string())))?;
+            issuers.push(Issuer::new(
+                settings.issuer.clone(),
+                &settings.audiences,
+                &settings.algorithms,
+                settings.leeway_seconds,
+                settings.mapping.clone(),
+                Arc::new(keys),
+            ));
+        }
+        Ok(Authenticator::new(issuers))
+    }
+}
+
+fn issuer_settings(
+    raw: &RawIssuer,
+    file: &SourceFile,
+) -> Result<IssuerSettings, Vec<ConfigProblem>> {
+    let mut problems = Vec::new();
+    let issuer = raw.issuer.get_ref().clone();
+    if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+        problems.push(file.problem(
+            Some(raw.issuer.span()),
+            format!("issuer {issuer:?} must be an http(s) URL, exactly as in the tokens' \"iss\""),
+        ));
+    }
+    if raw.audiences.is_empty() {
+        problems.push(file.problem(
+            Some(raw.issuer.span()),
+            "audiences must list at least one accepted \"aud\" value",
+        ));
+    }
+    let mut algorithms = Vec::new();
+    for alg in &raw.algorithms {
+        match Algorithm::from_str(alg.get_ref()) {
+            Ok(a) if ASYMMETRIC_ALGORITHMS.contains(&a) => algorithms.push(a),
+            _ => problems.push(file.problem(
+                Some(alg.span()),
+                format!(
+                    "algorithm {:?} is not allowed; use asymmetric ones: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA",
+                    alg.get_ref()
+                ),
+            )),
+        }
+    }
+    if raw.algorithms.is_empty() {
+        problems.push(file.problem(Some(raw.issuer.span()), "algorithms must not be empty"));
+    }
+    let key_source = match &raw.jwks_uri {
+        Some(uri)
+            if uri.get_ref().starts_with("https://") || uri.get_ref().starts_with("http://") =>
+        {
+            KeySource::JwksUri(uri.get_ref().clone())
+        }
+        Some(uri) => {
+            problems.push(file.problem(Some(uri.span()), "jwks_uri must be an http(s) URL"));
+            KeySource::JwksUri(String::new())
+        }
+        None => KeySource::Discovery {
+            issuer: issuer.clone(),
+        },
+    };
+    if raw.jwks_refresh_seconds == 0 || raw.fetch_timeout_seconds == 0 {
+        problems.push(file.problem(
+            Some(raw.issuer.span()),
+            "jwks_refresh_seconds and fetch_timeout_seconds must be at least 1",
+        ));
+    }
+    let claims = &raw.claims;
+    let parent = |p: &Option<toml::Spanned<raw::RawParentClaim>>| {
+        p.as_ref().map(|p| ParentClaim {
+            claim: p.get_ref().claim.clone(),
+            entity_type: p.get_ref().entity_type.clone(),
+        })
+    };
+    let mapping = ClaimMapping {
+        principal_type: claims.principal_type.get_ref().clone(),
+        principal_id_claim: claims.principal_id.clone(),
+        roles: parent(&claims.roles),
+        groups: parent(&claims.groups),
+        permissions: parent(&claims.permissions),
+        tenant: claims.tenant.as_ref().map(|t| TenantClaim {
+            claim: t.get_ref().claim.clone(),
+            entity_type: t.get_ref().entity_type.clone(),
+            attribute: t.get_ref().attribute.clone(),
+        }),
+        attributes: claims
+            .attributes
+            .iter()
+            .map(|(attr, claim)| (attr.clone(), claim.clone()))
+            .collect(),
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(IssuerSettings {
+        issuer,
+        audiences: raw.audiences.clone(),
+        algorithms,
+        key_source,
+        fetch: FetchPolicy {
+            refresh_every: Duration::from_secs(raw.jwks_refresh_seconds),
+            unknown_kid_cooldown: Duration::from_secs(raw.jwks_cooldown_seconds),
+            timeout: Duration::from_secs(raw.fetch_timeout_seconds),
+        },
+        leeway_seconds: raw.leeway_seconds,
+        mapping,
+    })
+}
+
+/// Loads `routes.toml` and `policies/` into a snapshot, checking every route against the
+/// schema. Reports every problem found.
+pub fn load_snapshot(settings: &Settings, version: u64) -> Result<Snapshot, ConfigError> {
+    let bundle = PolicyBundle::load(&settings.policies_dir);
+    let routes = SourceFile::read(&settings.routes_file)
+        .and_then(|file| file.parse_toml::<RawRoutesFile>().map(|raw| (file, raw)));
+    let (bundle, (routes_file, raw)) = match (bundle, routes) {
+        (Ok(bundle), Ok(routes)) => (bundle, routes),
+        (bundle, routes) => {
+            let mut problems = bundle.err().unwrap_or_default();
+            problems.extend(routes.err());
+            return Err(problems.into());
+        }
+    };
+
+    let mut problems = Vec::new();
+    let mut upstreams = BTreeMap::new();
+    for (name, upstream) in &raw.upstreams {
+        let address = upstream.get_ref().address.get_ref();
+        match resolve(address) {
+            Ok(resolved) => {
+                upstreams.insert(
+                    name.clone(),
+                    Arc::new(Upstream {
+                        name: name.clone(),
+                        address: resolved,
+                    }),
+                );
+            }
+            Err(reason) => problems.push(routes_file.problem(
+                Some(upstream.get_ref().address.span()),
+                format!("upstream {name:?}: {reason}"),
+            )),
+        }
+    }
+
+    let authenticated_types = settings.authenticated_principal_types();
+    let anonymous_types = vec![settings.anonymous_principal.type_name().to_string()];
+    let mut specs = Vec::new();
+    let mut lines = Vec::new();
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    for route in &raw.routes {
+        let line = routes_file.line_of(route.span().start);
+        match compile_route(
+            route.get_ref(),
+            &routes_file,
+            &upstreams,
+            &bundle,
+            &authenticated_types,
+            &anonymous_types,
+        ) {
+            Ok(spec) => {
+                if let Some(first) = ids.insert(spec.payload.id.clone(), line) {
+                    problems.push(routes_file.problem(
+                        Some(route.span()),
+                        format!(
+                            "route id {:?} is already used by the route at line {first}",
+                            spec.payload.id
+                        ),
+                    ));
+                }
+                specs.push(spec);
+                lines.push(line);
+            }
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.into());
+    }
+    let routes = RouteTable::build(specs).map_err(|overlaps| {
+        ConfigError::from(
+            overlaps
+                .into_iter()
+                .map(|o| ConfigProblem {
+                    file: routes_file.path.clone(),
+                    line: Some(lines[o.second]),
+                    message: format!(
+                        "this route overlaps the route at line {}: both match {} on the same path; make their paths or methods differ",
+                        lines[o.first], o.method
+                    ),
+                })
+                .collect::<Vec<_>>(),
+        )
+    })?;
+    Ok(Snapshot {
+        version,
+        routes,
+        bundle,
+    })
+}
+
+/// Resolves `host:port` once, at load.
+fn resolve(address: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let valid = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !valid {
+        return Err(format!("address {address:?} must be host:port"));
+    }
+    address
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {address:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{address:?} resolves to no address"))
+}
+
+fn compile_route(
+    route: &RawRoute,
+    file: &SourceFile,
+    upstreams: &BTreeMap<String, Arc<Upstream>>,
+    bundle: &PolicyBundle,
+    authenticated_types: &[String],
+    anonymous_types: &[String],
+) -> Result<RouteSpec<CompiledRoute>, Vec<ConfigProblem>> {
+    let mut problems = Vec::new();
+    let template = PathTemplate::parse(route.path.get_ref())
+        .map_err(|e| {
+            problems.push(file.problem(
+                Some(route.path.span()),
+                format!("path {:?}: {e}", route.path.get_ref()),
+            ))
+        })
+        .ok();
+    let methods: Vec<String> = route.methods.get_ref().clone();
+    if methods.is_empty() {
+        problems.push(file.problem(
+            Some(route.methods.span()),
+            "methods must list at least one method",
+        ));
+    }
+    for method in &methods {
+        let is_token = !method.is_empty()
+            && method
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+        if !is_token {
+            problems.push(file.problem(
+                Some(route.methods.span()),
+                format!("method {method:?} must be an upper-case HTTP method such as \"GET\""),
+            ));
+        }
+    }
+    let upstream = upstreams.get(route.upstream.get_ref()).cloned();
+    if upstream.is_none() {
+        let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+        problems.push(file.problem(
+            Some(route.upstream.span()),
+            format!(
+                "unknown upstream {:?}; define it as [upstreams.{}] (defined: {})",
+                route.upstream.get_ref(),
+                route.upstream.get_ref(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    }
+    let auth = match route.auth {
+        raw::RawAuthMode::Required => AuthMode::Required,
+        raw::RawAuthMode::Anonymous => AuthMode::Anonymous,
+    };
+    let principal_types = match auth {
+        AuthMode::Required => authenticated_types,
+        AuthMode::Anonymous => anonymous_types,
+    };
+    let authz = template.as_ref().and_then(|template| {
+        let params: Vec<&str> = template.param_names().collect();
+        let resource = route.resource.get_ref();
+        RouteAuthz::compile(
+            route.action.get_ref(),
+            &ResourceSpec {
+                entity_type: &resource.entity_type,
+                id: &resource.id,
+                parents: &resource.parents,
+            },
+            &params,
+            principal_types,
+            bundle,
+        )
+        .map_err(|e| problems.push(file.problem(Some(route.action.span()), e)))
+        .ok()
+    });
+    let host = route.host.as_ref().map(|h| h.get_ref().clone());
+    match (template, upstream, authz) {
+        (Some(template), Some(upstream), Some(authz)) if problems.is_empty() => {
+            let id = route
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("{} {}", methods.join(","), route.path.get_ref()));
+            Ok(RouteSpec {
+                host,
+                methods,
+                template,
+                payload: CompiledRoute {
+                    id,
+                    upstream,
+                    auth,
+                    authz,
+                },
+            })
+        }
+        _ => Err(problems),
+    }
+}

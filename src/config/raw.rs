@@ -1,0 +1,309 @@
+//! Serde mirror of the files users write. Unknown keys are errors everywhere; nothing here is
+//! validated beyond its shape — `config::compile` and the stage modules turn these into runtime
+//! types and report every problem with its line.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// `portcullis.toml`: static settings. Changing them needs a restart.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGatewayFile {
+    pub server: RawServer,
+    #[serde(default)]
+    pub files: RawFiles,
+    #[serde(default)]
+    pub headers: RawHeaders,
+    #[serde(default)]
+    pub anonymous: RawAnonymous,
+    #[serde(default)]
+    pub issuers: Vec<Spanned<RawIssuer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// `host:port` the proxy listens on.
+    pub listen: Spanned<String>,
+    /// Worker threads of the proxy service.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Realm in `WWW-Authenticate` challenges.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+}
+
+fn default_threads() -> usize {
+    2
+}
+
+fn default_realm() -> String {
+    "portcullis".to_string()
+}
+
+/// Where the hot-reloadable files live, relative to `portcullis.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFiles {
+    #[serde(default = "default_routes_file")]
+    pub routes: String,
+    #[serde(default = "default_policies_dir")]
+    pub policies: String,
+}
+
+impl Default for RawFiles {
+    fn default() -> Self {
+        RawFiles {
+            routes: default_routes_file(),
+            policies: default_policies_dir(),
+        }
+    }
+}
+
+fn default_routes_file() -> String {
+    "routes.toml".to_string()
+}
+
+fn default_policies_dir() -> String {
+    "policies".to_string()
+}
+
+/// Names of the trusted identity headers the gateway sets on forwarded requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    #[serde(default = "default_principal_header")]
+    pub principal: Spanned<String>,
+    #[serde(default = "default_roles_header")]
+    pub roles: Spanned<String>,
+    #[serde(default = "default_tenant_header")]
+    pub tenant: Spanned<String>,
+    #[serde(default = "default_request_id_header")]
+    pub request_id: Spanned<String>,
+}
+
+impl Default for RawHeaders {
+    fn default() -> Self {
+        RawHeaders {
+            principal: default_principal_header(),
+            roles: default_roles_header(),
+            tenant: default_tenant_header(),
+            request_id: default_request_id_header(),
+        }
+    }
+}
+
+fn default_principal_header() -> Spanned<String> {
+    Spanned::new(0..0, "x-portcullis-principal".to_string())
+}
+
+fn default_roles_header() -> Spanned<String> {
+    Spanned::new(0..0, "x-portcullis-roles".to_string())
+}
+
+fn default_tenant_header() -> Spanned<String> {
+    Spanned::new(0..0, "x-portcullis-tenant".to_string())
+}
+
+fn default_request_id_header() -> Spanned<String> {
+    Spanned::new(0..0, "x-request-id".to_string())
+}
+
+/// The Cedar principal used on `auth = "anonymous"` routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnonymous {
+    #[serde(default = "default_anonymous_type")]
+    pub principal_type: Spanned<String>,
+    #[serde(default = "default_anonymous_id")]
+    pub principal_id: String,
+}
+
+impl Default for RawAnonymous {
+    fn default() -> Self {
+        RawAnonymous {
+            principal_type: default_anonymous_type(),
+            principal_id: default_anonymous_id(),
+        }
+    }
+}
+
+fn default_anonymous_type() -> Spanned<String> {
+    Spanned::new(0..0, "Anonymous".to_string())
+}
+
+fn default_anonymous_id() -> String {
+    "anonymous".to_string()
+}
+
+/// One trusted token issuer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    /// Exact value of the `iss` claim (Auth0 keeps the trailing slash).
+    pub issuer: Spanned<String>,
+    /// Accepted `aud` values; a token must carry at least one of them.
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms (asymmetric only).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<Spanned<String>>,
+    /// JWKS location; when absent it is read from OIDC discovery.
+    #[serde(default)]
+    pub jwks_uri: Option<Spanned<String>>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// How often the key set is refetched in the background.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_seconds: u64,
+    /// Minimum time between two refetches triggered by an unknown `kid`.
+    #[serde(default = "default_jwks_cooldown")]
+    pub jwks_cooldown_seconds: u64,
+    /// Timeout of one discovery or JWKS fetch.
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout_seconds: u64,
+    #[serde(default)]
+    pub claims: RawClaimMapping,
+}
+
+fn default_algorithms() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "RS256".to_string())]
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+fn default_jwks_refresh() -> u64 {
+    300
+}
+
+fn default_jwks_cooldown() -> u64 {
+    30
+}
+
+fn default_fetch_timeout() -> u64 {
+    5
+}
+
+/// How token claims become the Cedar principal.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClaimMapping {
+    #[serde(default = "default_principal_type")]
+    pub principal_type: Spanned<String>,
+    #[serde(default = "default_principal_claim")]
+    pub principal_id: String,
+    #[serde(default)]
+    pub roles: Option<Spanned<RawParentClaim>>,
+    #[serde(default)]
+    pub groups: Option<Spanned<RawParentClaim>>,
+    #[serde(default)]
+    pub permissions: Option<Spanned<RawParentClaim>>,
+    #[serde(default)]
+    pub tenant: Option<Spanned<RawTenantClaim>>,
+    /// Principal attribute name → claim name.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Default for RawClaimMapping {
+    fn default() -> Self {
+        RawClaimMapping {
+            principal_type: default_principal_type(),
+            principal_id: default_principal_claim(),
+            roles: None,
+            groups: None,
+            permissions: None,
+            tenant: None,
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_principal_type() -> Spanned<String> {
+    Spanned::new(0..0, "User".to_string())
+}
+
+fn default_principal_claim() -> String {
+    "sub".to_string()
+}
+
+/// A claim whose values (a string, an array of strings, or a space-separated string) become
+/// Cedar parents of the principal.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParentClaim {
+    pub claim: String,
+    pub entity_type: String,
+}
+
+/// The tenant claim (Auth0 Organizations' `org_id`): a parent and an attribute of the principal.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenantClaim {
+    pub claim: String,
+    pub entity_type: String,
+    #[serde(default = "default_tenant_attribute")]
+    pub attribute: String,
+}
+
+fn default_tenant_attribute() -> String {
+    "tenant".to_string()
+}
+
+/// `routes.toml`: upstreams and routes. Hot-reloadable.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoutesFile {
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// `host:port` of the upstream (plain HTTP/1.1).
+    pub address: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Stable name used in logs and metrics; defaults to `"<METHODS> <path>"`.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub methods: Spanned<Vec<String>>,
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub host: Option<Spanned<String>>,
+    pub upstream: Spanned<String>,
+    pub action: Spanned<String>,
+    pub resource: Spanned<RawResource>,
+    #[serde(default)]
+    pub auth: RawAuthMode,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResource {
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    /// Template such as `"{task_id}"`; `{name}` refers to a path parameter.
+    pub id: String,
+    /// Templates such as `'List::"{list_id}"'`.
+    #[serde(default)]
+    pub parents: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawAuthMode {
+    #[default]
+    Required,
+    Anonymous,
+}

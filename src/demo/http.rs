@@ -1,0 +1,112 @@
+//! Minimal hyper 1 plumbing shared by the demo servers (dev token issuer and tasks API).
+//!
+//! Both servers need the same accept loop and JSON responses; keeping them here avoids
+//! duplicating the hyper boilerplate. This is demo/test infrastructure, not the gateway's
+//! proxy path.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// Body type of every response produced by the demo servers.
+pub type ResponseBody = Full<Bytes>;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves HTTP/1.1 (keep-alive on) on `listener`, answering every request with `handler`.
+///
+/// Each connection runs in its own tokio task. Those tasks are owned by this future: when
+/// it is dropped or its task aborted, every open connection is closed too, so a test that
+/// "stops" a server really stops it, even for clients holding pooled keep-alive connections.
+/// Never returns on its own.
+pub async fn serve<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let handler = Arc::clone(&handler);
+                    connections.spawn(async move {
+                        let service = service_fn(move |req| {
+                            let response = handler(req);
+                            async move { Ok::<_, Infallible>(response.await) }
+                        });
+                        let result = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .keep_alive(true)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                        if let Err(err) = result {
+                            log::debug!("demo server connection from {peer} ended: {err}");
+                        }
+                    });
+                }
+                Err(err) => {
+                    log::warn!("demo server failed to accept a connection: {err}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            // Reap finished connection tasks so the set does not grow without bound.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// A response with `status` and `body` serialised as JSON (`content-type: application/json`).
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ResponseBody> {
+    // `Value`'s Display is its compact JSON serialisation and cannot fail.
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A JSON error response: `{"error": message}`.
+pub fn error_response(status: StatusCode, message: &str) -> Response<ResponseBody> {
+    json_response(status, &serde_json::json!({ "error": message }))
+}
+
+/// A response with `status` and no body (e.g. 204 No Content).
+pub fn empty_response(status: StatusCode) -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_response_sets_status_and_content_type() {
+        let response = json_response(StatusCode::CREATED, &serde_json::json!({"a": 1}));
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(
+            response
+                .headers()
+                .get(CONTENT_TYPE)
+                .map(HeaderValue::as_bytes),
+            Some(&b"application/json"[..])
+        );
+    }
+}

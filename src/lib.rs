@@ -1,0 +1,20 @@
+//! Portcullis: an authorization enforcement gateway on pingora.
+//!
+//! Every request flows one way: canonicalize → route → authenticate → build the Cedar request
+//! → authorize → forward or deny → log. The stages are pure modules (`canonical`, `routes`,
+//! `authn`, `authz`, `pipeline`, `response`); `proxy` and `server` are the thin pingora glue.
+
+pub mod authn;
+pub mod authz;
+pub mod canonical;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod pipeline;
+pub mod proxy;
+pub mod response;
+pub mod routes;
+pub mod server;
+pub mod snapshot;
+pub mod telemetry;

@@ -1,0 +1,45 @@
+//! The `portcullis` binary: parse the command line, load configuration, start.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use portcullis::cli::{Cli, Command};
+use portcullis::server::{load_gateway, run};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run {
+        config: "portcullis.toml".into(),
+        upgrade: false,
+    });
+    match execute(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config, upgrade } => {
+            let gateway = load_gateway(&config)?;
+            run(gateway, upgrade)?;
+            Ok(())
+        }
+        Command::Check { config } => {
+            let gateway = load_gateway(&config)?;
+            print!("{}", portcullis::check::summary(&gateway));
+            Ok(())
+        }
+        Command::Demo { config } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(portcullis::demo::run_demo(&config))?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The decision pipeline, free of any proxy framework:
+//! canonicalize → route → authenticate → build Cedar request → authorize.
+//!
+//! `evaluate` returns either what to forward or why to refuse, plus everything the decision
+//! log needs. Nothing is forwarded unless the authorize stage produced a permit.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::authn::{bearer_token, AuthnError, Identity};
+use crate::authz::{authorize, Caller, Decision, RequestFacts};
+use crate::canonical::{canonicalize, TargetError};
+use crate::routes::Lookup;
+use crate::snapshot::{AuthMode, Gateway, Snapshot, Upstream};
+
+/// The parts of an incoming request the pipeline looks at.
+#[derive(Debug, Clone)]
+pub struct Incoming<'a> {
+    pub method: &'a str,
+    /// The request target exactly as received.
+    pub target: &'a [u8],
+    pub host: Option<&'a str>,
+    pub authorization: Vec<&'a [u8]>,
+    pub client_ip: Option<IpAddr>,
+}
+
+/// A permitted request.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub upstream: Arc<Upstream>,
+    /// Canonical path plus the untouched query.
+    pub path_and_query: String,
+    pub identity: Option<Identity>,
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Denial {
+    BadTarget(TargetError),
+    NotFound,
+    MethodNotAllowed(Vec<String>),
+    Unauthenticated(AuthnError),
+    Forbidden,
+}
+
+/// What happened to a request, for the response and the decision log.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub verdict: Result<Forward, Denial>,
+    pub snapshot_version: u64,
+    pub route_id: Option<String>,
+    pub canonical_path: Option<String>,
+    pub principal: Option<String>,
+    pub action: Option<String>,
+    pub decision: Option<Decision>,
+}
+
+impl Outcome {
+    fn new(snapshot: &Snapshot) -> Self {
+        Outcome {
+            verdict: Err(Denial::NotFound),
+            snapshot_version: snapshot.version,
+            route_id: None,
+            canonical_path: None,
+            principal: None,
+            action: None,
+            decision: None,
+        }
+    }
+
+    fn deny(mut self, denial: Denial) -> Self {
+        self.verdict = Err(denial);
+        self
+    }
+}
+
+/// Runs the whole decision for one request against one snapshot.
+pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incoming<'_>) -> Outcome {
+    let mut outcome = Outcome::new(snapshot);
+    let target = match canonicalize(incoming.target) {
+        Ok(target) => target,
+        Err(e) => return outcome.deny(Denial::BadTarget(e)),
+    };
+    outcome.canonical_path = Some(target.path.clone());
+
+    let (route, params) =
+        match snapshot
+            .routes
+            .lookup(incoming.host, incoming.method, &target.segments)
+        {
+            Lookup::Matched { route, params } => (route, params),
+            Lookup::MethodNotAllowed { allowed } => {
+                return outcome.deny(Denial::MethodNotAllowed(allowed))
+            }
+            Lookup::NotFound => return outcome.deny(Denial::NotFound),
+        };
+    outcome.route_id = Some(route.id.clone());
+    outcome.action = Some(route.authz.action.to_string());
+
+    let identity = match route.auth {
+        AuthMode::Anonymous => None,
+        AuthMode::Required => {
+            let authenticated = match bearer_token(&incoming.authorization) {
+                Ok(token) => gateway.authenticator.authenticate(token).await,
+                Err(e) => Err(e),
+            };
+            match authenticated {
+                Ok(authenticated) => Some(authenticated.identity),
+                Err(e) => return outcome.deny(Denial::Unauthenticated(e)),
+            }
+        }
+    };
+    let caller = match &identity {
+        Some(identity) => {
+            outcome.principal = Some(format!(
+                "{}::{:?}",
+                identity.principal_type, identity.principal_id
+            ));
+            Caller::Authenticated(identity)
+        }
+        None => {
+            outcome.principal = Some(gateway.settings.anonymous_principal.to_string());
+            Caller::Anonymous(&gateway.settings.anonymous_principal)
+        }
+    };
+
+    let facts = RequestFacts {
+        method: incoming.method,
+        path: &target.path,
+        params: &params,
+        client_ip: incoming.client_ip,
+    };
+    let decision = match route.authz.build(&snapshot.bundle, caller, &facts) {
+        Ok((request, entities)) => authorize(&snapshot.bundle, &request, &entities),
+        Err(e) => Decision::error(&e),
+    };
+    let allowed = decision.allowed;
+    outcome.decision = Some(decision);
+    if !allowed {
+        return outcome.deny(Denial::Forbidden);
+    }
+    outcome.verdict = Ok(Forward {
+        upstream: route.upstream.clone(),
+        path_and_query: target.path_and_query(),
+        identity,
+    });
+    outcome
+}

@@ -1,0 +1,86 @@
+//! Everything one request needs, swapped atomically as a whole on reload.
+//!
+//! A request loads the current snapshot once and uses it to the end, so a reload never mixes
+//! old routes with new policies. Static settings and the issuers' key stores live beside it in
+//! `Gateway`: they outlive reloads.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::authn::Authenticator;
+use crate::authz::{PolicyBundle, RouteAuthz};
+use crate::config::Settings;
+use crate::routes::RouteTable;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// A valid bearer token is required.
+    Required,
+    /// No token is looked at; the principal is the configured anonymous entity.
+    Anonymous,
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    /// Resolved when the snapshot is built, never on the request path.
+    pub address: std::net::SocketAddr,
+}
+
+/// A route as the request path needs it.
+#[derive(Debug)]
+pub struct CompiledRoute {
+    pub id: String,
+    pub upstream: Arc<Upstream>,
+    pub auth: AuthMode,
+    pub authz: RouteAuthz,
+}
+
+/// Routes and policies, compiled together.
+pub struct Snapshot {
+    pub version: u64,
+    pub routes: RouteTable<CompiledRoute>,
+    pub bundle: PolicyBundle,
+}
+
+/// The running gateway's state.
+pub struct Gateway {
+    pub settings: Settings,
+    pub authenticator: Authenticator,
+    snapshot: ArcSwap<Snapshot>,
+}
+
+impl Gateway {
+    pub fn new(settings: Settings, authenticator: Authenticator, snapshot: Snapshot) -> Self {
+        Gateway {
+            settings,
+            authenticator,
+            snapshot: ArcSwap::from_pointee(snapshot),
+        }
+    }
+
+    /// The snapshot a new request should use.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Fetches every issuer's keys once. Returns the issuers whose keys could not be fetched.
+    pub async fn fetch_keys(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        for issuer in self.authenticator.issuers() {
+            issuer.keys.refresh(std::time::Duration::ZERO).await;
+            if issuer.keys.current().is_none() {
+                missing.push(issuer.issuer.clone());
+            }
+        }
+        missing
+    }
+
+    /// Starts the background key refresh of every issuer on the current tokio runtime.
+    pub fn spawn_key_refresh(&self) {
+        for issuer in self.authenticator.issuers() {
+            tokio::spawn(issuer.keys.clone().refresh_periodically());
+        }
+    }
+}

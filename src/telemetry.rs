@@ -1,0 +1,58 @@
+//! Decision log records: one JSON object per request, never containing the token.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use crate::pipeline::{Denial, Outcome};
+
+/// The decision label of an outcome: `allow`, `deny` (policy), `unauthenticated`, ...
+pub fn decision_label(outcome: Option<&Outcome>) -> &'static str {
+    match outcome.map(|o| &o.verdict) {
+        None => "none",
+        Some(Ok(_)) => "allow",
+        Some(Err(Denial::Forbidden)) => "deny",
+        Some(Err(Denial::Unauthenticated(_))) => "unauthenticated",
+        Some(Err(Denial::NotFound)) => "no_route",
+        Some(Err(Denial::MethodNotAllowed(_))) => "method_not_allowed",
+        Some(Err(Denial::BadTarget(_))) => "bad_request",
+    }
+}
+
+pub fn decision_record(
+    request_id: &str,
+    method: &str,
+    outcome: Option<&Outcome>,
+    status: u16,
+    error: Option<String>,
+    latency: Duration,
+) -> String {
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let reason = outcome.and_then(|o| match &o.verdict {
+        Err(Denial::Unauthenticated(e)) => Some(e.to_string()),
+        Err(Denial::BadTarget(e)) => Some(e.to_string()),
+        _ => None,
+    });
+    let decision = outcome.and_then(|o| o.decision.as_ref());
+    json!({
+        "time": time,
+        "request_id": request_id,
+        "method": method,
+        "path": outcome.and_then(|o| o.canonical_path.as_deref()),
+        "route": outcome.and_then(|o| o.route_id.as_deref()),
+        "principal": outcome.and_then(|o| o.principal.as_deref()),
+        "action": outcome.and_then(|o| o.action.as_deref()),
+        "decision": decision_label(outcome),
+        "reason": reason,
+        "policies": decision.map(|d| d.policies.clone()).unwrap_or_default(),
+        "errors": decision.map(|d| d.errors.clone()).unwrap_or_default(),
+        "status": status,
+        "proxy_error": error,
+        "latency_us": latency.as_micros() as u64,
+        "snapshot": outcome.map(|o| o.snapshot_version),
+    })
+    .to_string()
+}

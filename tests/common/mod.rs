@@ -1,0 +1,300 @@
+//! Integration test harness: the real gateway on an ephemeral loopback port, a real echo
+//! upstream, and a real development token issuer serving discovery and JWKS over HTTP.
+//! Requests are written as raw HTTP/1.1 bytes so that tests control the exact request target.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::StatusCode;
+use portcullis::demo::http::{json_response, serve as serve_http};
+use portcullis::demo::{demo_claims, serve_issuer, DevIssuer, SigningAlg, DEMO_USERS};
+use portcullis::server::{load_gateway, serve};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+pub const AUDIENCE: &str = "https://tasks.example.com";
+
+/// What the echo upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Received {
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// An upstream that records every request and answers 200 with a JSON echo.
+pub struct EchoUpstream {
+    pub address: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+impl EchoUpstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let task = tokio::spawn(serve_http(
+            listener,
+            move |req: http::Request<hyper::body::Incoming>| {
+                let received = Received {
+                    method: req.method().to_string(),
+                    target: req.uri().to_string(),
+                    headers: req
+                        .headers()
+                        .iter()
+                        .map(|(n, v)| {
+                            (
+                                n.to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect(),
+                };
+                log.lock().unwrap().push(received.clone());
+                async move {
+                    json_response(
+                        StatusCode::OK,
+                        &json!({"method": received.method, "target": received.target}),
+                    )
+                }
+            },
+        ));
+        EchoUpstream {
+            address,
+            requests,
+            task,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Received {
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw no request")
+    }
+}
+
+impl Drop for EchoUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A raw HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Gateway, upstream and issuer, wired together with the repository's routes and policies.
+pub struct TestEnv {
+    pub gateway: SocketAddr,
+    pub upstream: EchoUpstream,
+    pub issuer: Arc<DevIssuer>,
+    pub dir: tempfile::TempDir,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// The repository's portcullis.toml with the issuer and upstream moved to test ports.
+pub fn write_config(dir: &Path, issuer_url: &str, upstream: SocketAddr) {
+    let gateway = std::fs::read_to_string(repo_path("portcullis.toml"))
+        .unwrap()
+        .replace("http://127.0.0.1:8081/", issuer_url)
+        .replace(
+            "policies = \"policies\"",
+            &format!("policies = {:?}", repo_path("policies")),
+        );
+    std::fs::write(dir.join("portcullis.toml"), gateway).unwrap();
+    let routes = std::fs::read_to_string(repo_path("routes.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8082", &upstream.to_string());
+    std::fs::write(dir.join("routes.toml"), routes).unwrap();
+}
+
+impl TestEnv {
+    pub async fn start() -> Self {
+        let upstream = EchoUpstream::start().await;
+        let issuer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer_url = format!("http://{}/", issuer_listener.local_addr().unwrap());
+        let issuer = Arc::new(DevIssuer::generate(issuer_url.clone()).unwrap());
+        let issuer_task = tokio::spawn(serve_issuer(issuer.clone(), issuer_listener));
+
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), &issuer_url, upstream.address);
+        let gateway = Arc::new(
+            load_gateway(&dir.path().join("portcullis.toml")).unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert!(
+            gateway.fetch_keys().await.is_empty(),
+            "keys were not fetched"
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let gateway_task = tokio::spawn(serve(listener, gateway));
+        TestEnv {
+            gateway: address,
+            upstream,
+            issuer,
+            dir,
+            tasks: vec![issuer_task, gateway_task],
+        }
+    }
+
+    pub fn issuer_url(&self) -> &str {
+        self.issuer.issuer_url()
+    }
+
+    /// Claims of a demo user (see `DEMO_USERS`), valid for an hour.
+    pub fn claims(&self, subject: &str) -> Value {
+        let (_, roles, tenant) = DEMO_USERS.iter().find(|(s, _, _)| *s == subject).unwrap();
+        demo_claims(self.issuer_url(), AUDIENCE, subject, roles, tenant)
+    }
+
+    pub fn token(&self, subject: &str) -> String {
+        self.issuer
+            .mint(SigningAlg::Rs256, &self.claims(subject))
+            .unwrap()
+    }
+
+    /// Sends one request with the exact `target`, and `Connection: close`.
+    pub async fn send(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> Response {
+        let mut request = format!(
+            "{method} {target} HTTP/1.1\r\nHost: tasks.example.com\r\nConnection: close\r\n"
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        raw_exchange(self.gateway, request.as_bytes()).await
+    }
+
+    pub async fn get_as(&self, subject: &str, target: &str) -> Response {
+        let token = format!("Bearer {}", self.token(subject));
+        self.send("GET", target, &[("Authorization", &token)]).await
+    }
+
+    pub async fn send_as(&self, subject: &str, method: &str, target: &str) -> Response {
+        let token = format!("Bearer {}", self.token(subject));
+        self.send(
+            method,
+            target,
+            &[("Authorization", &token), ("Content-Length", "0")],
+        )
+        .await
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Writes raw bytes, reads the response until the server closes the connection.
+pub async fn raw_exchange(address: SocketAddr, request: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).await.unwrap();
+    parse_response(&bytes)
+}
+
+fn parse_response(bytes: &[u8]) -> Response {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

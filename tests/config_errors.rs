@@ -1,0 +1,145 @@
+//! Configuration errors are reported by the real binary with the file, the line and what to
+//! change, and nothing starts.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{repo_path, write_config};
+
+/// Writes the example configuration into a temp dir, applies `edit` to one file, runs
+/// `portcullis check`, and returns (exit success, stderr).
+fn check_with(file: &str, edit: impl FnOnce(String) -> String) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "http://127.0.0.1:9/",
+        "127.0.0.1:9".parse().unwrap(),
+    );
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    for name in ["schema.cedarschema", "tasks.cedar", "entities.json"] {
+        std::fs::copy(repo_path("policies").join(name), policies.join(name)).unwrap();
+    }
+    let config = dir.path().join("portcullis.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let policies_line = text
+        .lines()
+        .find(|l| l.starts_with("policies ="))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &config,
+        text.replace(&policies_line, "policies = \"policies\""),
+    )
+    .unwrap();
+    let target = dir.path().join(file);
+    let original = std::fs::read_to_string(&target).unwrap();
+    std::fs::write(&target, edit(original)).unwrap();
+    run_check(&config)
+}
+
+fn run_check(config: &Path) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The 1-based line of the first line containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn the_example_configuration_is_clean() {
+    let (ok, stderr) = check_with("routes.toml", |s| s);
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn unknown_key_names_file_and_line() {
+    let (ok, stderr) = check_with("portcullis.toml", |s| {
+        s.replace("threads = 2", "threads = 2\nthreadz = 4")
+    });
+    assert!(!ok);
+    let text = std::fs::read_to_string(repo_path("portcullis.toml")).unwrap();
+    let line = line_of(&text, "threads = 2") + 1;
+    assert!(
+        stderr.contains(&format!("portcullis.toml:{line}:")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("threadz"), "{stderr}");
+}
+
+#[test]
+fn unknown_key_in_a_route_names_its_line() {
+    let (ok, stderr) = check_with("routes.toml", |s| {
+        s.replace("id = \"read-list\"", "id = \"read-list\"\nmethod = \"GET\"")
+    });
+    assert!(!ok);
+    let text = std::fs::read_to_string(repo_path("routes.toml")).unwrap();
+    let line = line_of(&text, "id = \"read-list\"") + 1;
+    assert!(stderr.contains(&format!("routes.toml:{line}:")), "{stderr}");
+    assert!(stderr.contains("method"), "{stderr}");
+}
+
+#[test]
+fn unknown_upstream_is_reported() {
+    let (ok, stderr) = check_with("routes.toml", |s| {
+        s.replacen("upstream = \"tasks\"", "upstream = \"taks\"", 1)
+    });
+    assert!(!ok);
+    let text = std::fs::read_to_string(repo_path("routes.toml")).unwrap();
+    let line = line_of(&text, "upstream = \"tasks\"");
+    assert!(stderr.contains(&format!("routes.toml:{line}:")), "{stderr}");
+    assert!(stderr.contains("unknown upstream \"taks\""), "{stderr}");
+}
+
+#[test]
+fn action_not_in_schema_is_reported() {
+    let (ok, stderr) = check_with("routes.toml", |s| {
+        s.replace("action = \"DeleteTask\"", "action = \"RemoveTask\"")
+    });
+    assert!(!ok);
+    let text = std::fs::read_to_string(repo_path("routes.toml")).unwrap();
+    let line = line_of(&text, "action = \"DeleteTask\"");
+    assert!(stderr.contains(&format!("routes.toml:{line}:")), "{stderr}");
+    assert!(
+        stderr.contains("Action::\"RemoveTask\" is not declared in the schema"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn overlapping_routes_are_reported_with_both_lines() {
+    let extra = "\n[[routes]]\nid = \"shadow\"\nmethods = [\"GET\"]\npath = \"/lists/{list_id}\"\nupstream = \"tasks\"\naction = \"ReadList\"\nresource = { type = \"List\", id = \"{list_id}\" }\n";
+    let (ok, stderr) = check_with("routes.toml", |s| format!("{s}{extra}"));
+    assert!(!ok);
+    let text = std::fs::read_to_string(repo_path("routes.toml")).unwrap();
+    let first = line_of(&text, "id = \"read-list\"") - 1;
+    let second = text.lines().count() + 2;
+    assert!(
+        stderr.contains(&format!(
+            "routes.toml:{second}: this route overlaps the route at line {first}"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn policy_that_fails_validation_is_reported() {
+    let (ok, stderr) = check_with("policies/tasks.cedar", |s| {
+        format!("{s}\n@id(\"typo\")\npermit (principal, action == Action::\"ReadTask\", resource) when {{ resource.ownr == principal }};\n")
+    });
+    assert!(!ok);
+    assert!(stderr.contains("tasks.cedar:"), "{stderr}");
+    assert!(stderr.contains("ownr"), "{stderr}");
+}
