@@ -1,0 +1,116 @@
+//! `portcullis run` as users start it: the real binary hosting the proxy in a pingora Server,
+//! fetching keys over HTTP at start, and draining on SIGTERM.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{raw_exchange, write_config, EchoUpstream, AUDIENCE};
+use portcullis::demo::{demo_claims, serve_issuer, DevIssuer, SigningAlg};
+use tokio::net::TcpListener;
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port that was free a moment ago (pingora cannot report the port it bound for port 0).
+fn free_port() -> SocketAddr {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn get(address: SocketAddr, target: &str, token: Option<&str>) -> Option<u16> {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+    match tokio::net::TcpStream::connect(address).await {
+        Ok(_) => Some(raw_exchange(address, request.as_bytes()).await.status),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_and_stops_on_sigterm() {
+    let upstream = EchoUpstream::start().await;
+    let issuer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer_url = format!("http://{}/", issuer_listener.local_addr().unwrap());
+    let issuer = Arc::new(DevIssuer::generate(issuer_url.clone()).unwrap());
+    tokio::spawn(serve_issuer(issuer.clone(), issuer_listener));
+
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &issuer_url, upstream.address);
+    let listen = free_port();
+    let config = dir.path().join("portcullis.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:8080", &listen.to_string());
+    std::fs::write(&config, text).unwrap();
+
+    let gateway = Running(
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut status = None;
+    for _ in 0..100 {
+        status = get(listen, "/health", None).await;
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, Some(200), "the gateway did not come up");
+
+    let token = issuer
+        .mint(
+            SigningAlg::Es256,
+            &demo_claims(&issuer_url, AUDIENCE, "alice", &["manager"], "org_acme"),
+        )
+        .unwrap();
+    assert_eq!(
+        get(listen, "/lists/acme-roadmap/tasks/t1", Some(&token)).await,
+        Some(200)
+    );
+    assert_eq!(
+        get(listen, "/lists/acme-roadmap/tasks/t1", None).await,
+        Some(401)
+    );
+    assert_eq!(upstream.count(), 2);
+    assert_eq!(
+        upstream.last().header_values("x-portcullis-principal"),
+        ["alice"]
+    );
+
+    // SIGTERM: the listener closes (graceful shutdown then waits out pingora's grace period).
+    let pid = gateway.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut closed = false;
+    for _ in 0..50 {
+        if get(listen, "/health", None).await.is_none() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(closed, "the listener stayed open after SIGTERM");
+}
