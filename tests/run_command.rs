@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{raw_exchange, write_config, EchoUpstream, AUDIENCE};
+use common::{try_exchange, write_config, EchoUpstream, AUDIENCE};
 use portcullis::demo::{demo_claims, serve_issuer, DevIssuer, SigningAlg};
 use tokio::net::TcpListener;
 
@@ -29,15 +29,16 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
+/// The status of a GET, or None when nothing answers.
 async fn get(address: SocketAddr, target: &str, token: Option<&str>) -> Option<u16> {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
-    match tokio::net::TcpStream::connect(address).await {
-        Ok(_) => Some(raw_exchange(address, request.as_bytes()).await.status),
-        Err(_) => None,
-    }
+    try_exchange(address, request.as_bytes())
+        .await
+        .ok()
+        .map(|r| r.status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

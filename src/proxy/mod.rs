@@ -18,7 +18,7 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
-use crate::pipeline::{evaluate, Incoming, Outcome};
+use crate::pipeline::{evaluate, Forward, Incoming, Outcome};
 use crate::response::deny_response;
 use crate::snapshot::Gateway;
 use crate::telemetry::decision_record;
@@ -46,6 +46,16 @@ pub struct RequestContext {
     started: Instant,
     outcome: Option<Outcome>,
     client_ip: Option<std::net::IpAddr>,
+}
+
+impl RequestContext {
+    /// The permit of this request; without one nothing may be forwarded.
+    fn permit(&self) -> Result<&Forward> {
+        self.outcome
+            .as_ref()
+            .and_then(|o| o.verdict.as_ref().ok())
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no permit for this request"))
+    }
 }
 
 #[async_trait]
@@ -121,13 +131,7 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<Box<HttpPeer>> {
-        let forward = ctx
-            .outcome
-            .as_ref()
-            .and_then(|o| o.verdict.as_ref().ok())
-            .ok_or_else(|| {
-                Error::explain(ErrorType::InternalError, "no permit for this request")
-            })?;
+        let forward = ctx.permit()?;
         Ok(Box::new(HttpPeer::new(
             forward.upstream.address,
             false,
@@ -141,13 +145,7 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestContext,
     ) -> Result<()> {
-        let forward = ctx
-            .outcome
-            .as_ref()
-            .and_then(|o| o.verdict.as_ref().ok())
-            .ok_or_else(|| {
-                Error::explain(ErrorType::InternalError, "no permit for this request")
-            })?;
+        let forward = ctx.permit()?;
         forward::prepare_upstream_request(
             upstream_request,
             forward,

@@ -238,11 +238,16 @@ impl Drop for TestEnv {
 
 /// Writes raw bytes, reads the response until the server closes the connection.
 pub async fn raw_exchange(address: SocketAddr, request: &[u8]) -> Response {
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    stream.write_all(request).await.unwrap();
+    try_exchange(address, request).await.unwrap()
+}
+
+/// `raw_exchange` for a server that may not be listening (any I/O error is returned).
+pub async fn try_exchange(address: SocketAddr, request: &[u8]) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(address).await?;
+    stream.write_all(request).await?;
     let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).await.unwrap();
-    parse_response(&bytes)
+    stream.read_to_end(&mut bytes).await?;
+    Ok(parse_response(&bytes))
 }
 
 fn parse_response(bytes: &[u8]) -> Response {
