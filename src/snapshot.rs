@@ -69,7 +69,7 @@ impl Gateway {
     pub async fn fetch_keys(&self) -> Vec<String> {
         let mut missing = Vec::new();
         for issuer in self.authenticator.issuers() {
-            issuer.keys.refresh(std::time::Duration::ZERO).await;
+            issuer.keys.refresh().await;
             if issuer.keys.current().is_none() {
                 missing.push(issuer.issuer.clone());
             }

@@ -376,3 +376,29 @@ async fn owners_edit_their_tasks_and_tenants_are_isolated() {
     assert_eq!(env.upstream.count(), 4);
     let _ = AUDIENCE;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kid_refetches_keys_at_most_once_per_cooldown() {
+    let env = TestEnv::start().await;
+    let fetched_at_start = env.issuer.jwks_fetches();
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": "rotated-in-later"});
+    let token = env
+        .issuer
+        .mint_with_header(SigningAlg::Rs256, &header, &env.claims("alice"))
+        .unwrap();
+    for _ in 0..3 {
+        let response = env
+            .send(
+                "GET",
+                "/lists/acme-roadmap",
+                &[("Authorization", &format!("Bearer {token}"))],
+            )
+            .await;
+        assert_eq!(response.status, 401);
+    }
+    // The first unknown kid triggers one refetch; the cooldown (30 s) absorbs the others.
+    assert_eq!(env.issuer.jwks_fetches(), fetched_at_start + 1);
+    // Known kids keep working without any fetch.
+    assert_eq!(env.get_as("alice", "/lists/acme-roadmap").await.status, 200);
+    assert_eq!(env.issuer.jwks_fetches(), fetched_at_start + 1);
+}

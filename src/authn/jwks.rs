@@ -230,7 +230,8 @@ pub struct KeyStore {
     policy: FetchPolicy,
     client: reqwest::Client,
     keys: ArcSwapOption<KeySet>,
-    /// Held while a fetch runs (single flight); holds the time of the last fetch attempt.
+    /// Held while a fetch runs (single flight); holds the time of the last fetch triggered
+    /// by an unknown `kid`, which the cooldown is measured from.
     fetch_gate: tokio::sync::Mutex<Option<Instant>>,
     /// `jwks_uri` found by discovery, kept once known.
     discovered_uri: tokio::sync::Mutex<Option<String>>,
@@ -264,14 +265,25 @@ impl KeyStore {
         self.keys.load_full()
     }
 
-    /// Fetches now, unless another fetch is running (then waits for it) or `min_interval` has
-    /// not passed since the last attempt. Returns whether the key set was replaced.
-    pub async fn refresh(&self, min_interval: Duration) -> bool {
-        let mut last_attempt = self.fetch_gate.lock().await;
-        if last_attempt.is_some_and(|at| at.elapsed() < min_interval) {
+    /// Fetches now (after any fetch already running). Returns whether the key set was replaced.
+    pub async fn refresh(&self) -> bool {
+        let _gate = self.fetch_gate.lock().await;
+        self.fetch_and_store().await
+    }
+
+    /// Called when a token names a `kid` the current set lacks: fetches unless the last such
+    /// fetch was less than the cooldown ago. Concurrent callers wait for the one fetch in
+    /// flight instead of starting their own.
+    pub async fn refresh_for_unknown_kid(&self) -> bool {
+        let mut last_on_demand = self.fetch_gate.lock().await;
+        if last_on_demand.is_some_and(|at| at.elapsed() < self.policy.unknown_kid_cooldown) {
             return false;
         }
-        *last_attempt = Some(Instant::now());
+        *last_on_demand = Some(Instant::now());
+        self.fetch_and_store().await
+    }
+
+    async fn fetch_and_store(&self) -> bool {
         match self.fetch().await {
             Ok(set) => {
                 log::info!("{}: key set loaded ({} keys)", self.describe(), set.len());
@@ -285,11 +297,6 @@ impl KeyStore {
         }
     }
 
-    /// Called when a token names a `kid` the current set lacks.
-    pub async fn refresh_for_unknown_kid(&self) -> bool {
-        self.refresh(self.policy.unknown_kid_cooldown).await
-    }
-
     /// Refreshes forever in the background; call once per issuer, from a tokio runtime.
     pub async fn refresh_periodically(self: Arc<Self>) {
         loop {
@@ -300,7 +307,7 @@ impl KeyStore {
                 self.policy.unknown_kid_cooldown.min(Duration::from_secs(5))
             };
             tokio::time::sleep(delay).await;
-            self.refresh(Duration::ZERO).await;
+            self.refresh().await;
         }
     }
 
