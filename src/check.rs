@@ -27,7 +27,11 @@ pub fn summary(gateway: &Gateway) -> String {
         "  policies: {} from {} ({} directory entities)",
         bundle.policies.policies().count(),
         settings.policies_dir.display(),
-        bundle.entities.iter().count()
+        bundle
+            .entities
+            .iter()
+            .filter(|e| !e.uid().type_name().basename().eq("Action"))
+            .count()
     );
     let _ = writeln!(out, "  routes ({}):", snapshot.routes.routes().count());
     for route in snapshot.routes.routes() {

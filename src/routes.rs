@@ -232,7 +232,10 @@ impl<T> RouteTable<T> {
         let mut overlaps = Vec::new();
         let mut seen: HashMap<(Option<String>, Vec<TemplateSegment>), Vec<usize>> = HashMap::new();
         for (i, route) in routes.iter().enumerate() {
-            let key = (route.host.clone(), route.template.shape());
+            let key = (
+                route.host.as_deref().map(canonical_host),
+                route.template.shape(),
+            );
             let same_shape = seen.entry(key).or_default();
             for &j in same_shape.iter() {
                 let other = &routes[j];
@@ -535,6 +538,11 @@ mod tests {
             spec(&["GET"], "/a/b", "y")
         ])
         .is_ok());
+        let mut upper = spec(&["GET"], "/a", "x");
+        upper.host = Some("API.example.com".into());
+        let mut lower = spec(&["GET"], "/a", "y");
+        lower.host = Some("api.example.com.".into());
+        assert_eq!(RouteTable::build(vec![upper, lower]).unwrap_err().len(), 1);
     }
 
     #[test]

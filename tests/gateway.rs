@@ -268,6 +268,7 @@ async fn spoofed_identity_headers_never_reach_upstream() {
                 ("x_portcullis_roles", "admin"),
                 ("X.Portcullis.Tenant", "org_globex"),
                 ("X-Request-Id", "client-chosen"),
+                ("X-Forwarded-For", "10.0.0.1"),
                 ("Connection", "x-secret"),
                 ("X-Secret", "hop"),
             ],
@@ -282,6 +283,10 @@ async fn spoofed_identity_headers_never_reach_upstream() {
     assert!(seen.header_values("x.portcullis.tenant").is_empty());
     assert!(seen.header_values("x-secret").is_empty());
     assert_ne!(seen.header_values("x-request-id"), ["client-chosen"]);
+    assert_eq!(
+        seen.header_values("x-forwarded-for"),
+        ["10.0.0.1, 127.0.0.1"]
+    );
 
     // An anonymous route must not pass a forged principal either.
     let anonymous = env

@@ -1,5 +1,6 @@
-//! Why a request was not authenticated. Each variant maps to a 401 (or a 400 for a malformed
-//! `Authorization` header) in `proxy::respond`; the descriptions are safe to show to clients.
+//! Why a request was not authenticated. Each variant maps to a 401 (a 400 for duplicate
+//! `Authorization` headers) in `response::deny_response`; the descriptions are safe to show
+//! to clients.
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthnError {

@@ -243,10 +243,13 @@ fn issuer_settings(
             issuer: issuer.clone(),
         },
     };
-    if raw.jwks_refresh_seconds == 0 || raw.fetch_timeout_seconds == 0 {
+    if raw.jwks_refresh_seconds == 0
+        || raw.fetch_timeout_seconds == 0
+        || raw.jwks_cooldown_seconds == 0
+    {
         problems.push(file.problem(
             Some(raw.issuer.span()),
-            "jwks_refresh_seconds and fetch_timeout_seconds must be at least 1",
+            "jwks_refresh_seconds, jwks_cooldown_seconds and fetch_timeout_seconds must be at least 1",
         ));
     }
     let claims = &raw.claims;

@@ -231,8 +231,8 @@ fn default_principal_claim() -> String {
     "sub".to_string()
 }
 
-/// A claim whose values (a string, an array of strings, or a space-separated string) become
-/// Cedar parents of the principal.
+/// A claim whose values (one string, or an array of strings) become Cedar parents of the
+/// principal.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawParentClaim {

@@ -91,14 +91,15 @@ pub fn prepare_upstream_request(
     }
     request.insert_header(names.request_id.clone(), request_id)?;
     if let Some(ip) = client_ip {
-        let forwarded_for = match request
+        let ip = ip.to_string();
+        let mut hops: Vec<&str> = request
             .headers
-            .get(FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(existing) => format!("{existing}, {ip}"),
-            None => ip.to_string(),
-        };
+            .get_all(FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        hops.push(&ip);
+        let forwarded_for = hops.join(", ");
         request.insert_header(FORWARDED_FOR, forwarded_for)?;
     }
     Ok(())

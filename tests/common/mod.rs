@@ -247,6 +247,9 @@ pub async fn try_exchange(address: SocketAddr, request: &[u8]) -> std::io::Resul
     stream.write_all(request).await?;
     let mut bytes = Vec::new();
     stream.read_to_end(&mut bytes).await?;
+    if bytes.is_empty() {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(parse_response(&bytes))
 }
 
