@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{b64, now, TestEnv, AUDIENCE};
+use common::{b64, now, TestEnv};
 use portcullis::demo::SigningAlg;
 use serde_json::json;
 
@@ -35,13 +35,7 @@ async fn es256_tokens_are_accepted() {
         .issuer
         .mint(SigningAlg::Es256, &env.claims("bob"))
         .unwrap();
-    let response = env
-        .send(
-            "GET",
-            "/lists/acme-roadmap",
-            &[("Authorization", &format!("Bearer {token}"))],
-        )
-        .await;
+    let response = env.get_with_token(&token, "/lists/acme-roadmap").await;
     assert_eq!(response.status, 200, "{}", response.body);
     assert_eq!(
         env.upstream.last().header_values("x-portcullis-principal"),
@@ -200,11 +194,7 @@ async fn invalid_tokens_get_401_invalid_token() {
 
     for (name, token) in cases {
         let response = env
-            .send(
-                "GET",
-                "/lists/acme-roadmap/tasks/t1",
-                &[("Authorization", &format!("Bearer {token}"))],
-            )
+            .get_with_token(&token, "/lists/acme-roadmap/tasks/t1")
             .await;
         assert_eq!(response.status, 401, "{name}: {}", response.body);
         let challenge = response.header("www-authenticate").unwrap_or_default();
@@ -370,16 +360,9 @@ async fn owners_edit_their_tasks_and_tenants_are_isolated() {
     let mut no_tenant = env.claims("dave");
     no_tenant.as_object_mut().unwrap().remove("org_id");
     let token = env.issuer.mint(SigningAlg::Rs256, &no_tenant).unwrap();
-    let response = env
-        .send(
-            "GET",
-            "/lists/acme-roadmap",
-            &[("Authorization", &format!("Bearer {token}"))],
-        )
-        .await;
+    let response = env.get_with_token(&token, "/lists/acme-roadmap").await;
     assert_eq!(response.status, 403);
     assert_eq!(env.upstream.count(), 4);
-    let _ = AUDIENCE;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,13 +375,7 @@ async fn unknown_kid_refetches_keys_at_most_once_per_cooldown() {
         .mint_with_header(SigningAlg::Rs256, &header, &env.claims("alice"))
         .unwrap();
     for _ in 0..3 {
-        let response = env
-            .send(
-                "GET",
-                "/lists/acme-roadmap",
-                &[("Authorization", &format!("Bearer {token}"))],
-            )
-            .await;
+        let response = env.get_with_token(&token, "/lists/acme-roadmap").await;
         assert_eq!(response.status, 401);
     }
     // The first unknown kid triggers one refetch; the cooldown (30 s) absorbs the others.

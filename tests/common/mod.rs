@@ -213,8 +213,14 @@ impl TestEnv {
     }
 
     pub async fn get_as(&self, subject: &str, target: &str) -> Response {
-        let token = format!("Bearer {}", self.token(subject));
-        self.send("GET", target, &[("Authorization", &token)]).await
+        self.get_with_token(&self.token(subject), target).await
+    }
+
+    /// GET with `token` as the bearer token, whatever it holds.
+    pub async fn get_with_token(&self, token: &str, target: &str) -> Response {
+        let authorization = format!("Bearer {token}");
+        self.send("GET", target, &[("Authorization", &authorization)])
+            .await
     }
 
     pub async fn send_as(&self, subject: &str, method: &str, target: &str) -> Response {
