@@ -15,8 +15,8 @@ pub fn summary(gateway: &Gateway) -> String {
         let _ = writeln!(
             out,
             "  issuer: {} (audiences: {}; principal: {}::\"<{}>\")",
-            issuer.issuer,
-            issuer.audiences.join(", "),
+            issuer.rules.issuer,
+            issuer.rules.audiences.join(", "),
             issuer.mapping.principal_type,
             issuer.mapping.principal_id_claim
         );

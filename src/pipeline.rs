@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::authn::{bearer_token, AuthnError, Identity};
-use crate::authz::{authorize, Caller, Decision, RequestFacts};
+use crate::authn::{bearer_token, AuthnError, VerifiedToken};
+use crate::authz::{authorize, principal_entity, Caller, Decision, RequestFacts};
 use crate::canonical::{canonicalize, TargetError};
 use crate::routes::Lookup;
 use crate::snapshot::{AuthMode, Gateway, Snapshot, Upstream};
@@ -30,7 +30,8 @@ pub struct Forward {
     pub upstream: Arc<Upstream>,
     /// Canonical path plus the untouched query.
     pub path_and_query: String,
-    pub identity: Option<Identity>,
+    /// The caller's token, absent on anonymous routes.
+    pub token: Option<Arc<VerifiedToken>>,
 }
 
 /// Why a request is refused.
@@ -97,7 +98,7 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
     outcome.route_id = Some(route.id.clone());
     outcome.action = Some(route.authz.action.to_string());
 
-    let identity = match route.auth {
+    let token = match route.auth {
         AuthMode::Anonymous => None,
         AuthMode::Required => {
             let authenticated = match bearer_token(&incoming.authorization) {
@@ -105,32 +106,46 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
                 Err(e) => Err(e),
             };
             match authenticated {
-                Ok(authenticated) => Some(authenticated.identity),
+                Ok(token) => Some(token),
                 Err(e) => return outcome.deny(Denial::Unauthenticated(e)),
             }
         }
     };
-    let caller = match &identity {
-        Some(identity) => {
-            outcome.principal = Some(format!(
-                "{}::{:?}",
-                identity.principal_type, identity.principal_id
-            ));
-            Caller::Authenticated(identity)
-        }
-        None => {
-            outcome.principal = Some(gateway.settings.anonymous_principal.to_string());
-            Caller::Anonymous(&gateway.settings.anonymous_principal)
-        }
-    };
-
     let facts = RequestFacts {
         method: incoming.method,
         path: &target.path,
         params: &params,
         client_ip: incoming.client_ip,
+        scopes: token.as_ref().map_or(&[], |t| &t.identity.scopes),
     };
-    let decision = match route.authz.build(&snapshot.bundle, caller, &facts) {
+    let built = match &token {
+        Some(token) => {
+            let identity = &token.identity;
+            outcome.principal = Some(format!(
+                "{}::{:?}",
+                identity.principal_type, identity.principal_id
+            ));
+            // Built once per token and snapshot: cached tokens carry their principal.
+            match token.principal_for(snapshot.version) {
+                Some(built) => Ok(built),
+                None => principal_entity(&snapshot.bundle, identity)
+                    .map(|entity| token.remember_principal(snapshot.version, entity)),
+            }
+            .and_then(|built| {
+                route
+                    .authz
+                    .build(&snapshot.bundle, Caller::Authenticated(&built.1), &facts)
+            })
+        }
+        None => {
+            let anonymous = &gateway.settings.anonymous_principal;
+            outcome.principal = Some(anonymous.to_string());
+            route
+                .authz
+                .build(&snapshot.bundle, Caller::Anonymous(anonymous), &facts)
+        }
+    };
+    let decision = match built {
         Ok((request, entities)) => authorize(&snapshot.bundle, &request, &entities),
         Err(e) => Decision::error(&e),
     };
@@ -142,7 +157,7 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
     outcome.verdict = Ok(Forward {
         upstream: route.upstream.clone(),
         path_and_query: target.path_and_query(),
-        identity,
+        token,
     });
     outcome
 }

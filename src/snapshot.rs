@@ -47,7 +47,7 @@ pub struct Snapshot {
 /// The running gateway's state.
 pub struct Gateway {
     pub settings: Settings,
-    pub authenticator: Authenticator,
+    pub authenticator: Arc<Authenticator>,
     snapshot: ArcSwap<Snapshot>,
 }
 
@@ -55,7 +55,7 @@ impl Gateway {
     pub fn new(settings: Settings, authenticator: Authenticator, snapshot: Snapshot) -> Self {
         Gateway {
             settings,
-            authenticator,
+            authenticator: Arc::new(authenticator),
             snapshot: ArcSwap::from_pointee(snapshot),
         }
     }
@@ -67,20 +67,17 @@ impl Gateway {
 
     /// Fetches every issuer's keys once. Returns the issuers whose keys could not be fetched.
     pub async fn fetch_keys(&self) -> Vec<String> {
-        let mut missing = Vec::new();
-        for issuer in self.authenticator.issuers() {
-            issuer.keys.refresh().await;
-            if issuer.keys.current().is_none() {
-                missing.push(issuer.issuer.clone());
-            }
-        }
-        missing
+        self.authenticator.fetch_keys().await
     }
 
     /// Starts the background key refresh of every issuer on the current tokio runtime.
     pub fn spawn_key_refresh(&self) {
         for issuer in self.authenticator.issuers() {
-            tokio::spawn(issuer.keys.clone().refresh_periodically());
+            tokio::spawn(
+                self.authenticator
+                    .clone()
+                    .refresh_periodically(issuer.clone()),
+            );
         }
     }
 }

@@ -8,6 +8,8 @@ pub enum AuthnError {
     MissingToken,
     #[error("more than one Authorization header")]
     DuplicateAuthorization,
+    #[error("the token is longer than {0} bytes")]
+    TooLarge(usize),
     #[error("the token is not a compact JWS")]
     Malformed,
     #[error("the token header is invalid")]
@@ -28,6 +30,8 @@ pub enum AuthnError {
     Expired,
     #[error("the token is not valid yet")]
     NotYetValid,
+    #[error("the token type (typ) is not accepted")]
+    WrongTokenType,
     #[error("the token audience is not accepted")]
     WrongAudience,
     #[error("the token is missing the claim {0:?}")]

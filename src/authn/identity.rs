@@ -29,6 +29,9 @@ pub struct ClaimMapping {
     pub groups: Option<ParentClaim>,
     pub permissions: Option<ParentClaim>,
     pub tenant: Option<TenantClaim>,
+    /// The claim holding OAuth scopes: a space-separated string (`scope`, RFC 8693 and Auth0)
+    /// or an array of strings (Okta's `scp`).
+    pub scopes: Option<String>,
     /// (principal attribute, claim) pairs.
     pub attributes: Vec<(String, String)>,
 }
@@ -41,6 +44,7 @@ pub struct Identity {
     pub principal_id: String,
     pub roles: Vec<String>,
     pub tenant: Option<String>,
+    pub scopes: Vec<String>,
     /// (entity type, id) of every parent: roles, groups, permissions, tenant.
     pub parents: Vec<(String, String)>,
     /// Principal attributes in Cedar's entity JSON form (entity references as `__entity`).
@@ -95,12 +99,22 @@ impl ClaimMapping {
                 Some(_) => return Err(AuthnError::InvalidClaim(mapping.claim.clone())),
             }
         }
+        let scopes = match &self.scopes {
+            None => Vec::new(),
+            Some(claim) => match claims.get(claim) {
+                Some(Value::String(joined)) => {
+                    joined.split_ascii_whitespace().map(String::from).collect()
+                }
+                _ => string_list(claims, claim)?,
+            },
+        };
         Ok(Identity {
             issuer: issuer.to_string(),
             principal_type: self.principal_type.clone(),
             principal_id,
             roles,
             tenant,
+            scopes,
             parents,
             attributes,
         })
@@ -146,6 +160,7 @@ mod tests {
                 entity_type: "Tenant".into(),
                 attribute: "tenant".into(),
             }),
+            scopes: Some("scope".into()),
             attributes: vec![
                 ("email".into(), "email".into()),
                 ("level".into(), "lvl".into()),
@@ -193,12 +208,39 @@ mod tests {
     }
 
     #[test]
+    fn scopes_come_from_a_string_or_an_array() {
+        let joined = mapping()
+            .identity(
+                "iss",
+                &claims(json!({"sub": "a", "scope": " read:tasks  write:tasks "})),
+            )
+            .unwrap();
+        assert_eq!(joined.scopes, ["read:tasks", "write:tasks"]);
+        let okta = ClaimMapping {
+            scopes: Some("scp".into()),
+            ..mapping()
+        };
+        let listed = okta
+            .identity(
+                "iss",
+                &claims(json!({"sub": "a", "scp": ["openid", "tasks.read"]})),
+            )
+            .unwrap();
+        assert_eq!(listed.scopes, ["openid", "tasks.read"]);
+        assert_eq!(
+            okta.identity("iss", &claims(json!({"sub": "a", "scp": {"x": 1}}))),
+            Err(AuthnError::InvalidClaim("scp".into()))
+        );
+    }
+
+    #[test]
     fn missing_optional_claims_are_absent() {
         let id = mapping()
             .identity("iss", &claims(json!({"sub": "bob"})))
             .unwrap();
         assert!(id.parents.is_empty());
         assert!(id.attributes.is_empty());
+        assert!(id.scopes.is_empty());
         assert_eq!(id.tenant, None);
     }
 

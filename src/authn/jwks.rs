@@ -2,10 +2,14 @@
 //! (via OIDC discovery when no `jwks_uri` is configured), and keeping it fresh.
 //!
 //! The last good key set is kept whenever a fetch fails or returns garbage. A token with an
-//! unknown `kid` triggers at most one refetch per cooldown, and only one fetch runs at a time.
+//! unknown `kid` triggers at most one refetch per cooldown, and only one fetch runs at a time;
+//! tokens whose `kid` is known never wait for a fetch. The background refresh follows the
+//! JWKS response's `Cache-Control: max-age`, bounded by the configured minimum and maximum.
+//! Every change of the key set bumps a generation number, which invalidates cached tokens.
 //! Nothing in a token (`jku`, `x5u`, `jwk`, `x5c`) can choose where keys come from.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,6 +76,8 @@ pub struct KeySet {
     by_kid: HashMap<String, Arc<VerificationKey>>,
     /// Keys published without a `kid`; used only when the set holds exactly one key.
     without_kid: Vec<Arc<VerificationKey>>,
+    /// SHA-256 of the document, to tell a changed key set from a refetched identical one.
+    fingerprint: [u8; 32],
 }
 
 impl KeySet {
@@ -88,6 +94,8 @@ impl KeySet {
             reason: e.to_string(),
         })?;
         let mut set = KeySet::default();
+        set.fingerprint
+            .copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body).as_ref());
         for value in document.keys {
             let jwk: Jwk = match serde_json::from_value(value) {
                 Ok(jwk) => jwk,
@@ -219,9 +227,44 @@ pub enum KeySource {
 /// Timing of fetches for one issuer.
 #[derive(Debug, Clone, Copy)]
 pub struct FetchPolicy {
+    /// Refresh interval when the JWKS response carries no `max-age`.
     pub refresh_every: Duration,
+    /// Bounds on the refresh interval, whatever `max-age` says.
+    pub refresh_min: Duration,
+    pub refresh_max: Duration,
+    /// Minimum time between two fetches triggered by unknown `kid`s; also the retry delay
+    /// after a failed background fetch.
     pub unknown_kid_cooldown: Duration,
     pub timeout: Duration,
+}
+
+impl FetchPolicy {
+    /// The delay before the next background refresh after a successful fetch.
+    fn refresh_after(&self, max_age: Option<Duration>) -> Duration {
+        max_age
+            .unwrap_or(self.refresh_every)
+            .clamp(self.refresh_min, self.refresh_max.max(self.refresh_min))
+    }
+}
+
+/// `max-age` of a `Cache-Control` value; `no-cache`/`no-store` count as zero.
+fn max_age(cache_control: &str) -> Option<Duration> {
+    let mut found = None;
+    for directive in cache_control.split(',') {
+        let directive = directive.trim();
+        let (name, value) = directive.split_once('=').unwrap_or((directive, ""));
+        if name.eq_ignore_ascii_case("no-cache") || name.eq_ignore_ascii_case("no-store") {
+            return Some(Duration::ZERO);
+        }
+        if name.eq_ignore_ascii_case("max-age") {
+            found = value
+                .trim_matches('"')
+                .parse()
+                .ok()
+                .map(Duration::from_secs);
+        }
+    }
+    found
 }
 
 /// The live key set of one issuer.
@@ -230,6 +273,10 @@ pub struct KeyStore {
     policy: FetchPolicy,
     client: reqwest::Client,
     keys: ArcSwapOption<KeySet>,
+    /// Bumped whenever the key set changes.
+    generation: AtomicU64,
+    /// Delay before the next background refresh, in milliseconds.
+    next_refresh_ms: AtomicU64,
     /// Held while a fetch runs (single flight); holds the time of the last fetch triggered
     /// by an unknown `kid`, which the cooldown is measured from.
     fetch_gate: tokio::sync::Mutex<Option<Instant>>,
@@ -255,6 +302,8 @@ impl KeyStore {
             policy,
             client,
             keys: ArcSwapOption::empty(),
+            generation: AtomicU64::new(0),
+            next_refresh_ms: AtomicU64::new(duration_ms(policy.refresh_every)),
             fetch_gate: tokio::sync::Mutex::new(None),
             discovered_uri: tokio::sync::Mutex::new(None),
         })
@@ -265,7 +314,12 @@ impl KeyStore {
         self.keys.load_full()
     }
 
-    /// Fetches now (after any fetch already running). Returns whether the key set was replaced.
+    /// Changes every time the key set changes; 0 until the first fetch succeeds.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Fetches now (after any fetch already running). Returns whether the key set changed.
     pub async fn refresh(&self) -> bool {
         let _gate = self.fetch_gate.lock().await;
         self.fetch_and_store().await
@@ -273,7 +327,7 @@ impl KeyStore {
 
     /// Called when a token names a `kid` the current set lacks: fetches unless the last such
     /// fetch was less than the cooldown ago. Concurrent callers wait for the one fetch in
-    /// flight instead of starting their own.
+    /// flight instead of starting their own. Returns whether the key set changed.
     pub async fn refresh_for_unknown_kid(&self) -> bool {
         let mut last_on_demand = self.fetch_gate.lock().await;
         if last_on_demand.is_some_and(|at| at.elapsed() < self.policy.unknown_kid_cooldown) {
@@ -284,31 +338,37 @@ impl KeyStore {
     }
 
     async fn fetch_and_store(&self) -> bool {
-        match self.fetch().await {
-            Ok(set) => {
-                log::info!("{}: key set loaded ({} keys)", self.describe(), set.len());
-                self.keys.store(Some(Arc::new(set)));
-                true
+        let (next, changed) = match self.fetch().await {
+            Ok((set, max_age)) => {
+                let changed = self
+                    .current()
+                    .is_none_or(|old| old.fingerprint != set.fingerprint);
+                if changed {
+                    log::info!("{}: key set loaded ({} keys)", self.describe(), set.len());
+                    self.keys.store(Some(Arc::new(set)));
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                }
+                (self.policy.refresh_after(max_age), changed)
             }
             Err(e) => {
                 log::warn!("{e}; keeping the last good key set");
-                false
+                let retry = if self.current().is_some() {
+                    self.policy.unknown_kid_cooldown
+                } else {
+                    // Until the first success, retry soon (but never in a tight loop).
+                    self.policy.unknown_kid_cooldown.min(Duration::from_secs(5))
+                };
+                (retry, false)
             }
-        }
+        };
+        self.next_refresh_ms
+            .store(duration_ms(next), Ordering::Release);
+        changed
     }
 
-    /// Refreshes forever in the background; call once per issuer, from a tokio runtime.
-    pub async fn refresh_periodically(self: Arc<Self>) {
-        loop {
-            let delay = if self.current().is_some() {
-                self.policy.refresh_every
-            } else {
-                // Until the first success, retry soon (but never in a tight loop).
-                self.policy.unknown_kid_cooldown.min(Duration::from_secs(5))
-            };
-            tokio::time::sleep(delay).await;
-            self.refresh().await;
-        }
+    /// How long the background refresh should wait before the next fetch.
+    pub fn next_refresh(&self) -> Duration {
+        Duration::from_millis(self.next_refresh_ms.load(Ordering::Acquire))
     }
 
     fn describe(&self) -> &str {
@@ -318,10 +378,10 @@ impl KeyStore {
         }
     }
 
-    async fn fetch(&self) -> Result<KeySet, JwksError> {
+    async fn fetch(&self) -> Result<(KeySet, Option<Duration>), JwksError> {
         let uri = self.jwks_uri().await?;
-        let body = self.get(&uri).await?;
-        KeySet::parse(&uri, &body)
+        let (body, max_age) = self.get(&uri).await?;
+        Ok((KeySet::parse(&uri, &body)?, max_age))
     }
 
     async fn jwks_uri(&self) -> Result<String, JwksError> {
@@ -337,7 +397,7 @@ impl KeyStore {
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
         );
-        let body = self.get(&url).await?;
+        let (body, _) = self.get(&url).await?;
         #[derive(Deserialize)]
         struct Discovery {
             issuer: String,
@@ -361,7 +421,8 @@ impl KeyStore {
         Ok(document.jwks_uri)
     }
 
-    async fn get(&self, url: &str) -> Result<bytes::Bytes, JwksError> {
+    /// GETs a JSON document; returns its body and `Cache-Control: max-age`.
+    async fn get(&self, url: &str) -> Result<(bytes::Bytes, Option<Duration>), JwksError> {
         let fail = |reason: String| JwksError::Fetch {
             url: url.to_string(),
             reason,
@@ -376,8 +437,18 @@ impl KeyStore {
         if !response.status().is_success() {
             return Err(fail(format!("status {}", response.status())));
         }
-        response.bytes().await.map_err(|e| fail(e.to_string()))
+        let max_age = response
+            .headers()
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age);
+        let body = response.bytes().await.map_err(|e| fail(e.to_string()))?;
+        Ok((body, max_age))
     }
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -441,6 +512,30 @@ mod tests {
         assert!(free.accepts(Algorithm::PS256));
         assert!(!free.accepts(Algorithm::ES256));
         assert!(!free.accepts(Algorithm::HS256));
+    }
+
+    #[test]
+    fn cache_control_sets_the_refresh_interval_within_bounds() {
+        assert_eq!(
+            max_age("public, max-age=15, stale-if-error=86400"),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(max_age("Max-Age=\"600\""), Some(Duration::from_secs(600)));
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+        assert_eq!(max_age("max-age=soon"), None);
+        let policy = FetchPolicy {
+            refresh_every: Duration::from_secs(300),
+            refresh_min: Duration::from_secs(60),
+            refresh_max: Duration::from_secs(3600),
+            unknown_kid_cooldown: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+        };
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(policy.refresh_after(None), Duration::from_secs(300));
+        assert_eq!(policy.refresh_after(secs(15)), Duration::from_secs(60));
+        assert_eq!(policy.refresh_after(secs(900)), Duration::from_secs(900));
+        assert_eq!(policy.refresh_after(secs(86400)), Duration::from_secs(3600));
     }
 
     #[test]

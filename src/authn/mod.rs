@@ -1,28 +1,30 @@
-//! Authentication: bearer token → verified claims → `Identity`.
+//! Authentication: bearer token → verified claims → `Identity`, with a verified-token cache.
 //!
-//! The token's unverified `iss` only selects which trusted issuer's rules and keys apply; the
-//! token is then verified with that issuer's keys (selected by `kid`), its allowed algorithms
-//! (asymmetric only), exact issuer, audiences and lifetime. Header fields that could point at
-//! other keys (`jku`, `x5u`, `jwk`, `x5c`) are never consulted.
+//! The token is first taken apart strictly (`token`), then its unverified `iss` only selects
+//! which trusted issuer's rules and keys apply; the signature is checked with that issuer's key
+//! (selected by `kid`, constrained by the JWK's own `alg` and type) for one of its allowed
+//! algorithms (asymmetric only), then the issuer's claim rules and claim mapping run. Header
+//! fields that could point at other keys (`jku`, `x5u`, `jwk`, `x5c`) are never consulted.
 
 mod bearer;
+pub mod cache;
 mod error;
 pub mod identity;
 pub mod jwks;
+pub mod token;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation};
-use serde_json::{Map, Value};
+use jsonwebtoken::Algorithm;
 
 pub use bearer::bearer_token;
+pub use cache::{CacheStats, TokenCache, VerifiedToken};
 pub use error::AuthnError;
 pub use identity::{ClaimMapping, Identity, ParentClaim, TenantClaim};
 pub use jwks::{FetchPolicy, KeySource, KeyStore};
+pub use token::ClaimRules;
 
 /// Algorithms an issuer may be configured to accept.
 pub const ASYMMETRIC_ALGORITHMS: &[Algorithm] = &[
@@ -37,66 +39,46 @@ pub const ASYMMETRIC_ALGORITHMS: &[Algorithm] = &[
     Algorithm::EdDSA,
 ];
 
+/// Longest bearer token accepted by default, in bytes.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
+
 /// One trusted issuer with its verification rules and keys.
 pub struct Issuer {
-    pub issuer: String,
+    pub rules: ClaimRules,
+    pub algorithms: Vec<Algorithm>,
     pub mapping: ClaimMapping,
     pub keys: Arc<KeyStore>,
-    /// One prepared validation per allowed algorithm.
-    validations: HashMap<Algorithm, Validation>,
 }
 
 impl Issuer {
-    pub fn new(
-        issuer: String,
-        audiences: &[String],
-        algorithms: &[Algorithm],
-        leeway_seconds: u64,
-        mapping: ClaimMapping,
-        keys: Arc<KeyStore>,
-    ) -> Self {
-        let validations = algorithms
-            .iter()
-            .map(|&alg| {
-                let mut validation = Validation::new(alg);
-                validation.set_issuer(&[&issuer]);
-                validation.set_audience(audiences);
-                validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-                validation.validate_exp = true;
-                validation.validate_nbf = true;
-                validation.leeway = leeway_seconds;
-                (alg, validation)
-            })
-            .collect();
-        Issuer {
-            issuer,
-            mapping,
-            keys,
-            validations,
-        }
+    pub fn name(&self) -> &str {
+        &self.rules.issuer
     }
 }
 
-/// A token that passed every check.
-#[derive(Debug, Clone)]
-pub struct Authenticated {
-    pub identity: Identity,
-    pub claims: Map<String, Value>,
-}
-
-/// All trusted issuers, by exact `iss`.
-#[derive(Default)]
+/// All trusted issuers, by exact `iss`, and the cache of tokens they issued.
 pub struct Authenticator {
     issuers: HashMap<String, Arc<Issuer>>,
+    max_token_bytes: usize,
+    cache: Option<TokenCache>,
+}
+
+impl Default for Authenticator {
+    fn default() -> Self {
+        Authenticator::new(Vec::new(), DEFAULT_MAX_TOKEN_BYTES, 0)
+    }
 }
 
 impl Authenticator {
-    pub fn new(issuers: Vec<Issuer>) -> Self {
+    /// `cache_entries` bounds the verified-token cache; 0 turns it off.
+    pub fn new(issuers: Vec<Issuer>, max_token_bytes: usize, cache_entries: usize) -> Self {
         Authenticator {
             issuers: issuers
                 .into_iter()
-                .map(|i| (i.issuer.clone(), Arc::new(i)))
+                .map(|i| (i.name().to_string(), Arc::new(i)))
                 .collect(),
+            max_token_bytes,
+            cache: (cache_entries > 0).then(|| TokenCache::new(cache_entries)),
         }
     }
 
@@ -104,89 +86,125 @@ impl Authenticator {
         self.issuers.values()
     }
 
-    /// Verifies a compact JWS and maps its claims to an identity.
-    pub async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthnError> {
-        let payload = compact_payload(token)?;
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthnError::InvalidHeader)?;
-        if header.crit.is_some() {
-            return Err(AuthnError::UnsupportedCritical);
+    /// Whether every issuer has a key set.
+    pub fn has_all_keys(&self) -> bool {
+        self.issuers().all(|i| i.keys.current().is_some())
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache
+            .as_ref()
+            .map(TokenCache::stats)
+            .unwrap_or_default()
+    }
+
+    /// Verifies a compact JWS and maps its claims to an identity; served from the cache when
+    /// this exact token was verified before and is still valid.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<VerifiedToken>, AuthnError> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthnError::TooLarge(self.max_token_bytes));
         }
-        let iss = unverified_issuer(payload)?;
-        let issuer = self.issuers.get(&iss).ok_or(AuthnError::UnknownIssuer)?;
-        let validation = issuer
-            .validations
-            .get(&header.alg)
-            .ok_or(AuthnError::AlgorithmNotAllowed)?;
-        let kid = header.kid.as_deref();
+        let now = unix_now();
+        let digest = match &self.cache {
+            Some(cache) => {
+                let digest = TokenCache::digest(token);
+                let generation = |iss: &str| self.issuers.get(iss).map(|i| i.keys.generation());
+                if let Some(hit) = cache.get(&digest, now as f64, generation) {
+                    return Ok(hit);
+                }
+                Some(digest)
+            }
+            None => None,
+        };
+        let verified = Arc::new(self.verify(token, now).await?);
+        if let (Some(cache), Some(digest)) = (&self.cache, digest) {
+            cache.insert(digest, verified.clone(), now as f64);
+        }
+        Ok(verified)
+    }
+
+    async fn verify(&self, token: &str, now: u64) -> Result<VerifiedToken, AuthnError> {
+        let parsed = token::parse(token, self.max_token_bytes)?;
+        let issuer = self
+            .issuers
+            .get(parsed.issuer()?)
+            .ok_or(AuthnError::UnknownIssuer)?;
+        let alg = parsed.header.alg;
+        if !issuer.algorithms.contains(&alg) {
+            return Err(AuthnError::AlgorithmNotAllowed);
+        }
+        let kid = parsed.header.kid.as_deref();
+        // Read before the key: if the set changes meanwhile, the entry is already stale.
+        let mut generation = issuer.keys.generation();
         let key = match issuer.keys.current().and_then(|set| set.get(kid)) {
             Some(key) => key,
             None => {
-                issuer.keys.refresh_for_unknown_kid().await;
+                if issuer.keys.refresh_for_unknown_kid().await {
+                    self.key_set_changed(issuer);
+                }
+                generation = issuer.keys.generation();
                 let set = issuer.keys.current().ok_or(AuthnError::KeysUnavailable)?;
                 set.get(kid).ok_or(AuthnError::UnknownKey)?
             }
         };
-        if !key.accepts(header.alg) {
+        if !key.accepts(alg) {
             return Err(AuthnError::AlgorithmNotAllowed);
         }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, validation)
-            .map_err(|e| verification_error(e.kind()))?;
-        let identity = issuer.mapping.identity(&issuer.issuer, &data.claims)?;
-        Ok(Authenticated {
-            identity,
-            claims: data.claims,
-        })
-    }
-}
-
-/// Checks the compact serialization (three non-empty base64url parts) and returns the payload.
-fn compact_payload(token: &str) -> Result<&str, AuthnError> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(AuthnError::Malformed);
-    };
-    let base64url = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if !(base64url(header) && base64url(payload) && base64url(signature)) {
-        return Err(AuthnError::Malformed);
-    }
-    Ok(payload)
-}
-
-/// Reads `iss` from the payload before verification, only to pick the issuer's rules.
-fn unverified_issuer(payload: &str) -> Result<String, AuthnError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|_| AuthnError::Malformed)?;
-    #[derive(serde::Deserialize)]
-    struct IssuerOnly {
-        iss: Option<String>,
-    }
-    let claims: IssuerOnly = serde_json::from_slice(&bytes).map_err(|_| AuthnError::Malformed)?;
-    claims
-        .iss
-        .ok_or(AuthnError::MissingClaim("iss".to_string()))
-}
-
-fn verification_error(kind: &ErrorKind) -> AuthnError {
-    match kind {
-        ErrorKind::InvalidSignature => AuthnError::BadSignature,
-        ErrorKind::ExpiredSignature => AuthnError::Expired,
-        ErrorKind::ImmatureSignature => AuthnError::NotYetValid,
-        ErrorKind::InvalidAudience => AuthnError::WrongAudience,
-        ErrorKind::InvalidIssuer => AuthnError::UnknownIssuer,
-        ErrorKind::MissingRequiredClaim(claim) => AuthnError::MissingClaim(claim.clone()),
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-            AuthnError::AlgorithmNotAllowed
+        let valid = jsonwebtoken::crypto::verify(
+            parsed.signature,
+            parsed.signing_input.as_bytes(),
+            &key.decoding,
+            alg,
+        )
+        .unwrap_or(false);
+        if !valid {
+            return Err(AuthnError::BadSignature);
         }
-        ErrorKind::InvalidClaimFormat(claim) => AuthnError::InvalidClaim(claim.clone()),
-        _ => AuthnError::Malformed,
+        let expires_at = issuer.rules.check(&parsed.header, &parsed.claims, now)?;
+        let identity = issuer.mapping.identity(issuer.name(), &parsed.claims)?;
+        Ok(VerifiedToken::new(
+            identity,
+            parsed.claims,
+            expires_at,
+            generation,
+        ))
     }
+
+    fn key_set_changed(&self, issuer: &Issuer) {
+        if let Some(cache) = &self.cache {
+            cache.purge_issuer(issuer.name());
+        }
+    }
+
+    /// Fetches every issuer's keys once. Returns the issuers whose keys could not be fetched.
+    pub async fn fetch_keys(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        for issuer in self.issuers() {
+            if issuer.keys.refresh().await {
+                self.key_set_changed(issuer);
+            }
+            if issuer.keys.current().is_none() {
+                missing.push(issuer.name().to_string());
+            }
+        }
+        missing
+    }
+
+    /// Refreshes one issuer's keys forever, as its key store schedules; run one per issuer.
+    pub async fn refresh_periodically(self: Arc<Self>, issuer: Arc<Issuer>) {
+        loop {
+            tokio::time::sleep(issuer.keys.next_refresh()).await;
+            if issuer.keys.refresh().await {
+                self.key_set_changed(&issuer);
+            }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -194,22 +212,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn compact_form_is_checked() {
-        assert_eq!(compact_payload("a.b.c"), Ok("b"));
-        for bad in ["a.b", "a.b.c.d", "a..c", ".b.c", "a.b.", "a.b+.c", "a.b=.c"] {
-            assert_eq!(compact_payload(bad), Err(AuthnError::Malformed), "{bad}");
-        }
-    }
-
-    #[test]
-    fn issuer_is_read_from_the_payload() {
-        let payload = URL_SAFE_NO_PAD.encode(br#"{"iss":"https://x/","sub":"a"}"#);
-        assert_eq!(unverified_issuer(&payload), Ok("https://x/".to_string()));
-        let no_iss = URL_SAFE_NO_PAD.encode(br#"{"sub":"a"}"#);
-        assert_eq!(
-            unverified_issuer(&no_iss),
-            Err(AuthnError::MissingClaim("iss".into()))
-        );
-        assert_eq!(unverified_issuer("!!"), Err(AuthnError::Malformed));
+    fn oversized_tokens_are_refused_before_anything_else() {
+        let authenticator = Authenticator::new(Vec::new(), 16, 10);
+        let result = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(authenticator.authenticate(&"a".repeat(17)));
+        assert_eq!(result.map(|_| ()), Err(AuthnError::TooLarge(16)));
+        assert_eq!(authenticator.cache_stats(), CacheStats::default());
     }
 }

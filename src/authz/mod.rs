@@ -10,7 +10,7 @@ pub mod schema_info;
 use cedar_policy::{Authorizer, Decision as CedarDecision, Entities, Request};
 
 pub use bundle::PolicyBundle;
-pub use request::{Caller, RequestFacts, ResourceSpec, RouteAuthz};
+pub use request::{principal_entity, Caller, RequestFacts, ResourceSpec, RouteAuthz};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthzError {

@@ -89,12 +89,13 @@ pub struct ContextPlan {
     method: bool,
     path: bool,
     client_ip: bool,
+    scopes: bool,
     /// Path parameters to put in the `params` record, if the schema declares it.
     params: Option<Vec<String>>,
 }
 
 /// Attributes the gateway can put in a context.
-pub const CONTEXT_ATTRIBUTES: &[&str] = &["method", "path", "params", "client_ip"];
+pub const CONTEXT_ATTRIBUTES: &[&str] = &["method", "path", "params", "client_ip", "scopes"];
 
 impl ContextPlan {
     fn compile(
@@ -107,6 +108,7 @@ impl ContextPlan {
                 "method" => plan.method = true,
                 "path" => plan.path = true,
                 "client_ip" => plan.client_ip = true,
+                "scopes" => plan.scopes = true,
                 "params" => {
                     let Some(record) = &attribute.record else {
                         return Err("context attribute \"params\" must be a record of path parameters".to_string());
@@ -161,6 +163,17 @@ impl ContextPlan {
                 RestrictedExpression::new_ip(ip.to_string()),
             ));
         }
+        if self.scopes {
+            pairs.push((
+                "scopes".to_string(),
+                RestrictedExpression::new_set(
+                    facts
+                        .scopes
+                        .iter()
+                        .map(|s| RestrictedExpression::new_string(s.clone())),
+                ),
+            ));
+        }
         if let Some(names) = &self.params {
             let record = names.iter().filter_map(|name| {
                 facts
@@ -185,13 +198,33 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     pub params: &'a [(&'a str, String)],
     pub client_ip: Option<IpAddr>,
+    /// OAuth scopes of the token (none for anonymous callers).
+    pub scopes: &'a [String],
 }
 
 /// Who is asking.
 #[derive(Debug, Clone, Copy)]
 pub enum Caller<'a> {
-    Authenticated(&'a Identity),
+    /// A principal built from a token by [`principal_entity`].
+    Authenticated(&'a Entity),
     Anonymous(&'a EntityUid),
+}
+
+/// The Cedar principal for an identity: token parents and attributes merged over its directory
+/// entry, checked against the schema.
+pub fn principal_entity(bundle: &PolicyBundle, identity: &Identity) -> Result<Entity, AuthzError> {
+    let uid = EntityUid::from_type_name_and_id(
+        EntityTypeName::from_str(&identity.principal_type)
+            .map_err(|e| AuthzError::Principal(e.to_string()))?,
+        EntityId::new(&identity.principal_id),
+    );
+    let parents = identity
+        .parents
+        .iter()
+        .map(|(ty, id)| uid_json(ty, id))
+        .collect();
+    let entity = merged_entity(&bundle.entities, &uid, identity.attributes.clone(), parents)?;
+    entity_from_json(entity, bundle).map_err(AuthzError::Principal)
 }
 
 /// The Cedar side of a route, compiled against the schema.
@@ -297,6 +330,7 @@ impl RouteAuthz {
             path: "/",
             params: &probe_params,
             client_ip: Some(IpAddr::from([127, 0, 0, 1])),
+            scopes: &[],
         };
         for principal_type in principal_types {
             let principal = entity_type(principal_type, &schema_types)?;
@@ -335,8 +369,8 @@ impl RouteAuthz {
     }
 
     /// Builds the Cedar request and the entities it is evaluated against: the directory plus
-    /// the principal (token parents and attributes merged over its directory entry) and, for
-    /// a resource the directory does not know, the resource with the route's parents.
+    /// the principal and, for a resource the directory does not know, the resource with the
+    /// route's parents.
     pub fn build(
         &self,
         bundle: &PolicyBundle,
@@ -347,21 +381,9 @@ impl RouteAuthz {
         let mut added = Vec::new();
         let principal_uid = match caller {
             Caller::Anonymous(uid) => uid.clone(),
-            Caller::Authenticated(identity) => {
-                let uid = EntityUid::from_type_name_and_id(
-                    EntityTypeName::from_str(&identity.principal_type)
-                        .map_err(|e| AuthzError::Principal(e.to_string()))?,
-                    EntityId::new(&identity.principal_id),
-                );
-                let parents = identity
-                    .parents
-                    .iter()
-                    .map(|(ty, id)| uid_json(ty, id))
-                    .collect();
-                let entity =
-                    merged_entity(&bundle.entities, &uid, identity.attributes.clone(), parents)?;
-                added.push(entity_from_json(entity, bundle).map_err(AuthzError::Principal)?);
-                uid
+            Caller::Authenticated(entity) => {
+                added.push(entity.clone());
+                entity.uid()
             }
         };
         // The directory is the source of truth for resources it knows: a path cannot move a

@@ -19,7 +19,7 @@ use http::HeaderName;
 use jsonwebtoken::Algorithm;
 
 use crate::authn::{
-    Authenticator, ClaimMapping, FetchPolicy, Issuer, KeySource, KeyStore, ParentClaim,
+    Authenticator, ClaimMapping, ClaimRules, FetchPolicy, Issuer, KeySource, KeyStore, ParentClaim,
     TenantClaim, ASYMMETRIC_ALGORITHMS,
 };
 use crate::authz::{PolicyBundle, ResourceSpec, RouteAuthz};
@@ -40,12 +40,10 @@ pub struct IdentityHeaders {
 /// One issuer's settings, validated.
 #[derive(Debug, Clone)]
 pub struct IssuerSettings {
-    pub issuer: String,
-    pub audiences: Vec<String>,
+    pub rules: ClaimRules,
     pub algorithms: Vec<Algorithm>,
     pub key_source: KeySource,
     pub fetch: FetchPolicy,
-    pub leeway_seconds: u64,
     pub mapping: ClaimMapping,
 }
 
@@ -60,6 +58,8 @@ pub struct Settings {
     pub policies_dir: PathBuf,
     pub headers: IdentityHeaders,
     pub anonymous_principal: EntityUid,
+    pub max_token_bytes: usize,
+    pub token_cache_entries: usize,
     pub issuers: Vec<IssuerSettings>,
 }
 
@@ -120,6 +120,14 @@ impl Settings {
                 }
             };
 
+        let max_token_bytes = *raw.tokens.max_bytes.get_ref();
+        if max_token_bytes < 256 {
+            problems.push(file.problem(
+                Some(raw.tokens.max_bytes.span()),
+                "tokens.max_bytes must be at least 256 (the default is 8192)",
+            ));
+        }
+
         let mut issuers = Vec::new();
         let mut seen = HashSet::new();
         for raw_issuer in &raw.issuers {
@@ -158,6 +166,8 @@ impl Settings {
                     request_id,
                 },
                 anonymous_principal,
+                max_token_bytes,
+                token_cache_entries: raw.tokens.cache_entries,
                 issuers,
             }),
             _ => Err(problems.into()),
@@ -182,16 +192,18 @@ impl Settings {
         for settings in &self.issuers {
             let keys = KeyStore::new(settings.key_source.clone(), settings.fetch)
                 .map_err(|e| ConfigError::from(ConfigProblem::file(&self.file, e.to_string())))?;
-            issuers.push(Issuer::new(
-                settings.issuer.clone(),
-                &settings.audiences,
-                &settings.algorithms,
-                settings.leeway_seconds,
-                settings.mapping.clone(),
-                Arc::new(keys),
-            ));
+            issuers.push(Issuer {
+                rules: settings.rules.clone(),
+                algorithms: settings.algorithms.clone(),
+                mapping: settings.mapping.clone(),
+                keys: Arc::new(keys),
+            });
         }
-        Ok(Authenticator::new(issuers))
+        Ok(Authenticator::new(
+            issuers,
+            self.max_token_bytes,
+            self.token_cache_entries,
+        ))
     }
 }
 
@@ -243,13 +255,27 @@ fn issuer_settings(
             issuer: issuer.clone(),
         },
     };
-    if raw.jwks_refresh_seconds == 0
-        || raw.fetch_timeout_seconds == 0
-        || raw.jwks_cooldown_seconds == 0
+    if [
+        raw.jwks_refresh_seconds,
+        raw.jwks_refresh_min_seconds,
+        raw.jwks_refresh_max_seconds,
+        raw.fetch_timeout_seconds,
+        raw.jwks_cooldown_seconds,
+    ]
+    .contains(&0)
     {
         problems.push(file.problem(
             Some(raw.issuer.span()),
-            "jwks_refresh_seconds, jwks_cooldown_seconds and fetch_timeout_seconds must be at least 1",
+            "jwks_refresh_seconds, jwks_refresh_min_seconds, jwks_refresh_max_seconds, jwks_cooldown_seconds and fetch_timeout_seconds must be at least 1",
+        ));
+    }
+    if raw.jwks_refresh_min_seconds > raw.jwks_refresh_max_seconds {
+        problems.push(file.problem(
+            Some(raw.issuer.span()),
+            format!(
+                "jwks_refresh_min_seconds ({}) must not exceed jwks_refresh_max_seconds ({})",
+                raw.jwks_refresh_min_seconds, raw.jwks_refresh_max_seconds
+            ),
         ));
     }
     let claims = &raw.claims;
@@ -270,6 +296,7 @@ fn issuer_settings(
             entity_type: t.get_ref().entity_type.clone(),
             attribute: t.get_ref().attribute.clone(),
         }),
+        scopes: claims.scopes.clone(),
         attributes: claims
             .attributes
             .iter()
@@ -280,16 +307,22 @@ fn issuer_settings(
         return Err(problems);
     }
     Ok(IssuerSettings {
-        issuer,
-        audiences: raw.audiences.clone(),
+        rules: ClaimRules {
+            issuer,
+            audiences: raw.audiences.clone(),
+            leeway_seconds: raw.leeway_seconds,
+            required: raw.required_claims.clone(),
+            token_type: raw.token_type.clone(),
+        },
         algorithms,
         key_source,
         fetch: FetchPolicy {
             refresh_every: Duration::from_secs(raw.jwks_refresh_seconds),
+            refresh_min: Duration::from_secs(raw.jwks_refresh_min_seconds),
+            refresh_max: Duration::from_secs(raw.jwks_refresh_max_seconds),
             unknown_kid_cooldown: Duration::from_secs(raw.jwks_cooldown_seconds),
             timeout: Duration::from_secs(raw.fetch_timeout_seconds),
         },
-        leeway_seconds: raw.leeway_seconds,
         mapping,
     })
 }

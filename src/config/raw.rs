@@ -19,7 +19,38 @@ pub struct RawGatewayFile {
     #[serde(default)]
     pub anonymous: RawAnonymous,
     #[serde(default)]
+    pub tokens: RawTokens,
+    #[serde(default)]
     pub issuers: Vec<Spanned<RawIssuer>>,
+}
+
+/// Limits and caching that apply to every bearer token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokens {
+    /// Longer tokens are rejected before any decoding.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_bytes: Spanned<usize>,
+    /// Size of the verified-token cache; 0 turns it off.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
+}
+
+impl Default for RawTokens {
+    fn default() -> Self {
+        RawTokens {
+            max_bytes: default_max_token_bytes(),
+            cache_entries: default_cache_entries(),
+        }
+    }
+}
+
+fn default_max_token_bytes() -> Spanned<usize> {
+    Spanned::new(0..0, crate::authn::DEFAULT_MAX_TOKEN_BYTES)
+}
+
+fn default_cache_entries() -> usize {
+    10_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,9 +186,20 @@ pub struct RawIssuer {
     /// Clock skew allowed on `exp` and `nbf`.
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
-    /// How often the key set is refetched in the background.
+    /// Claims a token must carry besides `iss`, `aud` and `exp`.
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Required JOSE `typ`, e.g. `"at+jwt"` for RFC 9068 access tokens.
+    #[serde(default)]
+    pub token_type: Option<String>,
+    /// Background refresh interval when the JWKS response has no `Cache-Control: max-age`.
     #[serde(default = "default_jwks_refresh")]
     pub jwks_refresh_seconds: u64,
+    /// Bounds on the refresh interval, whatever `max-age` says.
+    #[serde(default = "default_jwks_refresh_min")]
+    pub jwks_refresh_min_seconds: u64,
+    #[serde(default = "default_jwks_refresh_max")]
+    pub jwks_refresh_max_seconds: u64,
     /// Minimum time between two refetches triggered by an unknown `kid`.
     #[serde(default = "default_jwks_cooldown")]
     pub jwks_cooldown_seconds: u64,
@@ -178,6 +220,14 @@ fn default_leeway() -> u64 {
 
 fn default_jwks_refresh() -> u64 {
     300
+}
+
+fn default_jwks_refresh_min() -> u64 {
+    60
+}
+
+fn default_jwks_refresh_max() -> u64 {
+    3600
 }
 
 fn default_jwks_cooldown() -> u64 {
@@ -204,6 +254,9 @@ pub struct RawClaimMapping {
     pub permissions: Option<Spanned<RawParentClaim>>,
     #[serde(default)]
     pub tenant: Option<Spanned<RawTenantClaim>>,
+    /// Claim holding the token's OAuth scopes (`scope` string or `scp` array).
+    #[serde(default)]
+    pub scopes: Option<String>,
     /// Principal attribute name → claim name.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
@@ -218,6 +271,7 @@ impl Default for RawClaimMapping {
             groups: None,
             permissions: None,
             tenant: None,
+            scopes: None,
             attributes: BTreeMap::new(),
         }
     }

@@ -58,8 +58,9 @@ pub async fn run_demo(config: &Path) -> Result<(), DemoError> {
         .issuers
         .first()
         .ok_or_else(|| DemoError::Setup("the demo configuration needs one [[issuers]]".into()))?;
-    let issuer_url = issuer_settings.issuer.clone();
+    let issuer_url = issuer_settings.rules.issuer.clone();
     let audience = issuer_settings
+        .rules
         .audiences
         .first()
         .cloned()

@@ -80,7 +80,7 @@ pub fn prepare_upstream_request(
         request.remove_header(&name);
     }
 
-    if let Some(identity) = &forward.identity {
+    if let Some(identity) = forward.token.as_ref().map(|t| &t.identity) {
         request.insert_header(names.principal.clone(), &identity.principal_id)?;
         if !identity.roles.is_empty() {
             request.insert_header(names.roles.clone(), identity.roles.join(","))?;

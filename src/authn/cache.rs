@@ -1,0 +1,265 @@
+//! The verified-token cache: most requests carry a token the gateway has already verified, and
+//! verifying a signature costs far more than the rest of the request.
+//!
+//! Entries are keyed by the SHA-256 of the whole token, so a token differing in any byte is a
+//! miss. Only tokens that passed every check are inserted. A hit is re-checked against `exp` (the
+//! stored deadline includes the issuer's leeway, so hit and miss agree) and against the issuer's
+//! key-set generation: when the key set changes, the issuer's entries are removed. The cache is
+//! bounded: a full shard first drops its expired entries, then an arbitrary one (random
+//! eviction, as the hasher's order is random).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwapOption;
+use serde_json::{Map, Value};
+
+use super::Identity;
+
+/// SHA-256 of a token.
+pub type TokenDigest = [u8; 32];
+
+const SHARDS: usize = 16;
+
+/// A token that passed every check, with what was derived from it.
+pub struct VerifiedToken {
+    pub identity: Identity,
+    pub claims: Map<String, Value>,
+    /// Seconds since the epoch (leeway included) after which the token is expired.
+    pub expires_at: f64,
+    /// Generation of the issuer's key set the signature was checked with.
+    pub key_generation: u64,
+    /// The Cedar principal built from `identity`, for the snapshot version it was built with.
+    principal: ArcSwapOption<(u64, cedar_policy::Entity)>,
+}
+
+impl VerifiedToken {
+    pub fn new(
+        identity: Identity,
+        claims: Map<String, Value>,
+        expires_at: f64,
+        key_generation: u64,
+    ) -> Self {
+        VerifiedToken {
+            identity,
+            claims,
+            expires_at,
+            key_generation,
+            principal: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The principal entity built for snapshot `version`, if one was remembered.
+    pub fn principal_for(&self, version: u64) -> Option<Arc<(u64, cedar_policy::Entity)>> {
+        self.principal
+            .load_full()
+            .filter(|built| built.0 == version)
+    }
+
+    /// Remembers the principal entity built for snapshot `version`.
+    pub fn remember_principal(
+        &self,
+        version: u64,
+        entity: cedar_policy::Entity,
+    ) -> Arc<(u64, cedar_policy::Entity)> {
+        let built = Arc::new((version, entity));
+        self.principal.store(Some(built.clone()));
+        built
+    }
+}
+
+impl std::fmt::Debug for VerifiedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedToken")
+            .field("identity", &self.identity)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hit and miss counts since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: usize,
+}
+
+type Shard = HashMap<TokenDigest, Arc<VerifiedToken>>;
+
+pub struct TokenCache {
+    shards: Vec<Mutex<Shard>>,
+    per_shard: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl TokenCache {
+    /// A cache holding at most about `max_entries` tokens (rounded up to a multiple of 16).
+    pub fn new(max_entries: usize) -> Self {
+        TokenCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: max_entries.div_ceil(SHARDS).max(1),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    pub fn digest(token: &str) -> TokenDigest {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        out
+    }
+
+    /// The entry for `digest` if it is not expired at `now` and `current_generation` (the key
+    /// set generation of its issuer, looked up by issuer) still matches.
+    pub fn get(
+        &self,
+        digest: &TokenDigest,
+        now: f64,
+        current_generation: impl Fn(&str) -> Option<u64>,
+    ) -> Option<Arc<VerifiedToken>> {
+        let mut shard = self.shard(digest);
+        let entry = shard.get(digest).cloned();
+        let fresh = entry.filter(|entry| {
+            now <= entry.expires_at
+                && current_generation(&entry.identity.issuer) == Some(entry.key_generation)
+        });
+        if fresh.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            shard.remove(digest);
+            self.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        fresh
+    }
+
+    pub fn insert(&self, digest: TokenDigest, token: Arc<VerifiedToken>, now: f64) {
+        let mut shard = self.shard(&digest);
+        if shard.len() >= self.per_shard && !shard.contains_key(&digest) {
+            shard.retain(|_, entry| now <= entry.expires_at);
+            if shard.len() >= self.per_shard {
+                if let Some(victim) = shard.keys().next().copied() {
+                    shard.remove(&victim);
+                }
+            }
+        }
+        shard.insert(digest, token);
+    }
+
+    /// Removes every entry of `issuer` (its key set changed).
+    pub fn purge_issuer(&self, issuer: &str) {
+        for shard in &self.shards {
+            lock(shard).retain(|_, entry| entry.identity.issuer != issuer);
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.shards.iter().map(|s| lock(s).len()).sum(),
+        }
+    }
+
+    fn shard(&self, digest: &TokenDigest) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[usize::from(digest[0]) % SHARDS])
+    }
+}
+
+/// A poisoned shard only means a panic elsewhere while it was held; its map is still sound.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verified(issuer: &str, expires_at: f64, generation: u64) -> Arc<VerifiedToken> {
+        Arc::new(VerifiedToken::new(
+            Identity {
+                issuer: issuer.into(),
+                principal_type: "User".into(),
+                principal_id: "alice".into(),
+                roles: Vec::new(),
+                tenant: None,
+                scopes: Vec::new(),
+                parents: Vec::new(),
+                attributes: Map::new(),
+            },
+            Map::new(),
+            expires_at,
+            generation,
+        ))
+    }
+
+    fn generation(g: u64) -> impl Fn(&str) -> Option<u64> {
+        move |_| Some(g)
+    }
+
+    #[test]
+    fn hits_until_expiry() {
+        let cache = TokenCache::new(100);
+        let digest = TokenCache::digest("token-a");
+        assert_ne!(digest, TokenCache::digest("token-b"));
+        cache.insert(digest, verified("i", 100.0, 1), 50.0);
+        assert!(cache.get(&digest, 100.0, generation(1)).is_some());
+        assert!(cache.get(&digest, 100.5, generation(1)).is_none());
+        // The expired entry was removed, not just skipped.
+        assert!(cache.get(&digest, 0.0, generation(1)).is_none());
+        assert_eq!(
+            cache.stats(),
+            CacheStats {
+                hits: 1,
+                misses: 2,
+                entries: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_changed_key_set_invalidates() {
+        let cache = TokenCache::new(100);
+        let digest = TokenCache::digest("t");
+        cache.insert(digest, verified("i", 100.0, 1), 0.0);
+        assert!(cache.get(&digest, 0.0, generation(2)).is_none());
+        assert!(cache.get(&digest, 0.0, |_| None).is_none());
+
+        let (a, b) = (TokenCache::digest("a"), TokenCache::digest("b"));
+        cache.insert(a, verified("one", 100.0, 1), 0.0);
+        cache.insert(b, verified("two", 100.0, 1), 0.0);
+        cache.purge_issuer("one");
+        assert!(cache.get(&a, 0.0, generation(1)).is_none());
+        assert!(cache.get(&b, 0.0, generation(1)).is_some());
+    }
+
+    #[test]
+    fn size_is_bounded_and_expired_entries_go_first() {
+        let cache = TokenCache::new(16);
+        let digests: Vec<TokenDigest> = (0..2000)
+            .map(|i| TokenCache::digest(&format!("token-{i}")))
+            .collect();
+        for (i, digest) in digests.iter().enumerate() {
+            cache.insert(*digest, verified("i", i as f64, 1), 0.0);
+        }
+        assert!(cache.stats().entries <= 16);
+
+        let small = TokenCache::new(16);
+        // Fill one shard with one live and otherwise expired entries, then add one more.
+        let same_shard: Vec<TokenDigest> = digests
+            .iter()
+            .filter(|d| d[0] % 16 == 0)
+            .take(2)
+            .copied()
+            .collect();
+        small.insert(same_shard[0], verified("i", 10.0, 1), 0.0);
+        small.insert(same_shard[1], verified("i", 100.0, 1), 20.0);
+        assert!(small.get(&same_shard[1], 20.0, generation(1)).is_some());
+        assert_eq!(small.stats().entries, 1);
+    }
+}
