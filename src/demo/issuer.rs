@@ -178,11 +178,18 @@ impl DevIssuer {
         header: &Value,
         claims: &Value,
     ) -> Result<String, DemoError> {
-        let signing_input = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
+        self.mint_raw(key, &header.to_string(), &claims.to_string())
+    }
+
+    /// Signs header and payload given as exact JSON text (tests use it for duplicate member
+    /// names and other forms a `Value` cannot hold).
+    pub fn mint_raw(
+        &self,
+        key: SigningAlg,
+        header: &str,
+        payload: &str,
+    ) -> Result<String, DemoError> {
+        let signing_input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
         let signature = self.sign(key, signing_input.as_bytes())?;
         Ok(format!("{signing_input}.{}", b64(&signature)))
     }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod idp;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,7 @@ use http::StatusCode;
 use portcullis::demo::http::{json_response, serve as serve_http};
 use portcullis::demo::{demo_claims, serve_issuer, DevIssuer, SigningAlg, DEMO_USERS};
 use portcullis::server::{load_gateway, serve};
+use portcullis::snapshot::Gateway;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -129,6 +132,8 @@ impl Response {
 /// Gateway, upstream and issuer, wired together with the repository's routes and policies.
 pub struct TestEnv {
     pub gateway: SocketAddr,
+    /// The running gateway's state (cache statistics, key stores).
+    pub state: Arc<Gateway>,
     pub upstream: EchoUpstream,
     pub issuer: Arc<DevIssuer>,
     pub dir: tempfile::TempDir,
@@ -165,18 +170,12 @@ impl TestEnv {
 
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), &issuer_url, upstream.address);
-        let gateway = Arc::new(
-            load_gateway(&dir.path().join("portcullis.toml")).unwrap_or_else(|e| panic!("{e}")),
-        );
-        assert!(
-            gateway.fetch_keys().await.is_empty(),
-            "keys were not fetched"
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let gateway_task = tokio::spawn(serve(listener, gateway));
+        let (gateway, state, gateway_task) =
+            start_gateway(&dir.path().join("portcullis.toml")).await;
+        assert!(state.authenticator.has_all_keys(), "keys were not fetched");
         TestEnv {
-            gateway: address,
+            gateway,
+            state,
             upstream,
             issuer,
             dir,
@@ -240,6 +239,18 @@ impl Drop for TestEnv {
             task.abort();
         }
     }
+}
+
+/// Loads `config`, fetches the issuers' keys once (whether or not that succeeds), starts the
+/// background key refresh and serves on an ephemeral loopback port.
+pub async fn start_gateway(config: &Path) -> (SocketAddr, Arc<Gateway>, JoinHandle<()>) {
+    let state = Arc::new(load_gateway(config).unwrap_or_else(|e| panic!("{e}")));
+    state.fetch_keys().await;
+    state.spawn_key_refresh();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(serve(listener, state.clone()));
+    (address, state, task)
 }
 
 /// Writes raw bytes, reads the response until the server closes the connection.
