@@ -14,6 +14,8 @@ pub enum AuthnError {
     Malformed,
     #[error("the token header is invalid")]
     InvalidHeader,
+    #[error("the token payload is not a JSON object with unique member names")]
+    InvalidPayload,
     #[error("the token uses an algorithm that is not allowed")]
     AlgorithmNotAllowed,
     #[error("the token has a critical header extension that is not supported")]

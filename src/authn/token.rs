@@ -65,7 +65,7 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<UnverifiedToken<'_>, Authn
     let payload_json = decode_part(payload)?;
     decode_part(signature)?;
     let jose = jose_header(strict_object(&header_json).ok_or(AuthnError::InvalidHeader)?)?;
-    let claims = strict_object(&payload_json).ok_or(AuthnError::Malformed)?;
+    let claims = strict_object(&payload_json).ok_or(AuthnError::InvalidPayload)?;
     for claim in ["exp", "nbf", "iat"] {
         if claims.get(claim).is_some_and(|v| !v.is_number()) {
             return Err(AuthnError::InvalidClaim(claim.to_string()));
@@ -424,13 +424,13 @@ mod tests {
         ] {
             assert_eq!(
                 parse(&token(HEADER, payload), 8192).map(|_| ()),
-                Err(AuthnError::Malformed),
+                Err(AuthnError::InvalidPayload),
                 "{payload}"
             );
         }
         assert_eq!(
             parse(&token(HEADER, "[1]"), 8192).map(|_| ()),
-            Err(AuthnError::Malformed)
+            Err(AuthnError::InvalidPayload)
         );
     }
 
