@@ -212,11 +212,7 @@ impl ClaimRules {
     ) -> Result<f64, AuthnError> {
         if let Some(expected) = &self.token_type {
             let typ = header.typ.as_deref().unwrap_or_default();
-            let typ = typ
-                .get(..12)
-                .filter(|prefix| prefix.eq_ignore_ascii_case("application/"))
-                .map_or(typ, |_| &typ[12..]);
-            if !typ.eq_ignore_ascii_case(expected) {
+            if !media_type_name(typ).eq_ignore_ascii_case(media_type_name(expected)) {
                 return Err(AuthnError::WrongTokenType);
             }
         }
@@ -233,7 +229,8 @@ impl ClaimRules {
         if number(claims, "nbf")?.is_some_and(|nbf| now + leeway < nbf) {
             return Err(AuthnError::NotYetValid);
         }
-        if let Some(missing) = self.required.iter().find(|c| !claims.contains_key(*c)) {
+        let absent = |claim: &&String| claims.get(*claim).is_none_or(Value::is_null);
+        if let Some(missing) = self.required.iter().find(absent) {
             return Err(AuthnError::MissingClaim(missing.clone()));
         }
         Ok(exp + leeway)
@@ -262,6 +259,14 @@ impl ClaimRules {
         } else {
             Err(AuthnError::WrongAudience)
         }
+    }
+}
+
+/// A `typ` without the optional `application/` prefix (RFC 7515 §4.1.9).
+fn media_type_name(typ: &str) -> &str {
+    match typ.get(..12) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+        _ => typ,
     }
 }
 
