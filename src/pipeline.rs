@@ -2,16 +2,20 @@
 //! canonicalize → route → authenticate → build Cedar request → authorize.
 //!
 //! `evaluate` returns either what to forward or why to refuse, plus everything the decision
-//! log needs. Nothing is forwarded unless the authorize stage produced a permit.
+//! log needs. Nothing is forwarded unless the authorize stage produced a permit, or the route is
+//! in audit mode, where a policy deny is logged and the request forwarded anyway.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::HeaderMap;
 
 use crate::authn::{bearer_token, AuthnError, VerifiedToken};
 use crate::authz::{authorize, principal_entity, Caller, Decision, RequestFacts};
 use crate::canonical::{canonicalize, TargetError};
 use crate::routes::Lookup;
-use crate::snapshot::{AuthMode, Gateway, Snapshot, Upstream};
+use crate::snapshot::{AuthMode, EnforcementMode, Gateway, Snapshot, Upstream};
 
 /// The parts of an incoming request the pipeline looks at.
 #[derive(Debug, Clone)]
@@ -20,7 +24,7 @@ pub struct Incoming<'a> {
     /// The request target exactly as received.
     pub target: &'a [u8],
     pub host: Option<&'a str>,
-    pub authorization: Vec<&'a [u8]>,
+    pub headers: &'a HeaderMap,
     pub client_ip: Option<IpAddr>,
 }
 
@@ -53,7 +57,13 @@ pub struct Outcome {
     pub canonical_path: Option<String>,
     pub principal: Option<String>,
     pub action: Option<String>,
+    /// The route's enforcement mode; with `Audit`, a denied request is forwarded anyway.
+    pub mode: Option<EnforcementMode>,
     pub decision: Option<Decision>,
+    /// The Cedar request that was evaluated (for `portcullis explain`).
+    pub cedar_request: Option<cedar_policy::Request>,
+    /// The principal entity it was evaluated with, when built from a token.
+    pub principal_entity: Option<Arc<(u64, cedar_policy::Entity)>>,
 }
 
 impl Outcome {
@@ -65,7 +75,10 @@ impl Outcome {
             canonical_path: None,
             principal: None,
             action: None,
+            mode: None,
             decision: None,
+            cedar_request: None,
+            principal_entity: None,
         }
     }
 
@@ -97,11 +110,18 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
         };
     outcome.route_id = Some(route.id.clone());
     outcome.action = Some(route.authz.action.to_string());
+    outcome.mode = Some(route.mode);
 
     let token = match route.auth {
         AuthMode::Anonymous => None,
         AuthMode::Required => {
-            let authenticated = match bearer_token(&incoming.authorization) {
+            let authorization: Vec<&[u8]> = incoming
+                .headers
+                .get_all(http::header::AUTHORIZATION)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            let authenticated = match bearer_token(&authorization) {
                 Ok(token) => gateway.authenticator.authenticate(token).await,
                 Err(e) => Err(e),
             };
@@ -117,6 +137,9 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
         params: &params,
         client_ip: incoming.client_ip,
         scopes: token.as_ref().map_or(&[], |t| &t.identity.scopes),
+        query: target.query.as_deref(),
+        headers: incoming.headers,
+        time: SystemTime::now(),
     };
     let built = match &token {
         Some(token) => {
@@ -126,12 +149,13 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
                 identity.principal_type, identity.principal_id
             ));
             // Built once per token and snapshot: cached tokens carry their principal.
-            match token.principal_for(snapshot.version) {
+            let principal = match token.principal_for(snapshot.version) {
                 Some(built) => Ok(built),
                 None => principal_entity(&snapshot.bundle, identity)
                     .map(|entity| token.remember_principal(snapshot.version, entity)),
-            }
-            .and_then(|built| {
+            };
+            outcome.principal_entity = principal.as_ref().ok().cloned();
+            principal.and_then(|built| {
                 route
                     .authz
                     .build(&snapshot.bundle, Caller::Authenticated(&built.1), &facts)
@@ -146,12 +170,16 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
         }
     };
     let decision = match built {
-        Ok((request, entities)) => authorize(&snapshot.bundle, &request, &entities),
+        Ok((request, entities)) => {
+            let decision = authorize(&snapshot.bundle, &request, &entities);
+            outcome.cedar_request = Some(request);
+            decision
+        }
         Err(e) => Decision::error(&e),
     };
     let allowed = decision.allowed;
     outcome.decision = Some(decision);
-    if !allowed {
+    if !allowed && route.mode == EnforcementMode::Enforce {
         return outcome.deny(Denial::Forbidden);
     }
     outcome.verdict = Ok(Forward {

@@ -21,6 +21,24 @@ pub enum AuthMode {
     Anonymous,
 }
 
+/// What happens when the policies deny a request on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnforcementMode {
+    /// The request is refused (403).
+    Enforce,
+    /// The request is forwarded anyway; the decision log records the deny (shadow mode).
+    Audit,
+}
+
+impl EnforcementMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnforcementMode::Enforce => "enforce",
+            EnforcementMode::Audit => "audit",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
@@ -34,6 +52,7 @@ pub struct CompiledRoute {
     pub id: String,
     pub upstream: Arc<Upstream>,
     pub auth: AuthMode,
+    pub mode: EnforcementMode,
     pub authz: RouteAuthz,
 }
 

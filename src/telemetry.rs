@@ -10,6 +10,13 @@ use crate::pipeline::{Denial, Outcome};
 pub fn decision_label(outcome: Option<&Outcome>) -> &'static str {
     match outcome.map(|o| &o.verdict) {
         None => "none",
+        Some(Ok(_))
+            if outcome
+                .and_then(|o| o.decision.as_ref())
+                .is_some_and(|d| !d.allowed) =>
+        {
+            "audit_deny"
+        }
         Some(Ok(_)) => "allow",
         Some(Err(Denial::Forbidden)) => "deny",
         Some(Err(Denial::Unauthenticated(_))) => "unauthenticated",
@@ -46,6 +53,7 @@ pub fn decision_record(
         "principal": outcome.and_then(|o| o.principal.as_deref()),
         "action": outcome.and_then(|o| o.action.as_deref()),
         "decision": decision_label(outcome),
+        "mode": outcome.and_then(|o| o.mode).map(|m| m.as_str()),
         "reason": reason,
         "policies": decision.map(|d| d.policies.clone()).unwrap_or_default(),
         "errors": decision.map(|d| d.errors.clone()).unwrap_or_default(),

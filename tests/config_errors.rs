@@ -143,3 +143,32 @@ fn policy_that_fails_validation_is_reported() {
     assert!(stderr.contains("tasks.cedar:"), "{stderr}");
     assert!(stderr.contains("ownr"), "{stderr}");
 }
+
+#[test]
+fn route_context_and_mode_mistakes_are_reported() {
+    // (inserted line, the line the problem must point at, message)
+    for (edit, at, message) in [
+        (
+            "context = [\"method\", \"cookies\"]",
+            "context = [",
+            "context kind \"cookies\" is unknown",
+        ),
+        (
+            "context = [\"method\"]",
+            "action = \"ReadList\"",
+            "the schema requires context attribute \"client_ip\", but the route's context list leaves it out",
+        ),
+        ("mode = \"shadow\"", "mode = ", "unknown variant `shadow`"),
+    ] {
+        let edited = std::fs::read_to_string(repo_path("routes.toml"))
+            .unwrap()
+            .replace("id = \"read-list\"", &format!("id = \"read-list\"\n{edit}"));
+        let line = line_of(&edited, at);
+        let (ok, stderr) = check_with("routes.toml", |_| edited.clone());
+        assert!(!ok, "{edit}");
+        assert!(
+            stderr.contains(&format!("routes.toml:{line}: ")) && stderr.contains(message),
+            "{edit}: expected line {line} and {message:?} in {stderr}"
+        );
+    }
+}

@@ -4,13 +4,15 @@
 //! errors (so an erroring `forbid` would not deny); the gateway treats any error as a deny.
 
 pub mod bundle;
+pub mod context;
 pub mod request;
 pub mod schema_info;
 
 use cedar_policy::{Authorizer, Decision as CedarDecision, Entities, Request};
 
 pub use bundle::PolicyBundle;
-pub use request::{principal_entity, Caller, RequestFacts, ResourceSpec, RouteAuthz};
+pub use context::{RequestFacts, CONTEXT_KINDS};
+pub use request::{principal_entity, Caller, ResourceSpec, RouteAuthz};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthzError {

@@ -6,17 +6,14 @@
 //! parameters the route has, and a probe request with the route's context passes schema
 //! validation. At request time only values are filled in.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use cedar_policy::{
-    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
-};
+use cedar_policy::{Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request};
 use serde_json::{json, Map, Value};
 
 use super::bundle::PolicyBundle;
-use super::schema_info::DeclaredAttribute;
+use super::context::{ContextPlan, RequestFacts};
 use super::AuthzError;
 use crate::authn::Identity;
 
@@ -81,125 +78,6 @@ impl IdTemplate {
         }
         out
     }
-}
-
-/// Which of the gateway's request facts go into the Cedar context of a route.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContextPlan {
-    method: bool,
-    path: bool,
-    client_ip: bool,
-    scopes: bool,
-    /// Path parameters to put in the `params` record, if the schema declares it.
-    params: Option<Vec<String>>,
-}
-
-/// Attributes the gateway can put in a context.
-pub const CONTEXT_ATTRIBUTES: &[&str] = &["method", "path", "params", "client_ip", "scopes"];
-
-impl ContextPlan {
-    fn compile(
-        declared: &BTreeMap<String, DeclaredAttribute>,
-        route_params: &[&str],
-    ) -> Result<Self, String> {
-        let mut plan = ContextPlan::default();
-        for (name, attribute) in declared {
-            match name.as_str() {
-                "method" => plan.method = true,
-                "path" => plan.path = true,
-                "client_ip" => plan.client_ip = true,
-                "scopes" => plan.scopes = true,
-                "params" => {
-                    let Some(record) = &attribute.record else {
-                        return Err("context attribute \"params\" must be a record of path parameters".to_string());
-                    };
-                    let mut names = Vec::new();
-                    for (param, declared_param) in record {
-                        if route_params.contains(&param.as_str()) {
-                            names.push(param.clone());
-                        } else if declared_param.required {
-                            return Err(format!(
-                                "the schema requires context.params.{param}, but the route's path has no {{{param}}}"
-                            ));
-                        }
-                    }
-                    plan.params = Some(names);
-                }
-                other if attribute.required => {
-                    return Err(format!(
-                        "the schema requires context attribute {other:?}, which the gateway does not provide (it provides: {})",
-                        CONTEXT_ATTRIBUTES.join(", ")
-                    ))
-                }
-                _ => {}
-            }
-        }
-        Ok(plan)
-    }
-
-    fn build(
-        &self,
-        facts: &RequestFacts<'_>,
-    ) -> Result<Vec<(String, RestrictedExpression)>, AuthzError> {
-        let mut pairs = Vec::new();
-        if self.method {
-            pairs.push((
-                "method".to_string(),
-                RestrictedExpression::new_string(facts.method.to_string()),
-            ));
-        }
-        if self.path {
-            pairs.push((
-                "path".to_string(),
-                RestrictedExpression::new_string(facts.path.to_string()),
-            ));
-        }
-        if self.client_ip {
-            let ip = facts
-                .client_ip
-                .ok_or_else(|| AuthzError::Context("the client address is unknown".to_string()))?;
-            pairs.push((
-                "client_ip".to_string(),
-                RestrictedExpression::new_ip(ip.to_string()),
-            ));
-        }
-        if self.scopes {
-            pairs.push((
-                "scopes".to_string(),
-                RestrictedExpression::new_set(
-                    facts
-                        .scopes
-                        .iter()
-                        .map(|s| RestrictedExpression::new_string(s.clone())),
-                ),
-            ));
-        }
-        if let Some(names) = &self.params {
-            let record = names.iter().filter_map(|name| {
-                facts
-                    .params
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| (name.clone(), RestrictedExpression::new_string(v.clone())))
-            });
-            let record = RestrictedExpression::new_record(record)
-                .map_err(|e| AuthzError::Context(e.to_string()))?;
-            pairs.push(("params".to_string(), record));
-        }
-        Ok(pairs)
-    }
-}
-
-/// The facts of one request that a Cedar request is built from.
-#[derive(Debug, Clone)]
-pub struct RequestFacts<'a> {
-    pub method: &'a str,
-    /// Canonical path.
-    pub path: &'a str,
-    pub params: &'a [(&'a str, String)],
-    pub client_ip: Option<IpAddr>,
-    /// OAuth scopes of the token (none for anonymous callers).
-    pub scopes: &'a [String],
 }
 
 /// Who is asking.
@@ -290,6 +168,7 @@ impl RouteAuthz {
         action: &str,
         resource: &ResourceSpec<'_>,
         route_params: &[&str],
+        context_kinds: &[String],
         principal_types: &[String],
         bundle: &PolicyBundle,
     ) -> Result<Self, String> {
@@ -317,6 +196,7 @@ impl RouteAuthz {
                 .collect::<Result<_, _>>()?,
             context: ContextPlan::compile(
                 &bundle.contexts.context(&action_uid.to_string()),
+                context_kinds,
                 route_params,
             )?,
             action: action_uid,
@@ -325,12 +205,16 @@ impl RouteAuthz {
             .iter()
             .map(|p| (*p, "probe".to_string()))
             .collect();
+        let (probe_query, probe_headers) = compiled.context.probe_inputs();
         let facts = RequestFacts {
             method: "GET",
             path: "/",
             params: &probe_params,
             client_ip: Some(IpAddr::from([127, 0, 0, 1])),
             scopes: &[],
+            query: Some(&probe_query),
+            headers: &probe_headers,
+            time: std::time::SystemTime::now(),
         };
         for principal_type in principal_types {
             let principal = entity_type(principal_type, &schema_types)?;

@@ -16,6 +16,16 @@ pub struct DeclaredAttribute {
     pub required: bool,
     /// For record-typed attributes, their own attributes.
     pub record: Option<BTreeMap<String, DeclaredAttribute>>,
+    /// For primitive-typed attributes, the primitive.
+    pub scalar: Option<Scalar>,
+}
+
+/// Primitive Cedar types the gateway can parse request values into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scalar {
+    String,
+    Long,
+    Bool,
 }
 
 /// Declared context attributes per action, keyed by the action's uid as Cedar prints it
@@ -97,7 +107,15 @@ impl Resolver<'_> {
                                 .and_then(Value::as_bool)
                                 .unwrap_or(true);
                             let record = self.record(attr, depth + 1);
-                            (name.clone(), DeclaredAttribute { required, record })
+                            let scalar = self.scalar(attr, depth + 1);
+                            (
+                                name.clone(),
+                                DeclaredAttribute {
+                                    required,
+                                    record,
+                                    scalar,
+                                },
+                            )
                         })
                         .collect(),
                 )
@@ -107,6 +125,24 @@ impl Resolver<'_> {
                 self.common(name).and_then(|t| self.record(t, depth + 1))
             }
             other => self.common(other).and_then(|t| self.record(t, depth + 1)),
+        }
+    }
+
+    /// The primitive a type names, following common-type references.
+    fn scalar(&self, ty: &Value, depth: usize) -> Option<Scalar> {
+        if depth > 16 {
+            return None;
+        }
+        let kind = ty.get("type").and_then(Value::as_str)?;
+        let name = match kind {
+            "EntityOrCommon" => ty.get("name").and_then(Value::as_str)?,
+            other => other,
+        };
+        match name.trim_start_matches("__cedar::") {
+            "String" => Some(Scalar::String),
+            "Long" => Some(Scalar::Long),
+            "Bool" | "Boolean" => Some(Scalar::Bool),
+            _ => self.common(name).and_then(|t| self.scalar(t, depth + 1)),
         }
     }
 
@@ -148,6 +184,8 @@ mod tests {
         assert!(read["method"].required);
         let params = read["params"].record.as_ref().unwrap();
         assert!(params.contains_key("list_id"));
+        assert_eq!(params["list_id"].scalar, Some(Scalar::String));
+        assert_eq!(read["client_ip"].scalar, None);
         assert_eq!(shapes.context(r#"Action::"write""#).len(), 1);
         assert!(shapes.context(r#"Action::"none""#).is_empty());
     }

@@ -22,10 +22,10 @@ use crate::authn::{
     Authenticator, ClaimMapping, ClaimRules, FetchPolicy, Issuer, KeySource, KeyStore, ParentClaim,
     TenantClaim, ASYMMETRIC_ALGORITHMS,
 };
-use crate::authz::{PolicyBundle, ResourceSpec, RouteAuthz};
+use crate::authz::{PolicyBundle, ResourceSpec, RouteAuthz, CONTEXT_KINDS};
 use crate::routes::{PathTemplate, RouteSpec, RouteTable};
-use crate::snapshot::{AuthMode, CompiledRoute, Snapshot, Upstream};
-use raw::{RawGatewayFile, RawIssuer, RawRoute, RawRoutesFile};
+use crate::snapshot::{AuthMode, CompiledRoute, EnforcementMode, Snapshot, Upstream};
+use raw::{RawGatewayFile, RawIssuer, RawMode, RawRoute, RawRouteDefaults, RawRoutesFile};
 pub use source::{ConfigError, ConfigProblem, SourceFile};
 
 /// Names of the identity headers set on forwarded requests.
@@ -372,6 +372,7 @@ pub fn load_snapshot(settings: &Settings, version: u64) -> Result<Snapshot, Conf
         let line = routes_file.line_of(route.span().start);
         match compile_route(
             route.get_ref(),
+            &raw.defaults,
             &routes_file,
             &upstreams,
             &bundle,
@@ -435,8 +436,32 @@ fn resolve(address: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{address:?} resolves to no address"))
 }
 
+/// The context kinds a route selects, checked against [`CONTEXT_KINDS`].
+fn context_kinds(
+    selection: Option<&toml::Spanned<Vec<String>>>,
+    file: &SourceFile,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<String> {
+    let Some(selection) = selection else {
+        return CONTEXT_KINDS.iter().map(|k| k.to_string()).collect();
+    };
+    for kind in selection.get_ref() {
+        if !CONTEXT_KINDS.contains(&kind.as_str()) {
+            problems.push(file.problem(
+                Some(selection.span()),
+                format!(
+                    "context kind {kind:?} is unknown; use any of: {}",
+                    CONTEXT_KINDS.join(", ")
+                ),
+            ));
+        }
+    }
+    selection.get_ref().clone()
+}
+
 fn compile_route(
     route: &RawRoute,
+    defaults: &RawRouteDefaults,
     file: &SourceFile,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     bundle: &PolicyBundle,
@@ -496,6 +521,15 @@ fn compile_route(
         AuthMode::Required => authenticated_types,
         AuthMode::Anonymous => anonymous_types,
     };
+    let mode = match route.mode.unwrap_or(defaults.mode) {
+        RawMode::Enforce => EnforcementMode::Enforce,
+        RawMode::Audit => EnforcementMode::Audit,
+    };
+    let kinds = context_kinds(
+        route.context.as_ref().or(defaults.context.as_ref()),
+        file,
+        &mut problems,
+    );
     let authz = template.as_ref().and_then(|template| {
         let params: Vec<&str> = template.param_names().collect();
         let resource = route.resource.get_ref();
@@ -507,6 +541,7 @@ fn compile_route(
                 parents: &resource.parents,
             },
             &params,
+            &kinds,
             principal_types,
             bundle,
         )
@@ -528,6 +563,7 @@ fn compile_route(
                     id,
                     upstream,
                     auth,
+                    mode,
                     authz,
                 },
             })

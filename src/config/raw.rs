@@ -313,9 +313,31 @@ fn default_tenant_attribute() -> String {
 #[serde(deny_unknown_fields)]
 pub struct RawRoutesFile {
     #[serde(default)]
+    pub defaults: RawRouteDefaults,
+    #[serde(default)]
     pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+}
+
+/// Settings every route takes unless it sets its own.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteDefaults {
+    #[serde(default)]
+    pub mode: RawMode,
+    /// Kinds of request facts that may enter the Cedar context (default: all).
+    #[serde(default)]
+    pub context: Option<Spanned<Vec<String>>>,
+}
+
+/// Whether a route's authorization decision is enforced or only logged.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMode {
+    #[default]
+    Enforce,
+    Audit,
 }
 
 #[derive(Debug, Deserialize)]
@@ -340,6 +362,12 @@ pub struct RawRoute {
     pub resource: Spanned<RawResource>,
     #[serde(default)]
     pub auth: RawAuthMode,
+    /// `enforce` or `audit`; defaults to `[defaults] mode`.
+    #[serde(default)]
+    pub mode: Option<RawMode>,
+    /// Kinds of request facts that may enter the Cedar context; defaults to `[defaults]`.
+    #[serde(default)]
+    pub context: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

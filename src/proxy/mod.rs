@@ -90,12 +90,7 @@ impl ProxyHttp for Proxy {
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .or_else(|| request.uri.authority().map(|a| a.as_str())),
-            authorization: request
-                .headers
-                .get_all(http::header::AUTHORIZATION)
-                .iter()
-                .map(|v| v.as_bytes())
-                .collect(),
+            headers: &request.headers,
             client_ip: ctx.client_ip,
         };
         let outcome = evaluate(&self.gateway, &snapshot, &incoming).await;

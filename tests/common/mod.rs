@@ -162,6 +162,40 @@ pub fn write_config(dir: &Path, issuer_url: &str, upstream: SocketAddr) {
 
 impl TestEnv {
     pub async fn start() -> Self {
+        Self::start_with(|_, _| {}).await
+    }
+
+    /// Like `start`, with the repository's routes and policies replaced by `routes` (where
+    /// `{upstream}` stands for the echo upstream's address) and `policies` (file name, text).
+    pub async fn start_with_files(routes: &str, policies: &[(&str, &str)]) -> Self {
+        let routes = routes.to_string();
+        let policies: Vec<(String, String)> = policies
+            .iter()
+            .map(|(name, text)| (name.to_string(), text.to_string()))
+            .collect();
+        Self::start_with(move |dir, upstream| {
+            std::fs::write(
+                dir.join("routes.toml"),
+                routes.replace("{upstream}", &upstream.to_string()),
+            )
+            .unwrap();
+            let policy_dir = dir.join("policies");
+            std::fs::create_dir(&policy_dir).unwrap();
+            for (name, text) in &policies {
+                std::fs::write(policy_dir.join(name), text).unwrap();
+            }
+            let config = std::fs::read_to_string(dir.join("portcullis.toml")).unwrap();
+            let config = config.replace(
+                &format!("policies = {:?}", repo_path("policies")),
+                "policies = \"policies\"",
+            );
+            std::fs::write(dir.join("portcullis.toml"), config).unwrap();
+        })
+        .await
+    }
+
+    /// `start` with `edit` run on the written configuration directory before loading.
+    async fn start_with(edit: impl FnOnce(&Path, SocketAddr)) -> Self {
         let upstream = EchoUpstream::start().await;
         let issuer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer_url = format!("http://{}/", issuer_listener.local_addr().unwrap());
@@ -170,6 +204,7 @@ impl TestEnv {
 
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), &issuer_url, upstream.address);
+        edit(dir.path(), upstream.address);
         let (gateway, state, gateway_task) =
             start_gateway(&dir.path().join("portcullis.toml")).await;
         assert!(state.authenticator.has_all_keys(), "keys were not fetched");
@@ -260,7 +295,23 @@ pub async fn raw_exchange(address: SocketAddr, request: &[u8]) -> Response {
 
 /// `raw_exchange` for a server that may not be listening (any I/O error is returned).
 pub async fn try_exchange(address: SocketAddr, request: &[u8]) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect(address).await?;
+    exchange_on(TcpStream::connect(address).await?, request).await
+}
+
+/// `raw_exchange` from the local address `source` (any 127.0.0.0/8 address works on Linux).
+pub async fn raw_exchange_from(
+    source: std::net::IpAddr,
+    address: SocketAddr,
+    request: &[u8],
+) -> Response {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    exchange_on(socket.connect(address).await.unwrap(), request)
+        .await
+        .unwrap()
+}
+
+async fn exchange_on(mut stream: TcpStream, request: &[u8]) -> std::io::Result<Response> {
     stream.write_all(request).await?;
     let mut bytes = Vec::new();
     stream.read_to_end(&mut bytes).await?;
