@@ -1,4 +1,4 @@
-//! Command line: `run` (default), `check`, `demo`.
+//! Command line: `run` (default), `check`, `test`, `explain`, `demo`.
 
 use std::path::PathBuf;
 
@@ -31,6 +31,14 @@ pub enum Command {
     Check {
         #[arg(long, short, default_value = "portcullis.toml")]
         config: PathBuf,
+    },
+    /// Run the policy test suites (`<policies>/tests/*.toml`) through the real pipeline, without
+    /// sockets or identity providers; exit non-zero if any case fails.
+    Test {
+        #[arg(long, short, default_value = "portcullis.toml")]
+        config: PathBuf,
+        /// Suite files or directories (default: the `tests` directory of the policies).
+        suites: Vec<PathBuf>,
     },
     /// Start the demo in one process: the gateway with this repository's configuration, a sample
     /// tasks API behind it and a development token issuer, then print curl lines to try.

@@ -34,6 +34,37 @@ fn execute(command: Command) -> anyhow::Result<()> {
             print!("{}", portcullis::check::summary(&gateway));
             Ok(())
         }
+        Command::Test { config, suites } => {
+            let gateway = portcullis::offline::OfflineGateway::load(&config)?;
+            let mut files = Vec::new();
+            let dirs = if suites.is_empty() {
+                vec![gateway.gateway.settings.policies_dir.join("tests")]
+            } else {
+                suites
+            };
+            for path in dirs {
+                if path.is_dir() {
+                    files.extend(portcullis::policy_test::suite_files(&path)?);
+                } else {
+                    files.push(path);
+                }
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut report = String::new();
+            let summary = runtime.block_on(portcullis::policy_test::run_suites(
+                &gateway,
+                &files,
+                &mut report,
+            ))?;
+            print!("{report}");
+            println!("{} passed, {} failed", summary.passed, summary.failed);
+            if summary.failed > 0 {
+                anyhow::bail!("{} policy test case(s) failed", summary.failed);
+            }
+            Ok(())
+        }
         Command::Demo { config } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -39,12 +39,17 @@ pub struct Forward {
 }
 
 /// Why a request is refused.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Denial {
+    #[error("bad request target: {0}")]
     BadTarget(TargetError),
+    #[error("no route matches")]
     NotFound,
+    #[error("method not allowed (allowed: {})", .0.join(", "))]
     MethodNotAllowed(Vec<String>),
+    #[error("not authenticated: {0}")]
     Unauthenticated(AuthnError),
+    #[error("forbidden by the policies")]
     Forbidden,
 }
 

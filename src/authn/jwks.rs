@@ -222,6 +222,9 @@ pub enum KeySource {
     Discovery {
         issuer: String,
     },
+    /// A key set given at construction and never fetched (`portcullis test` and `explain`
+    /// sign their tokens with keys of their own).
+    Inline,
 }
 
 /// Timing of fetches for one issuer.
@@ -309,6 +312,14 @@ impl KeyStore {
         })
     }
 
+    /// A store holding `keys` for good; refreshing it changes nothing.
+    pub fn preloaded(keys: KeySet, policy: FetchPolicy) -> Result<Self, JwksError> {
+        let store = KeyStore::new(KeySource::Inline, policy)?;
+        store.keys.store(Some(Arc::new(keys)));
+        store.generation.store(1, Ordering::Release);
+        Ok(store)
+    }
+
     /// The current key set, if one was ever fetched.
     pub fn current(&self) -> Option<Arc<KeySet>> {
         self.keys.load_full()
@@ -375,6 +386,7 @@ impl KeyStore {
         match &self.source {
             KeySource::JwksUri(uri) => uri,
             KeySource::Discovery { issuer } => issuer,
+            KeySource::Inline => "inline key set",
         }
     }
 
@@ -388,6 +400,12 @@ impl KeyStore {
         let issuer = match &self.source {
             KeySource::JwksUri(uri) => return Ok(uri.clone()),
             KeySource::Discovery { issuer } => issuer,
+            KeySource::Inline => {
+                return Err(JwksError::Fetch {
+                    url: String::new(),
+                    reason: "an inline key set is never fetched".to_string(),
+                })
+            }
         };
         let mut known = self.discovered_uri.lock().await;
         if let Some(uri) = known.as_ref() {

@@ -18,6 +18,7 @@ use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 use http::HeaderName;
 use jsonwebtoken::Algorithm;
 
+use crate::authn::jwks::JwksError;
 use crate::authn::{
     Authenticator, ClaimMapping, ClaimRules, FetchPolicy, Issuer, KeySource, KeyStore, ParentClaim,
     TenantClaim, ASYMMETRIC_ALGORITHMS,
@@ -188,9 +189,17 @@ impl Settings {
 
     /// Creates the authenticator (key stores are empty until fetched).
     pub fn authenticator(&self) -> Result<Authenticator, ConfigError> {
+        self.authenticator_with(|issuer| KeyStore::new(issuer.key_source.clone(), issuer.fetch))
+    }
+
+    /// Creates the authenticator with key stores made by `keys`.
+    pub fn authenticator_with(
+        &self,
+        keys: impl Fn(&IssuerSettings) -> Result<KeyStore, JwksError>,
+    ) -> Result<Authenticator, ConfigError> {
         let mut issuers = Vec::new();
         for settings in &self.issuers {
-            let keys = KeyStore::new(settings.key_source.clone(), settings.fetch)
+            let keys = keys(settings)
                 .map_err(|e| ConfigError::from(ConfigProblem::file(&self.file, e.to_string())))?;
             issuers.push(Issuer {
                 rules: settings.rules.clone(),

@@ -1,0 +1,189 @@
+//! The gateway without sockets or identity providers, for `portcullis test` and `explain`.
+//!
+//! The configuration is loaded exactly as `run` loads it, except that each issuer's key set is
+//! replaced by a key pair generated here. A caller given as claims gets a token signed with that
+//! key, so the request goes through the whole pipeline — token parsing, signature, claim rules,
+//! claim mapping, route, Cedar — with nothing simulated but the identity provider.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+
+use crate::authn::jwks::KeySet;
+use crate::authn::KeyStore;
+use crate::config::{load_snapshot, ConfigError, Settings};
+use crate::demo::{DevIssuer, SigningAlg};
+use crate::pipeline::{evaluate, Incoming, Outcome};
+use crate::snapshot::{Gateway, Snapshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot generate a signing key: {0}")]
+    Keys(String),
+    #[error("{0}")]
+    Claims(String),
+    #[error("{0}")]
+    Request(String),
+}
+
+/// One request, as `portcullis test` and `explain` describe it.
+#[derive(Debug, Clone)]
+pub struct OfflineRequest {
+    pub method: String,
+    /// Path, with the query if any, exactly as a client would send it.
+    pub target: String,
+    pub host: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub client_ip: IpAddr,
+    pub caller: OfflineCaller,
+}
+
+/// Who sends the request.
+#[derive(Debug, Clone)]
+pub enum OfflineCaller {
+    /// No `Authorization` header.
+    Anonymous,
+    /// A token signed here carrying these claims (`iss`, `aud`, `iat` and `exp` are filled in
+    /// when absent: the first issuer, its first audience, now, an hour from now).
+    Claims(Map<String, Value>),
+    /// This exact bearer token.
+    Token(String),
+}
+
+pub struct OfflineGateway {
+    pub gateway: Gateway,
+    /// Issuer → the key that signs its tokens here.
+    signers: HashMap<String, DevIssuer>,
+    /// (issuer, first audience) of the first configured issuer.
+    default_issuer: Option<(String, String)>,
+}
+
+impl OfflineGateway {
+    pub fn load(config: &Path) -> Result<Self, OfflineError> {
+        let settings = Settings::load(config)?;
+        let mut signers = HashMap::new();
+        for issuer in &settings.issuers {
+            let name = issuer.rules.issuer.clone();
+            let signer =
+                DevIssuer::generate(name.clone()).map_err(|e| OfflineError::Keys(e.to_string()))?;
+            signers.insert(name, signer);
+        }
+        let authenticator = settings.authenticator_with(|issuer| {
+            let jwks = signers
+                .get(&issuer.rules.issuer)
+                .map(|s| s.jwks().to_string())
+                .unwrap_or_default();
+            KeyStore::preloaded(KeySet::parse("generated", jwks.as_bytes())?, issuer.fetch)
+        })?;
+        let default_issuer = settings.issuers.first().map(|i| {
+            (
+                i.rules.issuer.clone(),
+                i.rules.audiences.first().cloned().unwrap_or_default(),
+            )
+        });
+        let snapshot = load_snapshot(&settings, 1)?;
+        Ok(OfflineGateway {
+            gateway: Gateway::new(settings, authenticator, snapshot),
+            signers,
+            default_issuer,
+        })
+    }
+
+    /// A fresh snapshot whose directory also holds `entities` (entity JSON, checked against the
+    /// schema).
+    pub fn snapshot_with(&self, entities: &[Value]) -> Result<Snapshot, OfflineError> {
+        let mut snapshot = load_snapshot(&self.gateway.settings, 1)?;
+        let extra = cedar_policy::Entities::from_json_value(
+            Value::Array(entities.to_vec()),
+            Some(&snapshot.bundle.schema),
+        )
+        .map_err(|e| OfflineError::Request(format!("extra entities: {e}")))?;
+        snapshot.bundle.entities = snapshot
+            .bundle
+            .entities
+            .clone()
+            .upsert_entities(extra, Some(&snapshot.bundle.schema))
+            .map_err(|e| OfflineError::Request(format!("extra entities: {e}")))?;
+        Ok(snapshot)
+    }
+
+    /// A token for `claims`, signed with the key generated for its issuer.
+    pub fn token(&self, claims: &Map<String, Value>) -> Result<String, OfflineError> {
+        let mut claims = claims.clone();
+        let (default_issuer, audience) = self.default_issuer.clone().ok_or_else(|| {
+            OfflineError::Claims("portcullis.toml configures no [[issuers]]".to_string())
+        })?;
+        let issuer = match claims.get("iss") {
+            Some(Value::String(iss)) => iss.clone(),
+            _ => default_issuer,
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
+        let audience = self
+            .gateway
+            .settings
+            .issuers
+            .iter()
+            .find(|i| i.rules.issuer == issuer)
+            .and_then(|i| i.rules.audiences.first().cloned())
+            .unwrap_or(audience);
+        claims
+            .entry("iss")
+            .or_insert_with(|| Value::from(issuer.clone()));
+        claims.entry("aud").or_insert_with(|| Value::from(audience));
+        claims.entry("iat").or_insert_with(|| Value::from(now));
+        claims
+            .entry("exp")
+            .or_insert_with(|| Value::from(now + 3600));
+        let signer = self
+            .signers
+            .get(&issuer)
+            .ok_or_else(|| OfflineError::Claims(format!("issuer {issuer:?} is not configured")))?;
+        signer
+            .mint(SigningAlg::Rs256, &Value::Object(claims))
+            .map_err(|e| OfflineError::Keys(e.to_string()))
+    }
+
+    /// Runs the pipeline for one request against `snapshot`.
+    pub async fn evaluate(
+        &self,
+        snapshot: &Snapshot,
+        request: &OfflineRequest,
+    ) -> Result<Outcome, OfflineError> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &request.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| OfflineError::Request(format!("{name:?} is not a header name")))?;
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                OfflineError::Request(format!("the value of {name} is not a header value"))
+            })?;
+            headers.append(name, value);
+        }
+        let bearer = match &request.caller {
+            OfflineCaller::Anonymous => None,
+            OfflineCaller::Claims(claims) => Some(self.token(claims)?),
+            OfflineCaller::Token(token) => Some(token.clone()),
+        };
+        if let Some(token) = bearer {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| OfflineError::Request("the token is not a header value".into()))?;
+            headers.append(http::header::AUTHORIZATION, value);
+        }
+        let incoming = Incoming {
+            method: &request.method,
+            target: request.target.as_bytes(),
+            host: request.host.as_deref(),
+            headers: &headers,
+            client_ip: Some(request.client_ip),
+        };
+        Ok(evaluate(&self.gateway, snapshot, &incoming).await)
+    }
+}

@@ -1,0 +1,76 @@
+//! `portcullis test` as users run it: the example suites pass (so `cargo test` guards the demo
+//! policies), a deliberately failing suite fails with file, line and determining policies, and a
+//! malformed suite is a configuration error naming its line.
+
+mod common;
+
+use std::process::Command;
+
+use common::repo_path;
+
+/// Runs `portcullis test` on the repository's configuration; returns (success, stdout, stderr).
+fn portcullis_test(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["test", "--config"])
+        .arg(repo_path("portcullis.toml"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_example_suites_pass() {
+    let (ok, stdout, stderr) = portcullis_test(&[]);
+    assert!(ok, "{stdout}{stderr}");
+    let suite = std::fs::read_to_string(repo_path("policies/tests/tasks.toml")).unwrap();
+    let cases = suite.matches("[[cases]]").count();
+    assert!(cases >= 10);
+    assert_eq!(stdout, format!("{cases} passed, 0 failed\n"));
+}
+
+#[test]
+fn a_failing_suite_reports_each_failure_and_exits_non_zero() {
+    let fixture = repo_path("tests/fixtures/failing-suite.toml");
+    let (ok, stdout, stderr) = portcullis_test(&[fixture.to_str().unwrap()]);
+    assert!(!ok);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with(&format!("FAIL {}:9 ", fixture.display()))
+            && lines[0].ends_with(
+                "expected allow, got deny (403); determining policies: [tenant-isolation]"
+            ),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("FAIL {}:15 ", fixture.display()))
+            && lines[1]
+                .ends_with("expected 200, got none (401): not authenticated: no bearer token"),
+        "{stdout}"
+    );
+    assert_eq!(lines[2], "1 passed, 2 failed");
+    assert!(stderr.contains("2 policy test case(s) failed"), "{stderr}");
+}
+
+#[test]
+fn a_malformed_suite_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("broken.toml");
+    std::fs::write(
+        &suite,
+        "[[cases]]\nname = \"x\"\nrequest = { method = \"GET\", path = \"/health\" }\ncaller = \"anonymous\"\nexpect = \"allow\"\nexpected = 1\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = portcullis_test(&[suite.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("{}:6:", suite.display())) && stderr.contains("expected"),
+        "{stderr}"
+    );
+}
