@@ -1,5 +1,6 @@
 //! Command line: `run` (default), `check`, `test`, `explain`, `demo`.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,30 @@ pub enum Command {
         config: PathBuf,
         /// Suite files or directories (default: the `tests` directory of the policies).
         suites: Vec<PathBuf>,
+    },
+    /// Take one request through the pipeline and print every stage: canonical path, route,
+    /// Cedar principal (parents, attributes), action, resource, context, decision, the policies
+    /// that determined it and any evaluation errors.
+    Explain {
+        #[arg(long, short, default_value = "portcullis.toml")]
+        config: PathBuf,
+        /// Request method, e.g. GET.
+        method: String,
+        /// Request target: path with an optional query, e.g. /lists/l1/tasks/t9?view=full.
+        target: String,
+        /// A JSON file of token claims, signed with a key generated for the run.
+        #[arg(long, conflicts_with = "token")]
+        claims: Option<PathBuf>,
+        /// A real bearer token, verified with the issuer's keys (fetched now).
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        /// A request header, "name: value"; repeatable.
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        #[arg(long, default_value = "127.0.0.1")]
+        client_ip: IpAddr,
     },
     /// Start the demo in one process: the gateway with this repository's configuration, a sample
     /// tasks API behind it and a development token issuer, then print curl lines to try.

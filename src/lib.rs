@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod explain;
 pub mod offline;
 pub mod pipeline;
 pub mod policy_test;

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
 use portcullis::cli::{Cli, Command};
 use portcullis::server::{load_gateway, run};
@@ -63,6 +64,66 @@ fn execute(command: Command) -> anyhow::Result<()> {
             if summary.failed > 0 {
                 anyhow::bail!("{} policy test case(s) failed", summary.failed);
             }
+            Ok(())
+        }
+        Command::Explain {
+            config,
+            method,
+            target,
+            claims,
+            token,
+            host,
+            headers,
+            client_ip,
+        } => {
+            use portcullis::offline::{OfflineCaller, OfflineGateway, OfflineRequest};
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (gateway, caller) = match (claims, token) {
+                (Some(file), _) => {
+                    let text = std::fs::read_to_string(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    let claims = serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not a JSON object", file.display()))?;
+                    (
+                        OfflineGateway::load(&config)?,
+                        OfflineCaller::Claims(claims),
+                    )
+                }
+                (None, Some(token)) => (
+                    runtime.block_on(OfflineGateway::load_live(&config))?,
+                    OfflineCaller::Token(token),
+                ),
+                (None, None) => (OfflineGateway::load(&config)?, OfflineCaller::Anonymous),
+            };
+            let headers = headers
+                .iter()
+                .map(|h| {
+                    h.split_once(':')
+                        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                        .with_context(|| format!("--header {h:?} must look like \"name: value\""))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let request = OfflineRequest {
+                method,
+                target,
+                host,
+                headers,
+                client_ip,
+                caller,
+            };
+            let snapshot = gateway.gateway.snapshot();
+            let outcome = runtime.block_on(gateway.evaluate(&snapshot, &request))?;
+            print!(
+                "{}",
+                portcullis::explain::render(
+                    &request,
+                    &outcome,
+                    &snapshot,
+                    &gateway.gateway.settings.realm
+                )
+            );
             Ok(())
         }
         Command::Demo { config } => {

@@ -24,7 +24,7 @@ use crate::snapshot::{Gateway, Snapshot};
 pub enum OfflineError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot generate a signing key: {0}")]
+    #[error("signing keys: {0}")]
     Keys(String),
     #[error("{0}")]
     Claims(String),
@@ -95,6 +95,27 @@ impl OfflineGateway {
         })
     }
 
+    /// The configuration with the issuers' real key sets, fetched now (`explain --token`).
+    /// Tokens must then come from the identity providers; claims cannot be signed.
+    pub async fn load_live(config: &Path) -> Result<Self, OfflineError> {
+        let settings = Settings::load(config)?;
+        let authenticator = settings.authenticator()?;
+        let snapshot = load_snapshot(&settings, 1)?;
+        let gateway = Gateway::new(settings, authenticator, snapshot);
+        let missing = gateway.fetch_keys().await;
+        if !missing.is_empty() {
+            return Err(OfflineError::Keys(format!(
+                "the keys of {} could not be fetched",
+                missing.join(", ")
+            )));
+        }
+        Ok(OfflineGateway {
+            gateway,
+            signers: HashMap::new(),
+            default_issuer: None,
+        })
+    }
+
     /// A fresh snapshot whose directory also holds `entities` (entity JSON, checked against the
     /// schema).
     pub fn snapshot_with(&self, entities: &[Value]) -> Result<Snapshot, OfflineError> {
@@ -117,7 +138,10 @@ impl OfflineGateway {
     pub fn token(&self, claims: &Map<String, Value>) -> Result<String, OfflineError> {
         let mut claims = claims.clone();
         let (default_issuer, audience) = self.default_issuer.clone().ok_or_else(|| {
-            OfflineError::Claims("portcullis.toml configures no [[issuers]]".to_string())
+            OfflineError::Claims(
+                "claims can only be signed with generated keys, and portcullis.toml needs an [[issuers]] for them"
+                    .to_string(),
+            )
         })?;
         let issuer = match claims.get("iss") {
             Some(Value::String(iss)) => iss.clone(),
