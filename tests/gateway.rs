@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{b64, now, TestEnv};
-use portcullis::demo::SigningAlg;
+use common::{b64, now, TestEnv, AUDIENCE};
+use portcullis::demo::{demo_claims, SigningAlg};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,4 +383,46 @@ async fn unknown_kid_refetches_keys_at_most_once_per_cooldown() {
     // Known kids keep working without any fetch.
     assert_eq!(env.get_as("alice", "/lists/acme-roadmap").await.status, 200);
     assert_eq!(env.issuer.jwks_fetches(), fetched_at_start + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_readers_come_from_the_directory_entry_of_the_caller() {
+    let env = TestEnv::start().await;
+    // erin's token carries no roles: her group membership is in policies/entities.json, and the
+    // list names that group as its readers.
+    let claims = demo_claims(env.issuer_url(), AUDIENCE, "erin", &[], "org_acme");
+    let token = env.issuer.mint(SigningAlg::Es256, &claims).unwrap();
+    assert_eq!(
+        env.get_with_token(&token, "/lists/acme-roadmap")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        env.get_with_token(&token, "/lists/acme-roadmap/tasks")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(env.upstream.count(), 2);
+    assert_eq!(
+        env.get_with_token(&token, "/lists/globex-ops").await.status,
+        403
+    );
+    assert_eq!(
+        env.get_with_token(&token, "/lists/acme-roadmap/tasks/t1")
+            .await
+            .status,
+        403
+    );
+    // Someone else with the same token shape but no directory entry is not a reader.
+    let claims = demo_claims(env.issuer_url(), AUDIENCE, "frank", &[], "org_acme");
+    let token = env.issuer.mint(SigningAlg::Es256, &claims).unwrap();
+    assert_eq!(
+        env.get_with_token(&token, "/lists/acme-roadmap")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(env.upstream.count(), 2);
 }
