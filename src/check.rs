@@ -1,9 +1,99 @@
-//! What `portcullis check` prints about a configuration that loaded cleanly.
+//! What `portcullis check` prints about a configuration that loaded cleanly, and the warnings
+//! it gives about configurations that load but cannot be what was meant.
 
+use std::collections::HashSet;
 use std::fmt::Write;
 
+use cedar_policy::{ActionConstraint, Effect, EntityUid};
+
+use crate::config::ConfigProblem;
 use crate::routes::TemplateSegment;
 use crate::snapshot::{AuthMode, Gateway};
+
+/// The machine-readable report of `check --format json`.
+pub fn json_report(errors: &[ConfigProblem], warnings: &[ConfigProblem]) -> String {
+    let list = |problems: &[ConfigProblem]| -> Vec<serde_json::Value> {
+        problems
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "file": p.file.display().to_string(),
+                    "line": p.line,
+                    "message": p.message,
+                })
+            })
+            .collect()
+    };
+    serde_json::json!({
+        "ok": errors.is_empty(),
+        "errors": list(errors),
+        "warnings": list(warnings),
+    })
+    .to_string()
+}
+
+/// Warnings: actions of the schema that no route uses, and routes whose action no `permit`
+/// policy can apply to (every request on them is denied).
+pub fn warnings(gateway: &Gateway) -> Vec<ConfigProblem> {
+    let settings = &gateway.settings;
+    let snapshot = gateway.snapshot();
+    let bundle = &snapshot.bundle;
+    let mut warnings = Vec::new();
+    let routed: HashSet<&EntityUid> = snapshot
+        .routes
+        .routes()
+        .map(|r| &r.payload.authz.action)
+        .collect();
+    let schema_file = settings.policies_dir.join("schema.cedarschema");
+    let schema_text = std::fs::read_to_string(&schema_file).unwrap_or_default();
+    for action in bundle.schema.actions() {
+        if routed.contains(action) {
+            continue;
+        }
+        let name = action.id().unescaped().to_string();
+        let line = schema_text
+            .lines()
+            .position(|l| {
+                let l = l.trim_start();
+                l.starts_with(&format!("action {name} "))
+                    || l.starts_with(&format!("action \"{name}\""))
+            })
+            .map(|i| i + 1);
+        warnings.push(ConfigProblem {
+            file: schema_file.clone(),
+            line,
+            message: format!("action {action} is used by no route"),
+        });
+    }
+    let groups = bundle.schema.action_entities().ok();
+    for route in snapshot.routes.routes() {
+        let action = &route.payload.authz.action;
+        let mut covering: Vec<EntityUid> = vec![action.clone()];
+        if let Some(ancestors) = groups.as_ref().and_then(|g| g.ancestors(action)) {
+            covering.extend(ancestors.cloned());
+        }
+        let permitted = bundle
+            .policies
+            .policies()
+            .filter(|p| p.effect() == Effect::Permit)
+            .any(|p| match p.action_constraint() {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(uid) => covering.contains(&uid),
+                ActionConstraint::In(uids) => uids.iter().any(|u| covering.contains(u)),
+            });
+        if !permitted {
+            warnings.push(ConfigProblem {
+                file: settings.routes_file.clone(),
+                line: Some(route.payload.line),
+                message: format!(
+                    "route {:?}: no permit policy applies to {action}, so every request is denied",
+                    route.payload.id
+                ),
+            });
+        }
+    }
+    warnings
+}
 
 pub fn summary(gateway: &Gateway) -> String {
     let settings = &gateway.settings;

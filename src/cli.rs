@@ -3,7 +3,13 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +38,12 @@ pub enum Command {
     Check {
         #[arg(long, short, default_value = "portcullis.toml")]
         config: PathBuf,
+        /// `text` for people, `json` for machines.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Exit non-zero on warnings too.
+        #[arg(long)]
+        strict: bool,
     },
     /// Run the policy test suites (`<policies>/tests/*.toml`) through the real pipeline, without
     /// sockets or identity providers; exit non-zero if any case fails.

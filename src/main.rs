@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use portcullis::cli::{Cli, Command};
+use portcullis::cli::{Cli, Command, Format};
 use portcullis::server::{load_gateway, run};
 
 fn main() -> ExitCode {
@@ -30,9 +30,36 @@ fn execute(command: Command) -> anyhow::Result<()> {
             run(gateway, upgrade)?;
             Ok(())
         }
-        Command::Check { config } => {
-            let gateway = load_gateway(&config)?;
-            print!("{}", portcullis::check::summary(&gateway));
+        Command::Check {
+            config,
+            format,
+            strict,
+        } => {
+            let loaded = load_gateway(&config);
+            let warnings = loaded
+                .as_ref()
+                .map(portcullis::check::warnings)
+                .unwrap_or_default();
+            match (format, loaded) {
+                (Format::Json, loaded) => {
+                    let errors = loaded.as_ref().err().map(|e| e.problems.clone());
+                    let errors = errors.unwrap_or_default();
+                    println!("{}", portcullis::check::json_report(&errors, &warnings));
+                    if !errors.is_empty() {
+                        anyhow::bail!("configuration has {} problem(s)", errors.len());
+                    }
+                }
+                (Format::Text, loaded) => {
+                    let gateway = loaded?;
+                    print!("{}", portcullis::check::summary(&gateway));
+                    for warning in &warnings {
+                        eprintln!("warning: {warning}");
+                    }
+                }
+            }
+            if strict && !warnings.is_empty() {
+                anyhow::bail!("{} warning(s) and --strict", warnings.len());
+            }
             Ok(())
         }
         Command::Test { config, suites } => {

@@ -50,6 +50,8 @@ pub struct Upstream {
 #[derive(Debug)]
 pub struct CompiledRoute {
     pub id: String,
+    /// Line of the route in routes.toml.
+    pub line: usize,
     pub upstream: Arc<Upstream>,
     pub auth: AuthMode,
     pub mode: EnforcementMode,

@@ -11,6 +11,14 @@ use common::{repo_path, write_config};
 /// Writes the example configuration into a temp dir, applies `edit` to one file, runs
 /// `portcullis check`, and returns (exit success, stderr).
 fn check_with(file: &str, edit: impl FnOnce(String) -> String) -> (bool, String) {
+    let (ok, _, stderr) = check_edited(vec![(file, Box::new(edit))], &[]);
+    (ok, stderr)
+}
+
+type Edit<'a> = (&'a str, Box<dyn FnOnce(String) -> String + 'a>);
+
+/// `check_with` for several edited files and extra arguments; returns (success, stdout, stderr).
+fn check_edited(edits: Vec<Edit<'_>>, args: &[&str]) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     write_config(
         dir.path(),
@@ -34,21 +42,25 @@ fn check_with(file: &str, edit: impl FnOnce(String) -> String) -> (bool, String)
         text.replace(&policies_line, "policies = \"policies\""),
     )
     .unwrap();
-    let target = dir.path().join(file);
-    let original = std::fs::read_to_string(&target).unwrap();
-    std::fs::write(&target, edit(original)).unwrap();
-    run_check(&config)
+    for (file, edit) in edits {
+        let target = dir.path().join(file);
+        let original = std::fs::read_to_string(&target).unwrap();
+        std::fs::write(&target, edit(original)).unwrap();
+    }
+    run_check(&config, args)
 }
 
-fn run_check(config: &Path) -> (bool, String) {
+fn run_check(config: &Path, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["check", "--config"])
         .arg(config)
+        .args(args)
         .env("RUST_LOG", "off")
         .output()
         .unwrap();
     (
         output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
@@ -170,5 +182,106 @@ fn route_context_and_mode_mistakes_are_reported() {
             stderr.contains(&format!("routes.toml:{line}: ")) && stderr.contains(message),
             "{edit}: expected line {line} and {message:?} in {stderr}"
         );
+    }
+}
+
+#[test]
+fn claim_mappings_are_checked_against_the_schema() {
+    let (ok, stderr) = check_with("portcullis.toml", |s| {
+        s.replace("entity_type = \"Role\"", "entity_type = \"Rol\"")
+            .replace(
+                "attributes = { email = \"email\" }",
+                "attributes = { email = \"email\", nickname = \"nick\" }",
+            )
+    });
+    assert!(!ok);
+    let text = std::fs::read_to_string(repo_path("portcullis.toml")).unwrap();
+    let line = line_of(&text, "[[issuers]]");
+    for message in [
+        "claims.roles: the schema does not allow \"Rol\" as a parent of \"User\"",
+        "claims.attributes: \"User\" declares no attribute \"nickname\"",
+    ] {
+        assert!(
+            stderr.contains(&format!(
+                "portcullis.toml:{line}: issuer \"http://127.0.0.1:9/\": {message}"
+            )),
+            "{message} in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn unused_actions_and_unpermitted_routes_are_warnings() {
+    let route = "\n[[routes]]\nid = \"archive\"\nmethods = [\"POST\"]\npath = \"/lists/{list_id}/archive\"\nupstream = \"tasks\"\naction = \"ArchiveList\"\nresource = { type = \"List\", id = \"{list_id}\" }\n";
+    let actions = "\naction ArchiveList appliesTo { principal: [User], resource: [List], context: ListContext };\naction Export appliesTo { principal: [User], resource: [List] };\n";
+    let edits = || -> Vec<Edit<'static>> {
+        vec![
+            ("routes.toml", Box::new(move |s| format!("{s}{route}"))),
+            (
+                "policies/schema.cedarschema",
+                Box::new(move |s| format!("{s}{actions}")),
+            ),
+        ]
+    };
+    let routes_lines = std::fs::read_to_string(repo_path("routes.toml"))
+        .unwrap()
+        .lines()
+        .count();
+    let schema_lines = std::fs::read_to_string(repo_path("policies/schema.cedarschema"))
+        .unwrap()
+        .lines()
+        .count();
+    let (ok, stdout, stderr) = check_edited(edits(), &[]);
+    assert!(ok, "warnings alone do not fail: {stderr}");
+    assert!(stdout.starts_with("configuration OK"), "{stdout}");
+    let unpermitted = format!(
+        "routes.toml:{}: route \"archive\": no permit policy applies to Action::\"ArchiveList\", so every request is denied",
+        routes_lines + 2
+    );
+    let unused = format!(
+        "schema.cedarschema:{}: action Action::\"Export\" is used by no route",
+        schema_lines + 3
+    );
+    assert!(stderr.contains(&unpermitted), "{stderr}");
+    assert!(stderr.contains(&unused), "{stderr}");
+    assert_eq!(stderr.matches("warning: ").count(), 2, "{stderr}");
+
+    let (ok, _, stderr) = check_edited(edits(), &["--strict"]);
+    assert!(!ok);
+    assert!(stderr.contains("2 warning(s) and --strict"), "{stderr}");
+
+    let (ok, stdout, _) = check_edited(edits(), &["--format", "json"]);
+    assert!(ok);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["errors"].as_array().unwrap().len(), 0);
+    assert_eq!(report["warnings"].as_array().unwrap().len(), 2);
+    assert_eq!(report["warnings"][0]["line"], schema_lines + 3);
+}
+
+#[test]
+fn json_format_reports_every_problem_with_file_and_line() {
+    let edits: Vec<Edit<'static>> = vec![
+        (
+            "routes.toml",
+            Box::new(|s| s.replacen("upstream = \"tasks\"", "upstream = \"taks\"", 1)),
+        ),
+        (
+            "portcullis.toml",
+            Box::new(|s| s.replace("threads = 2", "threads = 2\nthreadz = 4")),
+        ),
+    ];
+    let (ok, stdout, _) = check_edited(edits, &["--format", "json"]);
+    assert!(!ok);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let errors = report["errors"].as_array().unwrap();
+    assert!(!errors.is_empty());
+    for error in errors {
+        assert!(
+            error["file"].as_str().unwrap().ends_with(".toml"),
+            "{error}"
+        );
+        assert!(error["line"].as_u64().is_some(), "{error}");
     }
 }

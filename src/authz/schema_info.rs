@@ -29,10 +29,19 @@ pub enum Scalar {
 }
 
 /// Declared context attributes per action, keyed by the action's uid as Cedar prints it
-/// (`Action::"read"`, `Ns::Action::"read"`).
+/// (`Action::"read"`, `Ns::Action::"read"`), and the shape of each entity type (its allowed
+/// parent types and attribute names, fully qualified), for checking claim mappings at load.
 #[derive(Debug, Default)]
 pub struct ContextShapes {
     by_action: HashMap<String, BTreeMap<String, DeclaredAttribute>>,
+    entity_types: HashMap<String, EntityShape>,
+}
+
+/// What the schema declares about one entity type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntityShape {
+    pub member_of: Vec<String>,
+    pub attributes: Vec<String>,
 }
 
 impl ContextShapes {
@@ -45,14 +54,49 @@ impl ContextShapes {
 
     fn from_json(json: &Value) -> Self {
         let mut by_action = HashMap::new();
+        let mut entity_types = HashMap::new();
         let Some(namespaces) = json.as_object() else {
-            return ContextShapes { by_action };
+            return ContextShapes::default();
         };
         for (namespace, body) in namespaces {
             let resolver = Resolver {
                 root: namespaces,
                 namespace,
             };
+            let qualify = |name: &str| {
+                if namespace.is_empty() || name.contains("::") {
+                    name.to_string()
+                } else {
+                    format!("{namespace}::{name}")
+                }
+            };
+            for (name, ty) in body
+                .get("entityTypes")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                let member_of = ty
+                    .get("memberOfTypes")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(qualify)
+                    .collect();
+                let attributes = ty
+                    .get("shape")
+                    .and_then(|shape| resolver.record(shape, 0))
+                    .map(|record| record.into_keys().collect())
+                    .unwrap_or_default();
+                entity_types.insert(
+                    qualify(name),
+                    EntityShape {
+                        member_of,
+                        attributes,
+                    },
+                );
+            }
             let Some(actions) = body.get("actions").and_then(Value::as_object) else {
                 continue;
             };
@@ -70,7 +114,15 @@ impl ContextShapes {
                 by_action.insert(uid, context);
             }
         }
-        ContextShapes { by_action }
+        ContextShapes {
+            by_action,
+            entity_types,
+        }
+    }
+
+    /// The declared shape of an entity type, if the schema declares it.
+    pub fn entity_type(&self, name: &str) -> Option<&EntityShape> {
+        self.entity_types.get(name)
     }
 
     /// The declared context of an action (empty when it declares none).
@@ -188,6 +240,18 @@ mod tests {
         assert_eq!(read["client_ip"].scalar, None);
         assert_eq!(shapes.context(r#"Action::"write""#).len(), 1);
         assert!(shapes.context(r#"Action::"none""#).is_empty());
+    }
+
+    #[test]
+    fn reads_entity_parents_and_attributes() {
+        let shapes = ContextShapes::from_cedarschema(
+            "namespace App { entity Role; entity User in [Role] { email: String, tenant?: Role }; }",
+        )
+        .unwrap();
+        let user = shapes.entity_type("App::User").unwrap();
+        assert_eq!(user.member_of, ["App::Role"]);
+        assert_eq!(user.attributes, ["email", "tenant"]);
+        assert!(shapes.entity_type("User").is_none());
     }
 
     #[test]

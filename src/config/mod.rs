@@ -41,6 +41,8 @@ pub struct IdentityHeaders {
 /// One issuer's settings, validated.
 #[derive(Debug, Clone)]
 pub struct IssuerSettings {
+    /// Line of the `[[issuers]]` table in portcullis.toml.
+    pub line: Option<usize>,
     pub rules: ClaimRules,
     pub algorithms: Vec<Algorithm>,
     pub key_source: KeySource,
@@ -137,7 +139,10 @@ impl Settings {
                 problems.push(file.problem(Some(span.clone()), "this issuer is configured twice"));
             }
             match issuer_settings(raw_issuer.get_ref(), &file) {
-                Ok(settings) => issuers.push(settings),
+                Ok(mut settings) => {
+                    settings.line = Some(file.line_of(span.start));
+                    issuers.push(settings);
+                }
                 Err(mut p) => problems.append(&mut p),
             }
         }
@@ -316,6 +321,7 @@ fn issuer_settings(
         return Err(problems);
     }
     Ok(IssuerSettings {
+        line: None,
         rules: ClaimRules {
             issuer,
             audiences: raw.audiences.clone(),
@@ -351,7 +357,7 @@ pub fn load_snapshot(settings: &Settings, version: u64) -> Result<Snapshot, Conf
         }
     };
 
-    let mut problems = Vec::new();
+    let mut problems = claim_mapping_problems(settings, &bundle);
     let mut upstreams = BTreeMap::new();
     for (name, upstream) in &raw.upstreams {
         let address = upstream.get_ref().address.get_ref();
@@ -381,6 +387,7 @@ pub fn load_snapshot(settings: &Settings, version: u64) -> Result<Snapshot, Conf
         let line = routes_file.line_of(route.span().start);
         match compile_route(
             route.get_ref(),
+            line,
             &raw.defaults,
             &routes_file,
             &upstreams,
@@ -429,6 +436,69 @@ pub fn load_snapshot(settings: &Settings, version: u64) -> Result<Snapshot, Conf
     })
 }
 
+/// Checks every issuer's claim mapping against the schema: the principal type exists, each
+/// parent type (roles, groups, permissions, tenant) may be a parent of it, and each mapped
+/// attribute is declared on it. Otherwise every token of that issuer would be denied.
+fn claim_mapping_problems(settings: &Settings, bundle: &PolicyBundle) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    for issuer in &settings.issuers {
+        let mapping = &issuer.mapping;
+        let mut problem = |message: String| {
+            problems.push(ConfigProblem {
+                file: settings.file.clone(),
+                line: issuer.line,
+                message: format!("issuer {:?}: {message}", issuer.rules.issuer),
+            })
+        };
+        let Some(shape) = bundle.contexts.entity_type(&mapping.principal_type) else {
+            problem(format!(
+                "claims.principal_type {:?} is not an entity type of the schema",
+                mapping.principal_type
+            ));
+            continue;
+        };
+        let parents = [
+            ("roles", mapping.roles.as_ref().map(|p| &p.entity_type)),
+            ("groups", mapping.groups.as_ref().map(|p| &p.entity_type)),
+            (
+                "permissions",
+                mapping.permissions.as_ref().map(|p| &p.entity_type),
+            ),
+            ("tenant", mapping.tenant.as_ref().map(|t| &t.entity_type)),
+        ];
+        for (key, entity_type) in parents {
+            let Some(entity_type) = entity_type else {
+                continue;
+            };
+            if !shape.member_of.contains(entity_type) {
+                problem(format!(
+                    "claims.{key}: the schema does not allow {entity_type:?} as a parent of {:?}; declare `entity {} in [{entity_type}, ...]`",
+                    mapping.principal_type, mapping.principal_type
+                ));
+            }
+        }
+        let attributes = mapping
+            .attributes
+            .iter()
+            .map(|(attribute, _)| ("attributes", attribute))
+            .chain(
+                mapping
+                    .tenant
+                    .as_ref()
+                    .map(|t| ("tenant.attribute", &t.attribute)),
+            );
+        for (key, attribute) in attributes {
+            if !shape.attributes.contains(attribute) {
+                problem(format!(
+                    "claims.{key}: {:?} declares no attribute {attribute:?}",
+                    mapping.principal_type
+                ));
+            }
+        }
+    }
+    problems
+}
+
 /// Resolves `host:port` once, at load.
 fn resolve(address: &str) -> Result<SocketAddr, String> {
     use std::net::ToSocketAddrs;
@@ -470,6 +540,7 @@ fn context_kinds(
 
 fn compile_route(
     route: &RawRoute,
+    line: usize,
     defaults: &RawRouteDefaults,
     file: &SourceFile,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
@@ -570,6 +641,7 @@ fn compile_route(
                 template,
                 payload: CompiledRoute {
                     id,
+                    line,
                     upstream,
                     auth,
                     mode,
