@@ -385,16 +385,15 @@ pub fn load_snapshot(settings: &Settings, version: u64) -> Result<Snapshot, Conf
     let mut ids: HashMap<String, usize> = HashMap::new();
     for route in &raw.routes {
         let line = routes_file.line_of(route.span().start);
-        match compile_route(
-            route.get_ref(),
-            line,
-            &raw.defaults,
-            &routes_file,
-            &upstreams,
-            &bundle,
-            &authenticated_types,
-            &anonymous_types,
-        ) {
+        let shared = RouteInputs {
+            defaults: &raw.defaults,
+            file: &routes_file,
+            upstreams: &upstreams,
+            bundle: &bundle,
+            authenticated_types: &authenticated_types,
+            anonymous_types: &anonymous_types,
+        };
+        match compile_route(route.get_ref(), line, &shared) {
             Ok(spec) => {
                 if let Some(first) = ids.insert(spec.payload.id.clone(), line) {
                     problems.push(routes_file.problem(
@@ -538,16 +537,29 @@ fn context_kinds(
     selection.get_ref().clone()
 }
 
+/// What every route of a routes.toml is compiled against.
+struct RouteInputs<'a> {
+    defaults: &'a RawRouteDefaults,
+    file: &'a SourceFile,
+    upstreams: &'a BTreeMap<String, Arc<Upstream>>,
+    bundle: &'a PolicyBundle,
+    authenticated_types: &'a [String],
+    anonymous_types: &'a [String],
+}
+
 fn compile_route(
     route: &RawRoute,
     line: usize,
-    defaults: &RawRouteDefaults,
-    file: &SourceFile,
-    upstreams: &BTreeMap<String, Arc<Upstream>>,
-    bundle: &PolicyBundle,
-    authenticated_types: &[String],
-    anonymous_types: &[String],
+    inputs: &RouteInputs<'_>,
 ) -> Result<RouteSpec<CompiledRoute>, Vec<ConfigProblem>> {
+    let RouteInputs {
+        defaults,
+        file,
+        upstreams,
+        bundle,
+        authenticated_types,
+        anonymous_types,
+    } = *inputs;
     let mut problems = Vec::new();
     let template = PathTemplate::parse(route.path.get_ref())
         .map_err(|e| {
