@@ -285,3 +285,21 @@ fn json_format_reports_every_problem_with_file_and_line() {
         assert!(error["line"].as_u64().is_some(), "{error}");
     }
 }
+
+#[test]
+fn a_route_parent_the_schema_does_not_allow_is_reported() {
+    let (ok, stderr) = check_with("routes.toml", |s| {
+        s.replacen(
+            "resource = { type = \"List\", id = \"{list_id}\" }",
+            "resource = { type = \"List\", id = \"{list_id}\", parents = ['Role::\"{list_id}\"'] }",
+            1,
+        )
+    });
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "resource parent type Role is not allowed for List by the schema (allowed: Tenant)"
+        ),
+        "{stderr}"
+    );
+}

@@ -201,6 +201,20 @@ impl RouteAuthz {
             )?,
             action: action_uid,
         };
+        let resource_type = compiled.resource_type.to_string();
+        let allowed = bundle
+            .contexts
+            .entity_type(&resource_type)
+            .map(|shape| shape.member_of.clone())
+            .unwrap_or_default();
+        for (parent_type, _) in &compiled.parents {
+            if !allowed.contains(&parent_type.to_string()) {
+                return Err(format!(
+                    "resource parent type {parent_type} is not allowed for {resource_type} by the schema (allowed: {})",
+                    if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
+                ));
+            }
+        }
         let probe_params: Vec<(&str, String)> = route_params
             .iter()
             .map(|p| (*p, "probe".to_string()))
