@@ -303,3 +303,54 @@ fn a_route_parent_the_schema_does_not_allow_is_reported() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_class_of_route_and_entity_mistake_names_its_line() {
+    let routes = std::fs::read_to_string(repo_path("routes.toml")).unwrap();
+    let read_list = line_of(&routes, "id = \"read-list\"");
+    // (file, text to replace, replacement, line of the problem, message)
+    let cases: &[(&str, &str, &str, usize, &str)] = &[
+        (
+            "routes.toml",
+            "path = \"/lists/{list_id}\"",
+            "path = \"/lists/{list_id\"",
+            read_list + 2,
+            "path \"/lists/{list_id\"",
+        ),
+        (
+            "routes.toml",
+            "resource = { type = \"List\", id = \"{list_id}\" }",
+            "resource = { type = \"List\", id = \"{list}\" }",
+            read_list + 4,
+            "uses {list}, but the path has no such parameter (it has: list_id)",
+        ),
+        (
+            "routes.toml",
+            "resource = { type = \"List\", id = \"{list_id}\" }",
+            "resource = { type = \"Task\", id = \"{list_id}\" }",
+            read_list + 4,
+            "Task",
+        ),
+        (
+            "routes.toml",
+            "action = \"ReadList\"",
+            "action = \"Health\"",
+            read_list + 4,
+            "Health",
+        ),
+    ];
+    for (file, from, to, line, message) in cases {
+        let (ok, stderr) = check_with(file, |s| s.replacen(from, to, 1));
+        assert!(!ok, "{to}");
+        assert!(
+            stderr.contains(&format!("{file}:{line}: ")) && stderr.contains(message),
+            "{to}: expected {file}:{line} and {message:?} in {stderr}"
+        );
+    }
+    // Entities that do not fit the schema name entities.json.
+    let (ok, stderr) = check_with("policies/entities.json", |s| {
+        s.replacen("\"name\": \"Roadmap\"", "\"name\": 7", 1)
+    });
+    assert!(!ok);
+    assert!(stderr.contains("entities.json"), "{stderr}");
+}
