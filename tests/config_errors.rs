@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::{repo_path, write_config};
+use common::{repo_path, run_portcullis, write_config};
 
 /// Writes the example configuration into a temp dir, applies `edit` to one file, runs
 /// `portcullis check`, and returns (exit success, stderr).
@@ -47,22 +44,7 @@ fn check_edited(edits: Vec<Edit<'_>>, args: &[&str]) -> (bool, String, String) {
         let original = std::fs::read_to_string(&target).unwrap();
         std::fs::write(&target, edit(original)).unwrap();
     }
-    run_check(&config, args)
-}
-
-fn run_check(config: &Path, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["check", "--config"])
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_portcullis("check", &config, args)
 }
 
 /// The 1-based line of the first line containing `needle`.

@@ -3,29 +3,16 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 
-use common::{repo_path, write_config};
+use common::{repo_path, run_portcullis, write_config};
 use portcullis::demo::{demo_claims, serve_issuer, DevIssuer, SigningAlg};
 use serde_json::json;
 
+/// `portcullis explain` with stdout and stderr joined.
 fn explain(config: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["explain", "--config"])
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    let (ok, stdout, stderr) = run_portcullis("explain", config, args);
+    (ok, format!("{stdout}{stderr}"))
 }
 
 fn claims_file(dir: &std::path::Path, claims: serde_json::Value) -> String {

@@ -4,24 +4,11 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::repo_path;
+use common::{repo_path, run_portcullis};
 
 /// Runs `portcullis test` on the repository's configuration; returns (success, stdout, stderr).
 fn portcullis_test(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["test", "--config"])
-        .arg(repo_path("portcullis.toml"))
-        .args(args)
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_portcullis("test", &repo_path("portcullis.toml"), args)
 }
 
 #[test]

@@ -288,6 +288,23 @@ pub async fn start_gateway(config: &Path) -> (SocketAddr, Arc<Gateway>, JoinHand
     (address, state, task)
 }
 
+/// Runs the real `portcullis` binary: `portcullis <subcommand> --config <config> <args>`, with
+/// logging off. Returns (exit success, stdout, stderr).
+pub fn run_portcullis(subcommand: &str, config: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([subcommand, "--config"])
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Writes raw bytes, reads the response until the server closes the connection.
 pub async fn raw_exchange(address: SocketAddr, request: &[u8]) -> Response {
     try_exchange(address, request).await.unwrap()
