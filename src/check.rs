@@ -8,7 +8,7 @@ use cedar_policy::{ActionConstraint, Effect, EntityUid};
 
 use crate::config::ConfigProblem;
 use crate::routes::TemplateSegment;
-use crate::snapshot::{AuthMode, Gateway};
+use crate::snapshot::{AuthMode, EnforcementMode, Gateway};
 
 /// The machine-readable report of `check --format json`.
 pub fn json_report(errors: &[ConfigProblem], warnings: &[ConfigProblem]) -> String {
@@ -142,7 +142,7 @@ pub fn summary(gateway: &Gateway) -> String {
         let payload = &route.payload;
         let _ = writeln!(
             out,
-            "    {:<24} {:<12} {:<36} → {} ({}, {})",
+            "    {:<24} {:<12} {:<36} → {} ({}, {}{})",
             payload.id,
             route.methods.join(","),
             path,
@@ -151,6 +151,11 @@ pub fn summary(gateway: &Gateway) -> String {
             match payload.auth {
                 AuthMode::Required => "token required",
                 AuthMode::Anonymous => "anonymous",
+            },
+            if payload.mode == EnforcementMode::Audit {
+                ", audit only: denials are logged, not enforced"
+            } else {
+                ""
             }
         );
     }
