@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::authn::jwks::KeySet;
@@ -24,8 +25,10 @@ use crate::snapshot::{Gateway, Snapshot};
 pub enum OfflineError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("signing keys: {0}")]
-    Keys(String),
+    #[error("cannot sign a token here: {0}")]
+    Signing(String),
+    #[error("{0}")]
+    KeyFetch(String),
     #[error("{0}")]
     Claims(String),
     #[error("{0}")]
@@ -70,8 +73,8 @@ impl OfflineGateway {
         let mut signers = HashMap::new();
         for issuer in &settings.issuers {
             let name = issuer.rules.issuer.clone();
-            let signer =
-                DevIssuer::generate(name.clone()).map_err(|e| OfflineError::Keys(e.to_string()))?;
+            let signer = DevIssuer::generate(name.clone())
+                .map_err(|e| OfflineError::Signing(e.to_string()))?;
             signers.insert(name, signer);
         }
         let authenticator = settings.authenticator_with(|issuer| {
@@ -104,7 +107,7 @@ impl OfflineGateway {
         let gateway = Gateway::new(settings, authenticator, snapshot);
         let missing = gateway.fetch_keys().await;
         if !missing.is_empty() {
-            return Err(OfflineError::Keys(format!(
+            return Err(OfflineError::KeyFetch(format!(
                 "the keys of {} could not be fetched",
                 missing.join(", ")
             )));
@@ -151,13 +154,18 @@ impl OfflineGateway {
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_secs();
-        let audience = self
+        let settings = self
             .gateway
             .settings
             .issuers
             .iter()
             .find(|i| i.rules.issuer == issuer)
-            .and_then(|i| i.rules.audiences.first().cloned())
+            .ok_or_else(|| OfflineError::Claims(format!("issuer {issuer:?} is not configured")))?;
+        let audience = settings
+            .rules
+            .audiences
+            .first()
+            .cloned()
             .unwrap_or(audience);
         claims
             .entry("iss")
@@ -167,13 +175,27 @@ impl OfflineGateway {
         claims
             .entry("exp")
             .or_insert_with(|| Value::from(now + 3600));
-        let signer = self
-            .signers
-            .get(&issuer)
-            .ok_or_else(|| OfflineError::Claims(format!("issuer {issuer:?} is not configured")))?;
+        // Signed the way the issuer's real tokens are: an algorithm it accepts, its `typ`.
+        let alg = if settings.algorithms.contains(&Algorithm::RS256) {
+            SigningAlg::Rs256
+        } else if settings.algorithms.contains(&Algorithm::ES256) {
+            SigningAlg::Es256
+        } else {
+            return Err(OfflineError::Signing(format!(
+                "issuer {issuer:?} accepts neither RS256 nor ES256, the algorithms tokens are signed with here"
+            )));
+        };
+        let signer = self.signers.get(&issuer).ok_or_else(|| {
+            OfflineError::Claims(format!("issuer {issuer:?} has no generated key"))
+        })?;
+        let header = serde_json::json!({
+            "alg": alg.as_str(),
+            "typ": settings.rules.token_type.as_deref().unwrap_or("JWT"),
+            "kid": signer.kid(alg),
+        });
         signer
-            .mint(SigningAlg::Rs256, &Value::Object(claims))
-            .map_err(|e| OfflineError::Keys(e.to_string()))
+            .mint_with_header(alg, &header, &Value::Object(claims))
+            .map_err(|e| OfflineError::Signing(e.to_string()))
     }
 
     /// Runs the pipeline for one request against `snapshot`.

@@ -61,3 +61,28 @@ fn a_malformed_suite_names_its_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn generated_tokens_follow_the_issuers_algorithm_and_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(repo_path("portcullis.toml"))
+        .unwrap()
+        .replace(
+            "algorithms = [\"RS256\", \"ES256\"]",
+            "algorithms = [\"ES256\"]\ntoken_type = \"at+jwt\"",
+        )
+        .replace(
+            "routes = \"routes.toml\"",
+            &format!("routes = {:?}", repo_path("routes.toml")),
+        )
+        .replace(
+            "policies = \"policies\"",
+            &format!("policies = {:?}", repo_path("policies")),
+        );
+    assert!(config.contains("token_type = \"at+jwt\""));
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, config).unwrap();
+    let (ok, stdout, stderr) = run_portcullis("test", &path, &[]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.ends_with(" passed, 0 failed\n"), "{stdout}");
+}
