@@ -21,3 +21,4 @@ pub mod routes;
 pub mod server;
 pub mod snapshot;
 pub mod telemetry;
+pub mod trust;

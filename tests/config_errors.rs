@@ -336,3 +336,22 @@ fn every_class_of_route_and_entity_mistake_names_its_line() {
     assert!(!ok);
     assert!(stderr.contains("entities.json"), "{stderr}");
 }
+
+#[test]
+fn a_bad_trusted_proxy_range_names_its_line() {
+    let (ok, stderr) = check_with("portcullis.toml", |s| {
+        s.replace(
+            "realm = \"tasks\"",
+            "realm = \"tasks\"\ntrusted_proxies = [\"10.0.0.1/8\"]",
+        )
+    });
+    assert!(!ok);
+    let text = std::fs::read_to_string(repo_path("portcullis.toml")).unwrap();
+    let line = line_of(&text, "realm = \"tasks\"") + 1;
+    assert!(
+        stderr.contains(&format!(
+            "portcullis.toml:{line}: trusted_proxies: \"10.0.0.1/8\" has host bits set"
+        )),
+        "{stderr}"
+    );
+}

@@ -26,6 +26,7 @@ use crate::authn::{
 use crate::authz::{PolicyBundle, ResourceSpec, RouteAuthz, CONTEXT_KINDS};
 use crate::routes::{PathTemplate, RouteSpec, RouteTable};
 use crate::snapshot::{AuthMode, CompiledRoute, EnforcementMode, Snapshot, Upstream};
+use crate::trust::Cidr;
 use raw::{RawGatewayFile, RawIssuer, RawMode, RawRoute, RawRouteDefaults, RawRoutesFile};
 pub use source::{ConfigError, ConfigProblem, SourceFile};
 
@@ -63,6 +64,8 @@ pub struct Settings {
     pub anonymous_principal: EntityUid,
     pub max_token_bytes: usize,
     pub token_cache_entries: usize,
+    /// Peers whose forwarding headers (`X-Forwarded-For`, `Forwarded`, ...) are believed.
+    pub trusted_proxies: Vec<Cidr>,
     pub issuers: Vec<IssuerSettings>,
 }
 
@@ -123,6 +126,16 @@ impl Settings {
                 }
             };
 
+        let mut trusted_proxies = Vec::new();
+        for range in &raw.server.trusted_proxies {
+            match range.get_ref().parse::<Cidr>() {
+                Ok(cidr) => trusted_proxies.push(cidr),
+                Err(e) => {
+                    problems.push(file.problem(Some(range.span()), format!("trusted_proxies: {e}")))
+                }
+            }
+        }
+
         let max_token_bytes = *raw.tokens.max_bytes.get_ref();
         if max_token_bytes < 256 {
             problems.push(file.problem(
@@ -174,6 +187,7 @@ impl Settings {
                 anonymous_principal,
                 max_token_bytes,
                 token_cache_entries: raw.tokens.cache_entries,
+                trusted_proxies,
                 issuers,
             }),
             _ => Err(problems.into()),

@@ -64,6 +64,9 @@ pub struct RawServer {
     /// Realm in `WWW-Authenticate` challenges.
     #[serde(default = "default_realm")]
     pub realm: String,
+    /// Peers (CIDR ranges or addresses) whose forwarding headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
 }
 
 fn default_threads() -> usize {

@@ -1,4 +1,5 @@
-//! The upstream request: canonical path, trusted identity headers, hop-by-hop headers removed.
+//! The upstream request: canonical path, trusted identity headers, hop-by-hop headers removed,
+//! forwarding headers believed only from trusted proxies, method overrides never passed on.
 
 use std::net::IpAddr;
 
@@ -8,6 +9,7 @@ use pingora_http::RequestHeader;
 
 use crate::config::IdentityHeaders;
 use crate::pipeline::Forward;
+use crate::trust::{self, Cidr};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that are never forwarded. Transfer-Encoding is left to
 /// pingora, which frames the upstream body itself.
@@ -22,7 +24,31 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
 ];
 
-const FORWARDED_FOR: &str = "x-forwarded-for";
+pub const FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// Headers that describe the client or the original request as some proxy saw it. From a peer
+/// that is not a trusted proxy they are forged by definition, and are removed.
+const FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-real-ip",
+    "x-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+];
+
+/// Headers some frameworks honour to change the method after the gateway authorized it.
+const METHOD_OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// Header names compared the way some frameworks do (case, `_` and `.` as `-`), so that a
 /// client cannot smuggle `X_Portcullis_Principal` past the gateway to such an application.
@@ -42,8 +68,10 @@ pub fn prepare_upstream_request(
     forward: &Forward,
     names: &IdentityHeaders,
     request_id: &str,
-    client_ip: Option<IpAddr>,
+    peer_ip: Option<IpAddr>,
+    trusted_proxies: &[Cidr],
 ) -> Result<()> {
+    let peer_trusted = peer_ip.is_some_and(|peer| trust::is_trusted(peer, trusted_proxies));
     let uri = forward
         .path_and_query
         .parse::<http::Uri>()
@@ -69,10 +97,13 @@ pub fn prepare_upstream_request(
         &names.request_id,
     ];
     for name in request.headers.keys() {
-        if identity
+        let name_str = name.as_str();
+        let spoofable = identity
             .iter()
-            .any(|id| loosely_equal(name.as_str(), id.as_str()))
-        {
+            .any(|id| loosely_equal(name_str, id.as_str()))
+            || METHOD_OVERRIDES.iter().any(|h| loosely_equal(name_str, h))
+            || (!peer_trusted && FORWARDING.iter().any(|h| loosely_equal(name_str, h)));
+        if spoofable {
             remove.push(name.clone());
         }
     }
@@ -90,8 +121,10 @@ pub fn prepare_upstream_request(
         }
     }
     request.insert_header(names.request_id.clone(), request_id)?;
-    if let Some(ip) = client_ip {
+    if let Some(ip) = peer_ip {
         let ip = ip.to_string();
+        // From a trusted proxy the chain is kept and the peer appended; otherwise the client's
+        // own header was removed above and the chain starts at the peer.
         let mut hops: Vec<&str> = request
             .headers
             .get_all(FORWARDED_FOR)

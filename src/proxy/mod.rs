@@ -22,6 +22,7 @@ use crate::pipeline::{evaluate, Forward, Incoming, Outcome};
 use crate::response::deny_response;
 use crate::snapshot::Gateway;
 use crate::telemetry::decision_record;
+use crate::trust;
 
 pub use request_id::RequestIds;
 
@@ -45,7 +46,8 @@ pub struct RequestContext {
     request_id: String,
     started: Instant,
     outcome: Option<Outcome>,
-    client_ip: Option<std::net::IpAddr>,
+    /// The TCP peer.
+    peer_ip: Option<std::net::IpAddr>,
 }
 
 impl RequestContext {
@@ -67,7 +69,7 @@ impl ProxyHttp for Proxy {
             request_id: self.request_ids.next(),
             started: Instant::now(),
             outcome: None,
-            client_ip: None,
+            peer_ip: None,
         }
     }
 
@@ -77,11 +79,21 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestContext,
     ) -> Result<bool> {
         let snapshot = self.gateway.snapshot();
-        ctx.client_ip = session
+        ctx.peer_ip = session
             .client_addr()
             .and_then(|addr| addr.as_inet())
             .map(|addr| addr.ip());
         let request = session.req_header();
+        let trusted = &self.gateway.settings.trusted_proxies;
+        let client_ip = ctx.peer_ip.map(|peer| {
+            let forwarded_for: Vec<&str> = request
+                .headers
+                .get_all(forward::FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            trust::client_address(peer, &forwarded_for, trusted)
+        });
         let incoming = Incoming {
             method: request.method.as_str(),
             target: request.raw_path(),
@@ -91,7 +103,7 @@ impl ProxyHttp for Proxy {
                 .and_then(|h| h.to_str().ok())
                 .or_else(|| request.uri.authority().map(|a| a.as_str())),
             headers: &request.headers,
-            client_ip: ctx.client_ip,
+            client_ip,
         };
         let outcome = evaluate(&self.gateway, &snapshot, &incoming).await;
         let denial = outcome.verdict.as_ref().err().cloned();
@@ -146,7 +158,8 @@ impl ProxyHttp for Proxy {
             forward,
             &self.gateway.settings.headers,
             &ctx.request_id,
-            ctx.client_ip,
+            ctx.peer_ip,
+            &self.gateway.settings.trusted_proxies,
         )
     }
 

@@ -195,7 +195,7 @@ impl TestEnv {
     }
 
     /// `start` with `edit` run on the written configuration directory before loading.
-    async fn start_with(edit: impl FnOnce(&Path, SocketAddr)) -> Self {
+    pub async fn start_with(edit: impl FnOnce(&Path, SocketAddr)) -> Self {
         let upstream = EchoUpstream::start().await;
         let issuer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer_url = format!("http://{}/", issuer_listener.local_addr().unwrap());

@@ -1,0 +1,148 @@
+//! Header trust over real sockets: forwarding headers are believed only from trusted proxies,
+//! method-override headers never reach the application, and the Cedar `client_ip` is the
+//! client a trusted proxy reports, never one a client claims.
+
+mod common;
+
+use common::TestEnv;
+
+/// Headers a client may send that claim something about the client or the request.
+const FORWARDING: &[(&str, &str)] = &[
+    ("X-Forwarded-For", "10.0.0.1"),
+    ("Forwarded", "for=10.0.0.1;proto=https;host=admin.internal"),
+    ("X-Forwarded-Host", "admin.internal"),
+    ("X-Forwarded-Proto", "https"),
+    ("X-Forwarded-Port", "443"),
+    ("X-Forwarded-Prefix", "/admin"),
+    ("X-Real-IP", "10.0.0.1"),
+    ("X-Client-IP", "10.0.0.1"),
+    ("X-Original-URL", "/admin/delete-everything"),
+    ("X-Rewrite-URL", "/admin/delete-everything"),
+    ("X_Forwarded_Host", "admin.internal"),
+    ("x.real.ip", "10.0.0.1"),
+];
+
+/// Headers that would change the method after authorization.
+const METHOD_OVERRIDES: &[(&str, &str)] = &[
+    ("X-HTTP-Method-Override", "DELETE"),
+    ("X-HTTP-Method", "DELETE"),
+    ("X-Method-Override", "DELETE"),
+    ("X_HTTP_Method_Override", "DELETE"),
+];
+
+fn sent(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let token = format!("Bearer {}", env.token("bob"));
+    let mut headers = vec![("Authorization".to_string(), token)];
+    headers.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+    headers
+}
+
+async fn get(env: &TestEnv, headers: &[(String, String)]) -> u16 {
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    env.send("GET", "/lists/acme-roadmap", &headers)
+        .await
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_and_override_headers_from_clients_are_dropped() {
+    let env = TestEnv::start().await;
+    for (name, value) in FORWARDING.iter().chain(METHOD_OVERRIDES) {
+        assert_eq!(
+            get(&env, &sent(&env, &[(name, value)])).await,
+            200,
+            "{name}"
+        );
+        let seen = env.upstream.last();
+        assert_eq!(seen.method, "GET");
+        let leaked: Vec<_> = seen
+            .headers
+            .iter()
+            .filter(|(n, v)| v == value && !n.eq_ignore_ascii_case("x-forwarded-for"))
+            .collect();
+        assert!(leaked.is_empty(), "{name}: {leaked:?}");
+        assert!(
+            seen.header_values(name).is_empty() || name.eq_ignore_ascii_case("x-forwarded-for")
+        );
+        // The chain starts at the real peer.
+        assert_eq!(
+            seen.header_values("x-forwarded-for"),
+            ["127.0.0.1"],
+            "{name}"
+        );
+    }
+}
+
+const CLIENT_IP_POLICY: &str = r#"
+@id("read")
+permit (principal, action in [Action::"ReadList", Action::"ReadTask"], resource);
+
+@id("blocked-client")
+forbid (principal, action, resource)
+when { context has client_ip && context.client_ip == ip("203.0.113.9") };
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_reports_the_client() {
+    let env = TestEnv::start_with(|dir, _| {
+        let config = dir.join("portcullis.toml");
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "realm = \"tasks\"",
+            "realm = \"tasks\"\ntrusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]",
+        );
+        std::fs::write(&config, text).unwrap();
+        let policies = dir.join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        for name in ["schema.cedarschema", "entities.json"] {
+            std::fs::copy(
+                common::repo_path("policies").join(name),
+                policies.join(name),
+            )
+            .unwrap();
+        }
+        std::fs::write(policies.join("ip.cedar"), CLIENT_IP_POLICY).unwrap();
+        let text = std::fs::read_to_string(&config).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("policies ="))
+            .unwrap()
+            .to_string();
+        std::fs::write(&config, text.replace(&line, "policies = \"policies\"")).unwrap();
+    })
+    .await;
+    // The peer (127.0.0.1) is trusted: its chain is kept and extended, its other forwarding
+    // headers pass, and the client is the right-most untrusted hop.
+    let headers = sent(
+        &env,
+        &[
+            ("X-Forwarded-For", "198.51.100.1, 203.0.113.9, 10.0.0.5"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-HTTP-Method-Override", "DELETE"),
+        ],
+    );
+    assert_eq!(
+        get(&env, &headers).await,
+        403,
+        "client 203.0.113.9 is blocked"
+    );
+    assert_eq!(env.upstream.count(), 0);
+    let headers = sent(
+        &env,
+        &[
+            ("X-Forwarded-For", "203.0.113.9, 198.51.100.1"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-HTTP-Method-Override", "DELETE"),
+        ],
+    );
+    assert_eq!(get(&env, &headers).await, 200, "client 198.51.100.1 is not");
+    let seen = env.upstream.last();
+    assert_eq!(
+        seen.header_values("x-forwarded-for"),
+        ["203.0.113.9, 198.51.100.1, 127.0.0.1"]
+    );
+    assert_eq!(seen.header_values("x-forwarded-proto"), ["https"]);
+    assert!(seen.header_values("x-http-method-override").is_empty());
+}
