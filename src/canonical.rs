@@ -83,7 +83,7 @@ pub fn canonicalize(raw: &[u8]) -> Result<CanonicalTarget, TargetError> {
             return Err(TargetError::QueryControlCharacter)
         }
         // Only ASCII bytes remain, so this conversion cannot fail.
-        Some(q) => Some(String::from_utf8_lossy(q).into_owned()),
+        Some(q) => without_method_override(&String::from_utf8_lossy(q)),
         None => None,
     };
 
@@ -121,6 +121,26 @@ pub fn canonicalize(raw: &[u8]) -> Result<CanonicalTarget, TargetError> {
         path,
         query,
     })
+}
+
+/// The query without `_method` parameters (any case, percent-encoded or not): frameworks such as
+/// Rails and Laravel take them as the real method, after the gateway authorized another one.
+/// Everything else is kept byte for byte; a query left empty is dropped.
+fn without_method_override(query: &str) -> Option<String> {
+    let is_override = |pair: &str| {
+        let key = pair.split('=').next().unwrap_or_default();
+        let decoded = key
+            .replace("%5F", "_")
+            .replace("%5f", "_")
+            .replace('+', " ");
+        decoded.eq_ignore_ascii_case("_method")
+    };
+    if !query.split('&').any(is_override) {
+        return Some(query.to_string());
+    }
+    let kept: Vec<&str> = query.split('&').filter(|p| !is_override(p)).collect();
+    let kept = kept.join("&");
+    (!kept.is_empty()).then_some(kept)
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -269,6 +289,22 @@ mod tests {
         assert_eq!(err("*"), TargetError::NotOriginForm);
         assert_eq!(err("http://evil/a"), TargetError::NotOriginForm);
         assert_eq!(err("/a?x=\x01"), TargetError::QueryControlCharacter);
+    }
+
+    #[test]
+    fn method_override_parameters_are_removed_from_the_query() {
+        let query = |raw: &str| canonicalize(raw.as_bytes()).unwrap().query;
+        assert_eq!(query("/a?_method=DELETE"), None);
+        assert_eq!(
+            query("/a?x=1&_method=DELETE&y=%2F"),
+            Some("x=1&y=%2F".into())
+        );
+        assert_eq!(query("/a?%5Fmethod=PUT&_METHOD=x&%5fMethod"), None);
+        assert_eq!(
+            query("/a?method=PUT&x_method=1"),
+            Some("method=PUT&x_method=1".into())
+        );
+        assert_eq!(query("/a?"), Some(String::new()));
         let long = format!("/{}", "a".repeat(MAX_TARGET_LEN));
         assert_eq!(err(&long), TargetError::TooLong);
     }

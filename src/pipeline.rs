@@ -43,6 +43,8 @@ pub struct Forward {
 pub enum Denial {
     #[error("bad request target: {0}")]
     BadTarget(TargetError),
+    #[error("the request has more than one Host header")]
+    DuplicateHost,
     #[error("no route matches")]
     NotFound,
     #[error("method not allowed (allowed: {})", .0.join(", "))]
@@ -96,6 +98,16 @@ impl Outcome {
 /// Runs the whole decision for one request against one snapshot.
 pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incoming<'_>) -> Outcome {
     let mut outcome = Outcome::new(snapshot);
+    // Two Host headers: the gateway and the application could route by different ones.
+    if incoming
+        .headers
+        .get_all(http::header::HOST)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return outcome.deny(Denial::DuplicateHost);
+    }
     let target = match canonicalize(incoming.target) {
         Ok(target) => target,
         Err(e) => return outcome.deny(Denial::BadTarget(e)),

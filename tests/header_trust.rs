@@ -146,3 +146,33 @@ async fn a_trusted_proxy_reports_the_client() {
     assert_eq!(seen.header_values("x-forwarded-proto"), ["https"]);
     assert!(seen.header_values("x-http-method-override").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_override_parameters_and_duplicate_hosts_are_refused_or_removed() {
+    let env = TestEnv::start().await;
+    let token = format!("Bearer {}", env.token("bob"));
+    let response = env
+        .send(
+            "GET",
+            "/lists/acme-roadmap?_method=DELETE&page=2&%5Fmethod=PUT",
+            &[("Authorization", &token)],
+        )
+        .await;
+    assert_eq!(response.status, 200);
+    let seen = env.upstream.last();
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.target, "/lists/acme-roadmap?page=2");
+
+    // TestEnv::send already sends `Host: tasks.example.com`.
+    let before = env.upstream.count();
+    let response = env
+        .send(
+            "GET",
+            "/lists/acme-roadmap",
+            &[("Authorization", &token), ("Host", "admin.internal")],
+        )
+        .await;
+    // pingora's HTTP/1 parser already refuses it (with its own, non-JSON 400).
+    assert_eq!(response.status, 400, "{}", response.body);
+    assert_eq!(env.upstream.count(), before);
+}

@@ -86,3 +86,25 @@ fn generated_tokens_follow_the_issuers_algorithm_and_type() {
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.ends_with(" passed, 0 failed\n"), "{stdout}");
 }
+
+#[test]
+fn the_pipeline_itself_refuses_two_host_headers() {
+    // The HTTP/1 parser in front of it refuses them too; the pipeline does not rely on that.
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("hosts.toml");
+    std::fs::write(
+        &suite,
+        "[[cases]]\nname = \"two hosts\"\nrequest = { method = \"GET\", path = \"/health\", headers = { host = \"a\" } }\ncaller = \"anonymous\"\nexpect = 200\n",
+    )
+    .unwrap();
+    let (ok, stdout, _) = portcullis_test(&[suite.to_str().unwrap()]);
+    assert!(ok, "one Host header is fine: {stdout}");
+    let two = std::fs::read_to_string(&suite)
+        .unwrap()
+        .replace("host = \"a\"", "host = \"a\", Host = \"b\"")
+        .replace("expect = 200", "expect = 400");
+    std::fs::write(&suite, two).unwrap();
+    let (ok, stdout, stderr) = portcullis_test(&[suite.to_str().unwrap()]);
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(stdout, "1 passed, 0 failed\n");
+}
