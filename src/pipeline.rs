@@ -45,6 +45,8 @@ pub enum Denial {
     BadTarget(TargetError),
     #[error("the request has more than one Host header")]
     DuplicateHost,
+    #[error("the request header fields are too large or too many")]
+    HeadersTooLarge,
     #[error("no route matches")]
     NotFound,
     #[error("method not allowed (allowed: {})", .0.join(", "))]
@@ -98,6 +100,17 @@ impl Outcome {
 /// Runs the whole decision for one request against one snapshot.
 pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incoming<'_>) -> Outcome {
     let mut outcome = Outcome::new(snapshot);
+    let settings = &gateway.settings;
+    let header_bytes: usize = incoming
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > settings.max_header_bytes
+        || incoming.headers.len() > settings.max_header_count
+    {
+        return outcome.deny(Denial::HeadersTooLarge);
+    }
     // Two Host headers: the gateway and the application could route by different ones.
     if incoming
         .headers

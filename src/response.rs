@@ -38,6 +38,7 @@ pub fn deny_response(denial: &Denial, request_id: &str, realm: &str) -> DenyResp
         }
         Denial::BadTarget(e) => (400, "bad_request", e.to_string()),
         Denial::DuplicateHost => (400, "bad_request", denial.to_string()),
+        Denial::HeadersTooLarge => (431, "headers_too_large", denial.to_string()),
         Denial::NotFound => (
             404,
             "not_found",

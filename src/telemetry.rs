@@ -22,7 +22,9 @@ pub fn decision_label(outcome: Option<&Outcome>) -> &'static str {
         Some(Err(Denial::Unauthenticated(_))) => "unauthenticated",
         Some(Err(Denial::NotFound)) => "no_route",
         Some(Err(Denial::MethodNotAllowed(_))) => "method_not_allowed",
-        Some(Err(Denial::BadTarget(_) | Denial::DuplicateHost)) => "bad_request",
+        Some(Err(Denial::BadTarget(_) | Denial::DuplicateHost | Denial::HeadersTooLarge)) => {
+            "bad_request"
+        }
     }
 }
 

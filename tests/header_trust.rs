@@ -176,3 +176,48 @@ async fn method_override_parameters_and_duplicate_hosts_are_refused_or_removed()
     assert_eq!(response.status, 400, "{}", response.body);
     assert_eq!(env.upstream.count(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_or_too_many_header_fields_get_431() {
+    // Limits below the echo upstream's own (hyper refuses more than 100 fields).
+    let env = TestEnv::start_with(|dir, _| {
+        let config = dir.join("portcullis.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let limits = "\n[limits]\nmax_header_bytes = 8192\nmax_header_count = 40\n";
+        std::fs::write(
+            &config,
+            text.replace("\n[tokens]", &format!("{limits}\n[tokens]")),
+        )
+        .unwrap();
+    })
+    .await;
+    let token = format!("Bearer {}", env.token("bob"));
+    let names: Vec<String> = (0..60).map(|i| format!("X-Filler-{i}")).collect();
+    // `send` adds Host and Connection: 2 + Authorization + n fillers.
+    for (fillers, status) in [(37, 200), (38, 431), (59, 431)] {
+        let mut headers = vec![("Authorization", token.as_str())];
+        headers.extend(names.iter().take(fillers).map(|n| (n.as_str(), "x")));
+        let before = env.upstream.count();
+        let response = env.send("GET", "/lists/acme-roadmap", &headers).await;
+        assert_eq!(
+            response.status, status,
+            "{fillers} fillers: {}",
+            response.body
+        );
+        if status == 431 {
+            assert_eq!(response.json()["error"], "headers_too_large");
+            assert_eq!(env.upstream.count(), before);
+        }
+    }
+    for (size, status) in [(6 * 1024, 200), (9 * 1024, 431)] {
+        let value = "b".repeat(size);
+        let response = env
+            .send(
+                "GET",
+                "/lists/acme-roadmap",
+                &[("Authorization", &token), ("X-Big", &value)],
+            )
+            .await;
+        assert_eq!(response.status, status, "{size} bytes");
+    }
+}

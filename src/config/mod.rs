@@ -66,6 +66,8 @@ pub struct Settings {
     pub token_cache_entries: usize,
     /// Peers whose forwarding headers (`X-Forwarded-For`, `Forwarded`, ...) are believed.
     pub trusted_proxies: Vec<Cidr>,
+    pub max_header_bytes: usize,
+    pub max_header_count: usize,
     pub issuers: Vec<IssuerSettings>,
 }
 
@@ -136,6 +138,13 @@ impl Settings {
             }
         }
 
+        if raw.limits.max_header_bytes < 1024 || raw.limits.max_header_count < 8 {
+            problems.push(file.problem(
+                None,
+                "limits.max_header_bytes must be at least 1024 and limits.max_header_count at least 8",
+            ));
+        }
+
         let max_token_bytes = *raw.tokens.max_bytes.get_ref();
         if max_token_bytes < 256 {
             problems.push(file.problem(
@@ -188,6 +197,8 @@ impl Settings {
                 max_token_bytes,
                 token_cache_entries: raw.tokens.cache_entries,
                 trusted_proxies,
+                max_header_bytes: raw.limits.max_header_bytes,
+                max_header_count: raw.limits.max_header_count,
                 issuers,
             }),
             _ => Err(problems.into()),

@@ -21,7 +21,38 @@ pub struct RawGatewayFile {
     #[serde(default)]
     pub tokens: RawTokens,
     #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
     pub issuers: Vec<Spanned<RawIssuer>>,
+}
+
+/// Bounds on what a client may send.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Total size of the request's header fields (names, values, `: ` and CRLF); more → 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Number of header fields; more → 431.
+    #[serde(default = "default_max_header_count")]
+    pub max_header_count: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_header_bytes: default_max_header_bytes(),
+            max_header_count: default_max_header_count(),
+        }
+    }
+}
+
+fn default_max_header_bytes() -> usize {
+    32 * 1024
+}
+
+fn default_max_header_count() -> usize {
+    100
 }
 
 /// Limits and caching that apply to every bearer token.
