@@ -48,7 +48,7 @@ impl Default for RawLimits {
 }
 
 fn default_max_header_bytes() -> usize {
-    32 * 1024
+    64 * 1024
 }
 
 fn default_max_header_count() -> usize {
