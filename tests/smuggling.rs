@@ -1,0 +1,123 @@
+//! Request smuggling over a raw socket: ambiguous framing is refused or framed one way only, and
+//! a request hidden in a body never reaches the upstream as a request of its own.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestEnv;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Writes `bytes` and reads whatever the gateway answers until it closes or goes quiet.
+async fn exchange(env: &TestEnv, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(env.gateway).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_requests_never_reach_the_upstream() {
+    let env = TestEnv::start().await;
+    let token = env.token("alice");
+    let head = format!(
+        "POST /lists/acme-roadmap/tasks HTTP/1.1\r\nHost: tasks.example.com\r\n\
+         Authorization: Bearer {token}\r\n"
+    );
+    let smuggled = "GET /lists/globex-ops HTTP/1.1\r\nHost: tasks.example.com\r\n\r\n";
+    let chunk = format!("0\r\n\r\n{smuggled}");
+    // (request, status of the one response the gateway gives)
+    let cases = [
+        // CL.TE and TE.CL: both headers. Framed as chunked (RFC 9112 §6.3), the body ends at
+        // the last chunk, and the connection is closed: the hidden GET is never read.
+        (
+            format!(
+                "{}Content-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}",
+                head,
+                chunk.len()
+            ),
+            200,
+        ),
+        (
+            format!(
+                "{}Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n{chunk}",
+                head
+            ),
+            200,
+        ),
+        // Obfuscated Transfer-Encoding.
+        (
+            format!("{}Transfer-Encoding: xchunked\r\n\r\n{chunk}", head),
+            400,
+        ),
+        (
+            format!("{}Transfer-Encoding : chunked\r\n\r\n{chunk}", head),
+            400,
+        ),
+        (
+            format!(
+                "{}Transfer-Encoding: chunked, identity\r\n\r\n{chunk}",
+                head
+            ),
+            400,
+        ),
+        (
+            format!(
+                "{}Transfer-Encoding:\tchunked\r\nTransfer-Encoding: x\r\n\r\n{chunk}",
+                head
+            ),
+            400,
+        ),
+        // Invalid and conflicting Content-Length.
+        (
+            format!(
+                "{}Content-Length: 4\r\nContent-Length: 60\r\n\r\nabcd{smuggled}",
+                head
+            ),
+            400,
+        ),
+        (
+            format!("{}Content-Length: +4\r\n\r\nabcd{smuggled}", head),
+            400,
+        ),
+        (
+            format!("{}Content-Length: 4, 60\r\n\r\nabcd{smuggled}", head),
+            400,
+        ),
+    ];
+    for (case, status) in &cases {
+        let before = env.upstream.count();
+        let answer = exchange(&env, case.as_bytes()).await;
+        let responses: Vec<&str> = answer
+            .lines()
+            .filter(|l| l.starts_with("HTTP/1.1 "))
+            .collect();
+        assert_eq!(
+            responses.len(),
+            1,
+            "one response only for {case:?}: {answer}"
+        );
+        assert!(
+            responses[0].starts_with(&format!("HTTP/1.1 {status} ")),
+            "{case:?}: {answer}"
+        );
+        let forwarded: Vec<String> = env.upstream.requests.lock().unwrap()[before..]
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.target))
+            .collect();
+        let expected: Vec<String> = if *status == 200 {
+            vec!["POST /lists/acme-roadmap/tasks".to_string()]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(forwarded, expected, "{case:?}");
+    }
+}
