@@ -19,6 +19,7 @@ use crate::authn::KeyStore;
 use crate::config::{load_snapshot, ConfigError, Settings};
 use crate::demo::{DevIssuer, SigningAlg};
 use crate::pipeline::{evaluate, Incoming, Outcome};
+use crate::server::load_gateway;
 use crate::snapshot::{Gateway, Snapshot};
 
 #[derive(Debug, thiserror::Error)]
@@ -101,10 +102,7 @@ impl OfflineGateway {
     /// The configuration with the issuers' real key sets, fetched now (`explain --token`).
     /// Tokens must then come from the identity providers; claims cannot be signed.
     pub async fn load_live(config: &Path) -> Result<Self, OfflineError> {
-        let settings = Settings::load(config)?;
-        let authenticator = settings.authenticator()?;
-        let snapshot = load_snapshot(&settings, 1)?;
-        let gateway = Gateway::new(settings, authenticator, snapshot);
+        let gateway = load_gateway(config)?;
         let missing = gateway.fetch_keys().await;
         if !missing.is_empty() {
             return Err(OfflineError::KeyFetch(format!(
