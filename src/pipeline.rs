@@ -32,7 +32,7 @@ pub struct Incoming<'a> {
 #[derive(Debug, Clone)]
 pub struct Forward {
     pub upstream: Arc<Upstream>,
-    /// Canonical path plus the untouched query.
+    /// Canonical path plus the query (without `_method` parameters).
     pub path_and_query: String,
     /// The caller's token, absent on anonymous routes.
     pub token: Option<Arc<VerifiedToken>>,
