@@ -14,9 +14,10 @@ use pingora_core::protocols::l4::stream::Stream;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
+use pingora_core::services::listening::Service;
 
 use crate::config::{load_snapshot, ConfigError, Settings};
-use crate::proxy::Proxy;
+use crate::proxy::{ConnectionLimits, GatewayApp, Proxy};
 use crate::snapshot::Gateway;
 
 /// Loads and validates `portcullis.toml`, `routes.toml` and `policies/`.
@@ -68,18 +69,28 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    let mut service =
-        pingora_proxy::http_proxy_service(&server.configuration, Proxy::new(gateway.clone()));
+    let mut service = Service::new(
+        "portcullis".to_string(),
+        gateway_app(&server.configuration, gateway.clone()),
+    );
     service.add_tcp(&gateway.settings.listen.to_string());
     server.add_service(service);
     log::info!("listening on {}", gateway.settings.listen);
     server.run_forever()
 }
 
+/// The proxy application under the configured connection limits.
+fn gateway_app(conf: &Arc<ServerConf>, gateway: Arc<Gateway>) -> GatewayApp {
+    let limits = ConnectionLimits {
+        request_head: gateway.settings.request_head_timeout,
+        idle: gateway.settings.idle_timeout,
+    };
+    GatewayApp::new(pingora_proxy::http_proxy(conf, Proxy::new(gateway)), limits)
+}
+
 /// Serves the proxy on `listener` in the current tokio runtime until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, gateway: Arc<Gateway>) {
-    let conf = Arc::new(ServerConf::default());
-    let app = Arc::new(pingora_proxy::http_proxy(&conf, Proxy::new(gateway)));
+    let app = Arc::new(gateway_app(&Arc::new(ServerConf::default()), gateway));
     let (_shutdown_sender, shutdown) = tokio::sync::watch::channel(false);
     loop {
         let (tcp, peer) = match listener.accept().await {

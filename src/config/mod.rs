@@ -24,6 +24,7 @@ use crate::authn::{
     TenantClaim, ASYMMETRIC_ALGORITHMS,
 };
 use crate::authz::{PolicyBundle, ResourceSpec, RouteAuthz, CONTEXT_KINDS};
+use crate::canonical::canonicalize_host;
 use crate::routes::{PathTemplate, RouteSpec, RouteTable};
 use crate::snapshot::{AuthMode, CompiledRoute, EnforcementMode, Snapshot, Upstream};
 use crate::trust::Cidr;
@@ -68,6 +69,10 @@ pub struct Settings {
     pub trusted_proxies: Vec<Cidr>,
     pub max_header_bytes: usize,
     pub max_header_count: usize,
+    /// Deadline for receiving a whole request head.
+    pub request_head_timeout: Duration,
+    /// Keep-alive idle timeout between requests on one connection.
+    pub idle_timeout: Duration,
     pub issuers: Vec<IssuerSettings>,
 }
 
@@ -144,6 +149,12 @@ impl Settings {
                 "limits.max_header_bytes must be at least 1024 and limits.max_header_count at least 8",
             ));
         }
+        if raw.limits.request_head_timeout_seconds == 0 || raw.limits.idle_timeout_seconds == 0 {
+            problems.push(file.problem(
+                None,
+                "limits.request_head_timeout_seconds and limits.idle_timeout_seconds must be at least 1",
+            ));
+        }
 
         let max_token_bytes = *raw.tokens.max_bytes.get_ref();
         if max_token_bytes < 256 {
@@ -199,6 +210,8 @@ impl Settings {
                 trusted_proxies,
                 max_header_bytes: raw.limits.max_header_bytes,
                 max_header_count: raw.limits.max_header_count,
+                request_head_timeout: Duration::from_secs(raw.limits.request_head_timeout_seconds),
+                idle_timeout: Duration::from_secs(raw.limits.idle_timeout_seconds),
                 issuers,
             }),
             _ => Err(problems.into()),
@@ -665,7 +678,19 @@ fn compile_route(
         .map_err(|e| problems.push(file.problem(Some(route.action.span()), e)))
         .ok()
     });
-    let host = route.host.as_ref().map(|h| h.get_ref().clone());
+    let host = route.host.as_ref().and_then(|host| {
+        let canonical = canonicalize_host(host.get_ref()).ok();
+        if canonical.is_none() {
+            problems.push(file.problem(
+                Some(host.span()),
+                format!(
+                    "host {:?} must be a DNS name or an IP address, with an optional port",
+                    host.get_ref()
+                ),
+            ));
+        }
+        canonical
+    });
     match (template, upstream, authz) {
         (Some(template), Some(upstream), Some(authz)) if problems.is_empty() => {
             let id = route

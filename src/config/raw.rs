@@ -36,6 +36,13 @@ pub struct RawLimits {
     /// Number of header fields; more → 431.
     #[serde(default = "default_max_header_count")]
     pub max_header_count: usize,
+    /// From a connection's accept, or the first byte of a request on a kept-alive connection,
+    /// until the request head is complete; a slower client is disconnected.
+    #[serde(default = "default_request_head_timeout_seconds")]
+    pub request_head_timeout_seconds: u64,
+    /// How long a kept-alive connection may wait for its next request.
+    #[serde(default = "default_idle_timeout_seconds")]
+    pub idle_timeout_seconds: u64,
 }
 
 impl Default for RawLimits {
@@ -43,6 +50,8 @@ impl Default for RawLimits {
         RawLimits {
             max_header_bytes: default_max_header_bytes(),
             max_header_count: default_max_header_count(),
+            request_head_timeout_seconds: default_request_head_timeout_seconds(),
+            idle_timeout_seconds: default_idle_timeout_seconds(),
         }
     }
 }
@@ -53,6 +62,14 @@ fn default_max_header_bytes() -> usize {
 
 fn default_max_header_count() -> usize {
     100
+}
+
+fn default_request_head_timeout_seconds() -> u64 {
+    10
+}
+
+fn default_idle_timeout_seconds() -> u64 {
+    60
 }
 
 /// Limits and caching that apply to every bearer token.

@@ -5,6 +5,7 @@
 //! reaches an upstream without a permit. `logging` runs for every request and writes the
 //! decision log line.
 
+mod connection;
 mod forward;
 mod request_id;
 
@@ -24,6 +25,7 @@ use crate::snapshot::Gateway;
 use crate::telemetry::decision_record;
 use crate::trust;
 
+pub use connection::{ConnectionLimits, GatewayApp};
 pub use request_id::RequestIds;
 
 /// The proxy application.
@@ -78,6 +80,7 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<bool> {
+        connection::mark_head_received();
         let snapshot = self.gateway.snapshot();
         ctx.peer_ip = session
             .client_addr()
@@ -97,12 +100,8 @@ impl ProxyHttp for Proxy {
         let incoming = Incoming {
             method: request.method.as_str(),
             target: request.raw_path(),
-            host: request
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| request.uri.authority().map(|a| a.as_str())),
             headers: &request.headers,
+            host_required: request.version >= http::Version::HTTP_11,
             client_ip,
         };
         let outcome = evaluate(&self.gateway, &snapshot, &incoming).await;
