@@ -60,6 +60,63 @@ pub enum TargetError {
     QueryControlCharacter,
 }
 
+/// Why a `Host` header was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("an HTTP/1.1 request must have a Host header")]
+    Missing,
+    #[error("the request has more than one Host header")]
+    Duplicate,
+    #[error("the Host header is not a valid host name or IP address with an optional port")]
+    Invalid,
+}
+
+/// Canonicalizes a `Host` value for matching: a DNS name (letters, digits, `-`, `_`, `.`; no
+/// empty label), an IPv4 address or a bracketed IPv6 literal, with an optional port. The result
+/// is lowercase, without the port and without a trailing dot, so `API.example.com.:443` and
+/// `api.example.com` are the same host. Anything else (userinfo, `%`, spaces, a second colon) is
+/// refused: the application must not be able to read a different host out of it.
+pub fn canonicalize_host(raw: &str) -> Result<String, HostError> {
+    let (name, port) = if let Some(literal) = raw.strip_prefix('[') {
+        let (address, rest) = literal.split_once(']').ok_or(HostError::Invalid)?;
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(HostError::Invalid);
+        }
+        let port = match rest {
+            "" => None,
+            rest => Some(rest.strip_prefix(':').ok_or(HostError::Invalid)?),
+        };
+        (&raw[..address.len() + 2], port)
+    } else {
+        match raw.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (raw, None),
+        }
+    };
+    if let Some(port) = port {
+        let valid = (1..=5).contains(&port.len())
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok();
+        if !valid {
+            return Err(HostError::Invalid);
+        }
+    }
+    if name.starts_with('[') {
+        return Ok(name.to_ascii_lowercase());
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(HostError::Invalid);
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
 /// Canonicalizes a raw request target as received on the request line.
 pub fn canonicalize(raw: &[u8]) -> Result<CanonicalTarget, TargetError> {
     if raw.len() > MAX_TARGET_LEN {
@@ -315,6 +372,44 @@ mod tests {
             let once = ok(raw);
             let twice = ok(&once.path);
             assert_eq!(once, twice, "{raw}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_canonicalized_or_refused() {
+        for (raw, canonical) in [
+            ("API.Example.COM.", "api.example.com"),
+            ("api.example.com:443", "api.example.com"),
+            ("api.example.com.:8080", "api.example.com"),
+            ("10.0.0.1:80", "10.0.0.1"),
+            ("[::1]", "[::1]"),
+            ("[::1]:8080", "[::1]"),
+            ("[FE80::1]", "[fe80::1]"),
+            ("svc_name.ns", "svc_name.ns"),
+        ] {
+            assert_eq!(canonicalize_host(raw), Ok(canonical.to_string()), "{raw}");
+        }
+        for raw in [
+            "",
+            ".",
+            ":80",
+            "a..b",
+            "a.b..",
+            "user@api.example.com",
+            "api.example.com:",
+            "api.example.com:99999",
+            "api.example.com:+80",
+            "api.example.com:80:80",
+            "api example.com",
+            "api.example.com/x",
+            "api%2eexample.com",
+            "[::1",
+            "[not-v6]",
+            "[::1]x",
+            "[::1]:",
+            "exa\u{0}mple.com",
+        ] {
+            assert_eq!(canonicalize_host(raw), Err(HostError::Invalid), "{raw:?}");
         }
     }
 }

@@ -216,6 +216,11 @@ impl OfflineGateway {
             OfflineCaller::Claims(claims) => Some(self.token(claims)?),
             OfflineCaller::Token(token) => Some(token.clone()),
         };
+        if let Some(host) = &request.host {
+            let value = HeaderValue::from_str(host)
+                .map_err(|_| OfflineError::Request(format!("{host:?} is not a header value")))?;
+            headers.append(http::header::HOST, value);
+        }
         if let Some(token) = bearer {
             let value = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| OfflineError::Request("the token is not a header value".into()))?;
@@ -224,8 +229,8 @@ impl OfflineGateway {
         let incoming = Incoming {
             method: &request.method,
             target: request.target.as_bytes(),
-            host: request.host.as_deref(),
             headers: &headers,
+            host_required: false,
             client_ip: Some(request.client_ip),
         };
         Ok(evaluate(&self.gateway, snapshot, &incoming).await)

@@ -13,7 +13,7 @@ use http::HeaderMap;
 
 use crate::authn::{bearer_token, AuthnError, VerifiedToken};
 use crate::authz::{authorize, principal_entity, Caller, Decision, RequestFacts};
-use crate::canonical::{canonicalize, TargetError};
+use crate::canonical::{canonicalize, canonicalize_host, HostError, TargetError};
 use crate::routes::Lookup;
 use crate::snapshot::{AuthMode, EnforcementMode, Gateway, Snapshot, Upstream};
 
@@ -23,8 +23,11 @@ pub struct Incoming<'a> {
     pub method: &'a str,
     /// The request target exactly as received.
     pub target: &'a [u8],
-    pub host: Option<&'a str>,
+    /// All header fields, `Host` included.
     pub headers: &'a HeaderMap,
+    /// HTTP/1.1 requests must carry a `Host` (RFC 9112 §3.2); HTTP/1.0 ones and offline
+    /// evaluations need not.
+    pub host_required: bool,
     pub client_ip: Option<IpAddr>,
 }
 
@@ -43,8 +46,8 @@ pub struct Forward {
 pub enum Denial {
     #[error("bad request target: {0}")]
     BadTarget(TargetError),
-    #[error("the request has more than one Host header")]
-    DuplicateHost,
+    #[error("bad Host: {0}")]
+    BadHost(HostError),
     #[error("the request header fields are too large or too many")]
     HeadersTooLarge,
     #[error("no route matches")]
@@ -97,6 +100,21 @@ impl Outcome {
     }
 }
 
+/// The canonical host of the request. Two `Host` headers are refused: the gateway and the
+/// application could route by different ones.
+fn request_host(incoming: &Incoming<'_>) -> Result<Option<String>, HostError> {
+    let mut hosts = incoming.headers.get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(HostError::Duplicate),
+        (None, _) if incoming.host_required => Err(HostError::Missing),
+        (None, _) => Ok(None),
+        (Some(host), None) => {
+            let host = host.to_str().map_err(|_| HostError::Invalid)?;
+            canonicalize_host(host).map(Some)
+        }
+    }
+}
+
 /// Runs the whole decision for one request against one snapshot.
 pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incoming<'_>) -> Outcome {
     let mut outcome = Outcome::new(snapshot);
@@ -111,16 +129,10 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
     {
         return outcome.deny(Denial::HeadersTooLarge);
     }
-    // Two Host headers: the gateway and the application could route by different ones.
-    if incoming
-        .headers
-        .get_all(http::header::HOST)
-        .iter()
-        .nth(1)
-        .is_some()
-    {
-        return outcome.deny(Denial::DuplicateHost);
-    }
+    let host = match request_host(incoming) {
+        Ok(host) => host,
+        Err(e) => return outcome.deny(Denial::BadHost(e)),
+    };
     let target = match canonicalize(incoming.target) {
         Ok(target) => target,
         Err(e) => return outcome.deny(Denial::BadTarget(e)),
@@ -130,7 +142,7 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
     let (route, params) =
         match snapshot
             .routes
-            .lookup(incoming.host, incoming.method, &target.segments)
+            .lookup(host.as_deref(), incoming.method, &target.segments)
         {
             Lookup::Matched { route, params } => (route, params),
             Lookup::MethodNotAllowed { allowed } => {

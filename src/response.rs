@@ -37,7 +37,7 @@ pub fn deny_response(denial: &Denial, request_id: &str, realm: &str) -> DenyResp
             (414, "uri_too_long", TargetError::TooLong.to_string())
         }
         Denial::BadTarget(e) => (400, "bad_request", e.to_string()),
-        Denial::DuplicateHost => (400, "bad_request", denial.to_string()),
+        Denial::BadHost(_) => (400, "bad_request", denial.to_string()),
         Denial::HeadersTooLarge => (431, "headers_too_large", denial.to_string()),
         Denial::NotFound => (
             404,

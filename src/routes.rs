@@ -215,27 +215,13 @@ pub struct RouteTable<T> {
     any_host: Node,
 }
 
-/// Canonical form of a host for matching: lowercase, no trailing dot, no port.
-pub fn canonical_host(host: &str) -> String {
-    let without_port = match host.rfind(':') {
-        Some(i) if !host.ends_with(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
-            &host[..i]
-        }
-        _ => host,
-    };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
-}
-
 impl<T> RouteTable<T> {
     /// Builds the table, or returns every pair of overlapping routes (indices into `routes`).
     pub fn build(routes: Vec<RouteSpec<T>>) -> Result<Self, Vec<Overlap>> {
         let mut overlaps = Vec::new();
         let mut seen: HashMap<(Option<String>, Vec<TemplateSegment>), Vec<usize>> = HashMap::new();
         for (i, route) in routes.iter().enumerate() {
-            let key = (
-                route.host.as_deref().map(canonical_host),
-                route.template.shape(),
-            );
+            let key = (route.host.clone(), route.template.shape());
             let same_shape = seen.entry(key).or_default();
             for &j in same_shape.iter() {
                 let other = &routes[j];
@@ -262,7 +248,7 @@ impl<T> RouteTable<T> {
         let mut any_host = Node::default();
         for (i, route) in routes.iter().enumerate() {
             let node = match &route.host {
-                Some(host) => by_host.entry(canonical_host(host)).or_default(),
+                Some(host) => by_host.entry(host.clone()).or_default(),
                 None => &mut any_host,
             };
             node.insert(&route.template.segments, i);
@@ -279,10 +265,11 @@ impl<T> RouteTable<T> {
     }
 
     /// Finds the route for a request. Routes for the request's host are searched first; routes
-    /// without a host apply when the host has no route for this path.
+    /// without a host apply when the host has no route for this path. Hosts, the routes' and
+    /// the request's, are in `canonicalize_host` form.
     pub fn lookup(&self, host: Option<&str>, method: &str, segments: &[String]) -> Lookup<'_, T> {
         let mut allowed = Vec::new();
-        let host_node = host.and_then(|h| self.by_host.get(&canonical_host(h)));
+        let host_node = host.and_then(|h| self.by_host.get(h));
         for node in host_node.into_iter().chain([&self.any_host]) {
             if let Some(route) = self.walk(node, segments, method, &mut allowed) {
                 let spec = &self.routes[route];
@@ -484,7 +471,7 @@ mod tests {
     #[test]
     fn host_routes_take_precedence() {
         let mut host_route = spec(&["GET"], "/lists", "host-lists");
-        host_route.host = Some("API.example.com".into());
+        host_route.host = Some("api.example.com".into());
         let t = RouteTable::build(vec![
             host_route,
             spec(&["GET"], "/lists", "lists"),
@@ -492,7 +479,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            t.lookup(Some("api.example.com.:8080"), "GET", &segs("/lists")),
+            t.lookup(Some("api.example.com"), "GET", &segs("/lists")),
             Lookup::Matched {
                 route: &"host-lists",
                 params: vec![]
@@ -538,11 +525,11 @@ mod tests {
             spec(&["GET"], "/a/b", "y")
         ])
         .is_ok());
-        let mut upper = spec(&["GET"], "/a", "x");
-        upper.host = Some("API.example.com".into());
-        let mut lower = spec(&["GET"], "/a", "y");
-        lower.host = Some("api.example.com.".into());
-        assert_eq!(RouteTable::build(vec![upper, lower]).unwrap_err().len(), 1);
+        let mut first = spec(&["GET"], "/a", "x");
+        first.host = Some("api.example.com".into());
+        let mut second = spec(&["GET"], "/a", "y");
+        second.host = Some("api.example.com".into());
+        assert_eq!(RouteTable::build(vec![first, second]).unwrap_err().len(), 1);
     }
 
     #[test]
@@ -581,13 +568,5 @@ mod tests {
         );
         let t = PathTemplate::parse("/a/{x}/{*rest}").unwrap();
         assert_eq!(t.param_names().collect::<Vec<_>>(), ["x", "rest"]);
-    }
-
-    #[test]
-    fn canonical_hosts() {
-        assert_eq!(canonical_host("API.Example.COM."), "api.example.com");
-        assert_eq!(canonical_host("api.example.com:443"), "api.example.com");
-        assert_eq!(canonical_host("[::1]"), "[::1]");
-        assert_eq!(canonical_host("[::1]:8080"), "[::1]");
     }
 }

@@ -22,7 +22,7 @@ pub fn decision_label(outcome: Option<&Outcome>) -> &'static str {
         Some(Err(Denial::Unauthenticated(_))) => "unauthenticated",
         Some(Err(Denial::NotFound)) => "no_route",
         Some(Err(Denial::MethodNotAllowed(_))) => "method_not_allowed",
-        Some(Err(Denial::BadTarget(_) | Denial::DuplicateHost | Denial::HeadersTooLarge)) => {
+        Some(Err(Denial::BadTarget(_) | Denial::BadHost(_) | Denial::HeadersTooLarge)) => {
             "bad_request"
         }
     }
@@ -43,6 +43,7 @@ pub fn decision_record(
     let reason = outcome.and_then(|o| match &o.verdict {
         Err(Denial::Unauthenticated(e)) => Some(e.to_string()),
         Err(Denial::BadTarget(e)) => Some(e.to_string()),
+        Err(Denial::BadHost(e)) => Some(e.to_string()),
         _ => None,
     });
     let decision = outcome.and_then(|o| o.decision.as_ref());

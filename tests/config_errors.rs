@@ -320,6 +320,13 @@ fn every_class_of_route_and_entity_mistake_names_its_line() {
             read_list + 4,
             "Health",
         ),
+        (
+            "routes.toml",
+            "path = \"/lists/{list_id}\"",
+            "path = \"/lists/{list_id}\"\nhost = \"user@api.example.com\"",
+            read_list + 3,
+            "host \"user@api.example.com\" must be a DNS name or an IP address",
+        ),
     ];
     for (file, from, to, line, message) in cases {
         let (ok, stderr) = check_with(file, |s| s.replacen(from, to, 1));

@@ -140,3 +140,48 @@ async fn every_target_gets_its_status_and_the_upstream_exactly_its_canonical_for
     assert!(CORPUS.len() >= 40);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// (request line as sent, expected status): methods are case-sensitive tokens, and one no route
+/// lists is refused before authentication.
+const METHODS: &[(&str, u16)] = &[
+    ("GET /lists/acme-roadmap HTTP/1.1", 200),
+    ("get /lists/acme-roadmap HTTP/1.1", 405),
+    ("Get /lists/acme-roadmap HTTP/1.1", 405),
+    ("PROPFIND /lists/acme-roadmap HTTP/1.1", 405),
+    ("TRACE /lists/acme-roadmap HTTP/1.1", 405),
+    ("DELETE /lists/acme-roadmap HTTP/1.1", 405),
+    ("BREW /nowhere HTTP/1.1", 404),
+    // pingora refuses CONNECT itself (405, no Allow: no method would do).
+    ("CONNECT tasks.example.com:443 HTTP/1.1", 405),
+    ("G(T /lists/acme-roadmap HTTP/1.1", 400),
+    ("GET\t/lists/acme-roadmap HTTP/1.1", 400),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_or_miscased_methods_are_refused() {
+    let env = TestEnv::start().await;
+    let token = env.token("dave");
+    let mut failures = Vec::new();
+    for (line, status) in METHODS {
+        let request = format!(
+            "{line}\r\nHost: tasks.example.com\r\nConnection: close\r\n\
+             Authorization: Bearer {token}\r\n\r\n"
+        );
+        let before = env.upstream.count();
+        let response = raw_exchange(env.gateway, request.as_bytes()).await;
+        let reached = env.upstream.count() > before;
+        if response.status != *status || reached != (*status == 200) {
+            failures.push(format!(
+                "{line:?}: got {} (upstream reached: {reached}), expected {status}",
+                response.status
+            ));
+        }
+        if response.status == 405
+            && !line.starts_with("CONNECT")
+            && response.header("allow").is_none()
+        {
+            failures.push(format!("{line:?}: 405 without Allow"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -121,3 +121,28 @@ async fn hidden_requests_never_reach_the_upstream() {
         assert_eq!(forwarded, expected, "{case:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_after_a_refused_upgrade_never_reach_the_upstream() {
+    // The gateway does not forward `Upgrade` (it is hop-by-hop, and WebSocket is not proxied),
+    // so the upstream answers 200, not 101, and pingora never switches the connection to a
+    // tunnel. The bytes the client sent after the upgrade request are a pipelined request, which
+    // pingora does not serve: the first response is delivered, the connection closes, and the
+    // hidden request is dropped (the client may retry it on a new connection, where it is
+    // authorized like any other).
+    let env = TestEnv::start().await;
+    let upgrade = "GET /health HTTP/1.1\r\nHost: tasks.example.com\r\nConnection: Upgrade\r\n\
+                   Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let hidden = "GET /lists/globex-ops HTTP/1.1\r\nHost: tasks.example.com\r\n\r\n";
+    let answer = exchange(&env, format!("{upgrade}{hidden}").as_bytes()).await;
+    let statuses: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("HTTP/1.1 "))
+        .collect();
+    assert_eq!(statuses, ["HTTP/1.1 200 OK"], "{answer}");
+    let forwarded = env.upstream.requests.lock().unwrap().clone();
+    assert_eq!(forwarded.len(), 1);
+    assert_eq!(forwarded[0].target, "/health");
+    assert!(forwarded[0].header_values("upgrade").is_empty());
+}
