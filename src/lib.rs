@@ -4,18 +4,23 @@
 //! → authorize → forward or deny → log. The stages are pure modules (`canonical`, `routes`,
 //! `authn`, `authz`, `pipeline`, `response`); `proxy` and `server` are the thin pingora glue.
 
+pub mod admin;
 pub mod authn;
 pub mod authz;
 pub mod canonical;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod decision_log;
 pub mod demo;
 pub mod explain;
+pub mod http_server;
+pub mod metrics;
 pub mod offline;
 pub mod pipeline;
 pub mod policy_test;
 pub mod proxy;
+pub mod reload;
 pub mod response;
 pub mod routes;
 pub mod server;

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderMap;
 
@@ -76,6 +76,10 @@ pub struct Outcome {
     pub cedar_request: Option<cedar_policy::Request>,
     /// The principal entity it was evaluated with, when built from a token.
     pub principal_entity: Option<Arc<(u64, cedar_policy::Entity)>>,
+    /// `iss` of the verified token.
+    pub issuer: Option<String>,
+    /// Time spent building the Cedar request and evaluating the policies.
+    pub authorization_time: Option<Duration>,
 }
 
 impl Outcome {
@@ -91,6 +95,8 @@ impl Outcome {
             decision: None,
             cedar_request: None,
             principal_entity: None,
+            issuer: None,
+            authorization_time: None,
         }
     }
 
@@ -183,9 +189,11 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
         headers: incoming.headers,
         time: SystemTime::now(),
     };
+    let authorization_started = Instant::now();
     let built = match &token {
         Some(token) => {
             let identity = &token.identity;
+            outcome.issuer = Some(identity.issuer.clone());
             outcome.principal = Some(format!(
                 "{}::{:?}",
                 identity.principal_type, identity.principal_id
@@ -219,6 +227,7 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
         }
         Err(e) => Decision::error(&e),
     };
+    outcome.authorization_time = Some(authorization_started.elapsed());
     let allowed = decision.allowed;
     outcome.decision = Some(decision);
     if !allowed && route.mode == EnforcementMode::Enforce {

@@ -8,15 +8,20 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::stream::Stream;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::Server;
+use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
 
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::admin::serve_admin;
 use crate::config::{load_snapshot, ConfigError, Settings};
+use crate::decision_log::{DecisionLog, OpenError};
 use crate::proxy::{ConnectionLimits, GatewayApp, Proxy};
 use crate::snapshot::Gateway;
 
@@ -30,20 +35,37 @@ pub fn load_gateway(config: &Path) -> Result<Gateway, ConfigError> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot start the server: {0}")]
-    Server(String),
-    #[error("cannot start the key refresh runtime: {0}")]
+    #[error("cannot start the background runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    #[error(transparent)]
+    DecisionLog(#[from] OpenError),
+}
+
+/// Opens the configured decision log sink and starts its writer.
+pub fn start_decision_log(gateway: &Gateway) -> Result<Arc<DecisionLog>, OpenError> {
+    DecisionLog::start(
+        &gateway.settings.decision_sink,
+        gateway.settings.decision_buffer,
+        gateway.metrics.decision_record_written(),
+        gateway.metrics.decision_record_dropped(),
+    )
+    .map(Arc::new)
 }
 
 /// Runs the gateway until a shutdown signal. Keys are fetched before the listener opens; an
-/// issuer whose keys cannot be fetched yet is retried in the background (its tokens get 401
-/// until then).
+/// issuer whose keys cannot be fetched yet is retried in the background (its tokens get 401,
+/// and `/readyz` says 503, until then).
+///
+/// Signals: SIGTERM drains (pingora stops accepting, in-flight requests get the grace period,
+/// then the process exits 0); SIGQUIT hands the listening socket to a process started with
+/// `--upgrade`; SIGINT stops at once; SIGHUP reloads routes and policies and reopens a file
+/// decision log.
 pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
     let gateway = Arc::new(gateway);
+    let decision_log = start_decision_log(&gateway)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .thread_name("portcullis-keys")
+        .thread_name("portcullis-background")
         .enable_all()
         .build()?;
     let missing = runtime.block_on(gateway.fetch_keys());
@@ -53,44 +75,117 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
     {
         let _guard = runtime.enter();
         gateway.spawn_key_refresh();
+        tokio::spawn(admin_listener(gateway.clone()));
+        tokio::spawn(reload_on_hangup(gateway.clone(), decision_log.clone())?);
+        if let Some(debounce) = gateway.settings.reload_debounce {
+            let watched = gateway.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::reload::watch(watched, debounce).await {
+                    log::error!(
+                        "cannot watch the configuration for changes: {e}; reload with SIGHUP"
+                    );
+                }
+            });
+        }
     }
     // The runtime lives on its own threads for the life of the process.
     std::thread::Builder::new()
-        .name("portcullis-keys".to_string())
+        .name("portcullis-background".to_string())
         .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
 
+    let lifecycle = &gateway.settings.lifecycle;
     let opt = Opt {
         upgrade,
         ..Opt::default()
     };
     let conf = ServerConf {
         threads: gateway.settings.threads,
+        grace_period_seconds: Some(lifecycle.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(lifecycle.graceful_shutdown_timeout.as_secs()),
+        upgrade_sock: lifecycle.upgrade_socket.clone(),
+        pid_file: lifecycle.pid_file.clone(),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let mut service = Service::new(
         "portcullis".to_string(),
-        gateway_app(&server.configuration, gateway.clone()),
+        gateway_app(&server.configuration, gateway.clone(), decision_log.clone()),
     );
     service.add_tcp(&gateway.settings.listen.to_string());
     server.add_service(service);
     log::info!("listening on {}", gateway.settings.listen);
-    server.run_forever()
+    server.run(RunArgs::default());
+    if !decision_log.flush(Duration::from_secs(5)) {
+        log::warn!("the decision log could not be flushed before exit");
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Serves the admin endpoints. The address may still be held by the process this one is
+/// taking over from (graceful upgrade), so binding is retried until it is free.
+async fn admin_listener(gateway: Arc<Gateway>) {
+    let address = gateway.settings.admin_listen;
+    let mut warned = false;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => break listener,
+            Err(e) => {
+                if !warned {
+                    log::warn!("admin listener {address}: {e}; retrying every second");
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    log::info!("admin listener (/metrics, /healthz, /readyz) on {address}");
+    serve_admin(listener, gateway).await;
+}
+
+/// SIGHUP: reload routes and policies, and reopen a file decision log (after rotation). The
+/// handler is installed before this returns, so a SIGHUP can no longer kill the process.
+fn reload_on_hangup(
+    gateway: Arc<Gateway>,
+    decision_log: Arc<DecisionLog>,
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut hangups = signal(SignalKind::hangup())?;
+    Ok(async move {
+        while hangups.recv().await.is_some() {
+            decision_log.reopen();
+            crate::reload::reload_and_log(&gateway, "SIGHUP");
+        }
+    })
 }
 
 /// The proxy application under the configured connection limits.
-fn gateway_app(conf: &Arc<ServerConf>, gateway: Arc<Gateway>) -> GatewayApp {
+fn gateway_app(
+    conf: &Arc<ServerConf>,
+    gateway: Arc<Gateway>,
+    decision_log: Arc<DecisionLog>,
+) -> GatewayApp {
     let limits = ConnectionLimits {
         request_head: gateway.settings.request_head_timeout,
         idle: gateway.settings.idle_timeout,
     };
-    GatewayApp::new(pingora_proxy::http_proxy(conf, Proxy::new(gateway)), limits)
+    GatewayApp::new(
+        pingora_proxy::http_proxy(conf, Proxy::new(gateway, decision_log)),
+        limits,
+    )
 }
 
 /// Serves the proxy on `listener` in the current tokio runtime until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, gateway: Arc<Gateway>) {
-    let app = Arc::new(gateway_app(&Arc::new(ServerConf::default()), gateway));
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    decision_log: Arc<DecisionLog>,
+) {
+    let app = Arc::new(gateway_app(
+        &Arc::new(ServerConf::default()),
+        gateway,
+        decision_log,
+    ));
     let (_shutdown_sender, shutdown) = tokio::sync::watch::channel(false);
     loop {
         let (tcp, peer) = match listener.accept().await {

@@ -4,13 +4,14 @@
 //! old routes with new policies. Static settings and the issuers' key stores live beside it in
 //! `Gateway`: they outlive reloads.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
 use crate::authn::Authenticator;
 use crate::authz::{PolicyBundle, RouteAuthz};
-use crate::config::Settings;
+use crate::config::{load_snapshot, ConfigError, Settings};
+use crate::metrics::Metrics;
 use crate::routes::RouteTable;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,21 +70,50 @@ pub struct Snapshot {
 pub struct Gateway {
     pub settings: Settings,
     pub authenticator: Arc<Authenticator>,
+    pub metrics: Metrics,
     snapshot: ArcSwap<Snapshot>,
+    /// Serializes reloads, so versions increase in the order snapshots are swapped in.
+    reloading: Mutex<()>,
 }
 
 impl Gateway {
     pub fn new(settings: Settings, authenticator: Authenticator, snapshot: Snapshot) -> Self {
+        let metrics = Metrics::new();
+        metrics.snapshot_loaded(snapshot.version);
         Gateway {
             settings,
             authenticator: Arc::new(authenticator),
+            metrics,
             snapshot: ArcSwap::from_pointee(snapshot),
+            reloading: Mutex::new(()),
         }
     }
 
     /// The snapshot a new request should use.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Loads routes and policies from disk into a new snapshot and swaps it in. Requests that
+    /// already pinned the old snapshot finish on it. On any error the running snapshot stays,
+    /// and the failure is counted. Returns the new version.
+    pub fn reload(&self) -> Result<u64, ConfigError> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let version = self.snapshot.load().version + 1;
+        match load_snapshot(&self.settings, version) {
+            Ok(snapshot) => {
+                self.snapshot.store(Arc::new(snapshot));
+                self.metrics.snapshot_loaded(version);
+                Ok(version)
+            }
+            Err(e) => {
+                self.metrics.reload_failed();
+                Err(e)
+            }
+        }
     }
 
     /// Fetches every issuer's keys once. Returns the issuers whose keys could not be fetched.

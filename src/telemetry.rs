@@ -1,9 +1,10 @@
 //! Decision log records: one JSON object per request, never containing the token.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
+use crate::authz::context::rfc3339_utc;
 use crate::pipeline::{Denial, Outcome};
 
 /// The decision label of an outcome: `allow`, `deny` (policy), `unauthenticated`, ...
@@ -28,6 +29,8 @@ pub fn decision_label(outcome: Option<&Outcome>) -> &'static str {
     }
 }
 
+/// One decision record: a JSON object on one line. It names the caller (principal and issuer)
+/// but never carries the token or its claims.
 pub fn decision_record(
     request_id: &str,
     method: &str,
@@ -36,10 +39,6 @@ pub fn decision_record(
     error: Option<String>,
     latency: Duration,
 ) -> String {
-    let time = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default();
     let reason = outcome.and_then(|o| match &o.verdict {
         Err(Denial::Unauthenticated(e)) => Some(e.to_string()),
         Err(Denial::BadTarget(e)) => Some(e.to_string()),
@@ -47,14 +46,20 @@ pub fn decision_record(
         _ => None,
     });
     let decision = outcome.and_then(|o| o.decision.as_ref());
+    let resource = outcome
+        .and_then(|o| o.cedar_request.as_ref())
+        .and_then(|r| r.resource())
+        .map(|r| r.to_string());
     json!({
-        "time": time,
+        "time": rfc3339_utc(SystemTime::now()),
         "request_id": request_id,
         "method": method,
         "path": outcome.and_then(|o| o.canonical_path.as_deref()),
         "route": outcome.and_then(|o| o.route_id.as_deref()),
+        "issuer": outcome.and_then(|o| o.issuer.as_deref()),
         "principal": outcome.and_then(|o| o.principal.as_deref()),
         "action": outcome.and_then(|o| o.action.as_deref()),
+        "resource": resource,
         "decision": decision_label(outcome),
         "mode": outcome.and_then(|o| o.mode).map(|m| m.as_str()),
         "reason": reason,
@@ -62,7 +67,7 @@ pub fn decision_record(
         "errors": decision.map(|d| d.errors.clone()).unwrap_or_default(),
         "status": status,
         "proxy_error": error,
-        "latency_us": latency.as_micros() as u64,
+        "latency_us": u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         "snapshot": outcome.map(|o| o.snapshot_version),
     })
     .to_string()

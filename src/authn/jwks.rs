@@ -285,6 +285,15 @@ pub struct KeyStore {
     fetch_gate: tokio::sync::Mutex<Option<Instant>>,
     /// `jwks_uri` found by discovery, kept once known.
     discovered_uri: tokio::sync::Mutex<Option<String>>,
+    fetch_successes: AtomicU64,
+    fetch_failures: AtomicU64,
+}
+
+/// How many key fetches succeeded and failed since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchCounts {
+    pub successes: u64,
+    pub failures: u64,
 }
 
 impl KeyStore {
@@ -309,6 +318,8 @@ impl KeyStore {
             next_refresh_ms: AtomicU64::new(duration_ms(policy.refresh_every)),
             fetch_gate: tokio::sync::Mutex::new(None),
             discovered_uri: tokio::sync::Mutex::new(None),
+            fetch_successes: AtomicU64::new(0),
+            fetch_failures: AtomicU64::new(0),
         })
     }
 
@@ -323,6 +334,13 @@ impl KeyStore {
     /// The current key set, if one was ever fetched.
     pub fn current(&self) -> Option<Arc<KeySet>> {
         self.keys.load_full()
+    }
+
+    pub fn fetch_counts(&self) -> FetchCounts {
+        FetchCounts {
+            successes: self.fetch_successes.load(Ordering::Relaxed),
+            failures: self.fetch_failures.load(Ordering::Relaxed),
+        }
     }
 
     /// Changes every time the key set changes; 0 until the first fetch succeeds.
@@ -351,6 +369,7 @@ impl KeyStore {
     async fn fetch_and_store(&self) -> bool {
         let (next, changed) = match self.fetch().await {
             Ok((set, max_age)) => {
+                self.fetch_successes.fetch_add(1, Ordering::Relaxed);
                 let changed = self
                     .current()
                     .is_none_or(|old| old.fingerprint != set.fingerprint);
@@ -362,6 +381,7 @@ impl KeyStore {
                 (self.policy.refresh_after(max_age), changed)
             }
             Err(e) => {
+                self.fetch_failures.fetch_add(1, Ordering::Relaxed);
                 log::warn!("{e}; keeping the last good key set");
                 let retry = if self.current().is_some() {
                     self.policy.unknown_kid_cooldown

@@ -28,8 +28,24 @@ use crate::canonical::canonicalize_host;
 use crate::routes::{PathTemplate, RouteSpec, RouteTable};
 use crate::snapshot::{AuthMode, CompiledRoute, EnforcementMode, Snapshot, Upstream};
 use crate::trust::Cidr;
-use raw::{RawGatewayFile, RawIssuer, RawMode, RawRoute, RawRouteDefaults, RawRoutesFile};
+use raw::{RawGatewayFile, RawIssuer, RawMode, RawRoute, RawRouteDefaults, RawRoutesFile, RawSink};
 pub use source::{ConfigError, ConfigProblem, SourceFile};
+
+/// Where decision records are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionSink {
+    Stdout,
+    File(PathBuf),
+}
+
+/// How the process shuts down and hands over its sockets (pingora's settings).
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    pub grace_period: Duration,
+    pub graceful_shutdown_timeout: Duration,
+    pub upgrade_socket: String,
+    pub pid_file: String,
+}
 
 /// Names of the identity headers set on forwarded requests.
 #[derive(Debug, Clone)]
@@ -73,6 +89,13 @@ pub struct Settings {
     pub request_head_timeout: Duration,
     /// Keep-alive idle timeout between requests on one connection.
     pub idle_timeout: Duration,
+    /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_listen: SocketAddr,
+    pub decision_sink: DecisionSink,
+    pub decision_buffer: usize,
+    /// Watch the routes and policies for changes; `None` when off.
+    pub reload_debounce: Option<Duration>,
+    pub lifecycle: Lifecycle,
     pub issuers: Vec<IssuerSettings>,
 }
 
@@ -133,6 +156,41 @@ impl Settings {
                 }
             };
 
+        let admin_listen = match raw.admin.listen.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                problems.push(file.problem(
+                    Some(raw.admin.listen.span()),
+                    format!(
+                        "listen = {:?} is not an address like \"127.0.0.1:9901\"",
+                        raw.admin.listen.get_ref()
+                    ),
+                ));
+                None
+            }
+        };
+        let decision_sink = match (raw.decision_log.sink, &raw.decision_log.path) {
+            (RawSink::Stdout, None) => Some(DecisionSink::Stdout),
+            (RawSink::File, Some(path)) => Some(DecisionSink::File(base.join(path.get_ref()))),
+            (RawSink::Stdout, Some(path)) => {
+                problems.push(file.problem(
+                    Some(path.span()),
+                    "decision_log.path is only used with sink = \"file\"; add that or remove the path",
+                ));
+                None
+            }
+            (RawSink::File, None) => {
+                problems.push(file.problem(
+                    None,
+                    "decision_log: sink = \"file\" needs path = \"/where/decisions.log\"",
+                ));
+                None
+            }
+        };
+        if raw.decision_log.buffer_records == 0 {
+            problems.push(file.problem(None, "decision_log.buffer_records must be at least 1"));
+        }
+
         let mut trusted_proxies = Vec::new();
         for range in &raw.server.trusted_proxies {
             match range.get_ref().parse::<Cidr>() {
@@ -186,11 +244,19 @@ impl Settings {
             );
         }
 
-        match (listen, headers, anonymous_principal) {
+        match (
+            listen,
+            headers,
+            anonymous_principal,
+            admin_listen,
+            decision_sink,
+        ) {
             (
                 Some(listen),
                 (Some(principal), Some(roles), Some(tenant), Some(request_id)),
                 Some(anonymous_principal),
+                Some(admin_listen),
+                Some(decision_sink),
             ) if problems.is_empty() => Ok(Settings {
                 file: path.to_path_buf(),
                 listen,
@@ -212,6 +278,21 @@ impl Settings {
                 max_header_count: raw.limits.max_header_count,
                 request_head_timeout: Duration::from_secs(raw.limits.request_head_timeout_seconds),
                 idle_timeout: Duration::from_secs(raw.limits.idle_timeout_seconds),
+                admin_listen,
+                decision_sink,
+                decision_buffer: raw.decision_log.buffer_records,
+                reload_debounce: raw
+                    .reload
+                    .watch
+                    .then(|| Duration::from_millis(raw.reload.debounce_milliseconds)),
+                lifecycle: Lifecycle {
+                    grace_period: Duration::from_secs(raw.server.grace_period_seconds),
+                    graceful_shutdown_timeout: Duration::from_secs(
+                        raw.server.graceful_shutdown_timeout_seconds,
+                    ),
+                    upgrade_socket: raw.server.upgrade_socket.clone(),
+                    pid_file: raw.server.pid_file.clone(),
+                },
                 issuers,
             }),
             _ => Err(problems.into()),

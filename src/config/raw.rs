@@ -23,7 +23,98 @@ pub struct RawGatewayFile {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub decision_log: RawDecisionLog,
+    #[serde(default)]
+    pub reload: RawReload,
+    #[serde(default)]
     pub issuers: Vec<Spanned<RawIssuer>>,
+}
+
+/// The admin listener: metrics and health.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `host:port` of `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: Spanned<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9901".to_string())
+}
+
+/// Where decision records go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDecisionLog {
+    #[serde(default)]
+    pub sink: RawSink,
+    /// The file, for `sink = "file"`.
+    pub path: Option<Spanned<String>>,
+    /// Records waiting to be written; more are dropped (and counted).
+    #[serde(default = "default_decision_log_buffer")]
+    pub buffer_records: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawSink {
+    #[default]
+    Stdout,
+    File,
+}
+
+impl Default for RawDecisionLog {
+    fn default() -> Self {
+        RawDecisionLog {
+            sink: RawSink::default(),
+            path: None,
+            buffer_records: default_decision_log_buffer(),
+        }
+    }
+}
+
+fn default_decision_log_buffer() -> usize {
+    16_384
+}
+
+/// Hot reload of routes and policies.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    /// Watch the routes file's and the policies' directories for changes.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// Quiet time after the last change before reloading.
+    #[serde(default = "default_debounce_milliseconds")]
+    pub debounce_milliseconds: u64,
+}
+
+impl Default for RawReload {
+    fn default() -> Self {
+        RawReload {
+            watch: true,
+            debounce_milliseconds: default_debounce_milliseconds(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_debounce_milliseconds() -> u64 {
+    200
 }
 
 /// Bounds on what a client may send.
@@ -115,6 +206,34 @@ pub struct RawServer {
     /// Peers (CIDR ranges or addresses) whose forwarding headers are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// After SIGTERM: how long in-flight requests may run before the runtimes stop.
+    #[serde(default = "default_grace_period_seconds")]
+    pub grace_period_seconds: u64,
+    /// Then: how long the runtimes get to finish their tasks.
+    #[serde(default = "default_graceful_shutdown_timeout_seconds")]
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// Unix socket the listening sockets are handed over on in a graceful upgrade.
+    #[serde(default = "default_upgrade_socket")]
+    pub upgrade_socket: String,
+    /// Where the pid is written (for sending SIGQUIT/SIGHUP).
+    #[serde(default = "default_pid_file")]
+    pub pid_file: String,
+}
+
+fn default_grace_period_seconds() -> u64 {
+    10
+}
+
+fn default_graceful_shutdown_timeout_seconds() -> u64 {
+    5
+}
+
+fn default_upgrade_socket() -> String {
+    "/tmp/portcullis-upgrade.sock".to_string()
+}
+
+fn default_pid_file() -> String {
+    "/tmp/portcullis.pid".to_string()
 }
 
 fn default_threads() -> usize {

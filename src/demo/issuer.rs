@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use super::error::DemoError;
-use super::http::{error_response, json_response, serve, ResponseBody};
+use crate::http_server::{error_response, json_response, serve, ResponseBody};
 
 /// Path (below the issuer URL's own path) of the OIDC discovery document.
 const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";

@@ -2,7 +2,6 @@
 //! issuer and the sample tasks API, all in one process on loopback, plus curl lines to try.
 
 pub mod error;
-pub mod http;
 pub mod issuer;
 pub mod tasks_api;
 
@@ -17,7 +16,8 @@ pub use error::DemoError;
 pub use issuer::{serve_issuer, DevIssuer, SigningAlg};
 pub use tasks_api::serve_tasks_api;
 
-use crate::server::{load_gateway, serve};
+use crate::admin::serve_admin;
+use crate::server::{load_gateway, serve, start_decision_log};
 
 /// The demo's users: (subject, roles, tenant).
 pub const DEMO_USERS: &[(&str, &[&str], &str)] = &[
@@ -97,7 +97,11 @@ pub async fn run_demo(config: &Path) -> Result<(), DemoError> {
     gateway.spawn_key_refresh();
     let listen = gateway.settings.listen;
     let listener = TcpListener::bind(listen).await?;
-    tokio::spawn(serve(listener, gateway));
+    let decision_log = start_decision_log(&gateway).map_err(|e| DemoError::Setup(e.to_string()))?;
+    let admin = gateway.settings.admin_listen;
+    let admin_listener = TcpListener::bind(admin).await?;
+    tokio::spawn(serve_admin(admin_listener, gateway.clone()));
+    tokio::spawn(serve(listener, gateway, decision_log));
 
     let token = |subject: &str| -> Result<String, DemoError> {
         let (_, roles, tenant) = DEMO_USERS
@@ -134,11 +138,12 @@ pub async fn run_demo(config: &Path) -> Result<(), DemoError> {
         ("403: carol (admin of globex) never sees acme's lists", format!("curl -i -H \"Authorization: Bearer $CAROL_TOKEN\" {base}/lists/acme-roadmap")),
         ("200: anonymous health check", format!("curl -i {base}/health")),
         ("404: no route", format!("curl -i -H \"Authorization: Bearer $ALICE_TOKEN\" {base}/admin")),
+        ("metrics, liveness and readiness (admin listener)", format!("curl -s http://{admin}/metrics | grep portcullis_requests_total; curl -i http://{admin}/readyz")),
     ];
     for (comment, line) in lines {
         println!("# {comment}\n{line}\n");
     }
-    println!("Decision log lines appear on stderr. Press Ctrl-C to stop.");
+    println!("Decision log lines (JSON) appear below, on stdout. Press Ctrl-C to stop.");
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

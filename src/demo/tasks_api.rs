@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use super::http::{empty_response, error_response, json_response, serve, ResponseBody};
+use crate::http_server::{empty_response, error_response, json_response, serve, ResponseBody};
 
 /// Header set by the gateway with the authenticated principal's id.
 pub const PRINCIPAL_HEADER: &str = "x-portcullis-principal";

@@ -19,10 +19,12 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 
+use crate::decision_log::DecisionLog;
+use crate::metrics::{InFlight, RequestObservation, NO_ROUTE};
 use crate::pipeline::{evaluate, Forward, Incoming, Outcome};
 use crate::response::deny_response;
 use crate::snapshot::Gateway;
-use crate::telemetry::decision_record;
+use crate::telemetry::{decision_label, decision_record};
 use crate::trust;
 
 pub use connection::{ConnectionLimits, GatewayApp};
@@ -31,13 +33,15 @@ pub use request_id::RequestIds;
 /// The proxy application.
 pub struct Proxy {
     gateway: Arc<Gateway>,
+    decision_log: Arc<DecisionLog>,
     request_ids: RequestIds,
 }
 
 impl Proxy {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
+    pub fn new(gateway: Arc<Gateway>, decision_log: Arc<DecisionLog>) -> Self {
         Proxy {
             gateway,
+            decision_log,
             request_ids: RequestIds::new(),
         }
     }
@@ -50,6 +54,7 @@ pub struct RequestContext {
     outcome: Option<Outcome>,
     /// The TCP peer.
     peer_ip: Option<std::net::IpAddr>,
+    _in_flight: InFlight,
 }
 
 impl RequestContext {
@@ -72,6 +77,7 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             outcome: None,
             peer_ip: None,
+            _in_flight: self.gateway.metrics.request_started(),
         }
     }
 
@@ -169,14 +175,25 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestContext,
     ) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let record = decision_record(
+        let duration = ctx.started.elapsed();
+        let outcome = ctx.outcome.as_ref();
+        self.gateway.metrics.observe_request(RequestObservation {
+            route: outcome
+                .and_then(|o| o.route_id.as_deref())
+                .unwrap_or(NO_ROUTE),
+            decision: decision_label(outcome),
+            status,
+            duration,
+            authorization: outcome.and_then(|o| o.authorization_time),
+            upstream_error: error.is_some() && ctx.permit().is_ok(),
+        });
+        self.decision_log.record(decision_record(
             &ctx.request_id,
             session.req_header().method.as_str(),
-            ctx.outcome.as_ref(),
+            outcome,
             status,
             error.map(|e| e.to_string()),
-            ctx.started.elapsed(),
-        );
-        log::info!(target: "portcullis::decision", "{record}");
+            duration,
+        ));
     }
 }

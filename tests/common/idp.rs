@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::{Response, StatusCode};
-use portcullis::demo::http::{json_response, serve as serve_http, ResponseBody};
 use portcullis::demo::{DevIssuer, SigningAlg};
+use portcullis::http_server::{json_response, serve as serve_http, ResponseBody};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;

@@ -12,9 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
-use portcullis::demo::http::{json_response, serve as serve_http};
+use portcullis::admin::serve_admin;
+use portcullis::config::DecisionSink;
 use portcullis::demo::{demo_claims, serve_issuer, DevIssuer, SigningAlg, DEMO_USERS};
-use portcullis::server::{load_gateway, serve};
+use portcullis::http_server::{json_response, serve as serve_http};
+use portcullis::server::{load_gateway, serve, start_decision_log};
 use portcullis::snapshot::Gateway;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,6 +134,10 @@ impl Response {
 /// Gateway, upstream and issuer, wired together with the repository's routes and policies.
 pub struct TestEnv {
     pub gateway: SocketAddr,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: SocketAddr,
+    /// The decision log file.
+    pub decision_log: PathBuf,
     /// The running gateway's state (cache statistics, key stores).
     pub state: Arc<Gateway>,
     pub upstream: EchoUpstream,
@@ -205,16 +211,22 @@ impl TestEnv {
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), &issuer_url, upstream.address);
         edit(dir.path(), upstream.address);
-        let (gateway, state, gateway_task) =
-            start_gateway(&dir.path().join("portcullis.toml")).await;
-        assert!(state.authenticator.has_all_keys(), "keys were not fetched");
+        let started = start_gateway_with_admin(&dir.path().join("portcullis.toml")).await;
+        assert!(
+            started.state.authenticator.has_all_keys(),
+            "keys were not fetched"
+        );
+        let mut tasks = started.tasks;
+        tasks.push(issuer_task);
         TestEnv {
-            gateway,
-            state,
+            gateway: started.address,
+            admin: started.admin,
+            decision_log: started.decision_log,
+            state: started.state,
             upstream,
             issuer,
             dir,
-            tasks: vec![issuer_task, gateway_task],
+            tasks,
         }
     }
 
@@ -276,20 +288,53 @@ impl Drop for TestEnv {
     }
 }
 
-/// Loads `config`, fetches the issuers' keys once (whether or not that succeeds), starts the
-/// background key refresh and serves on an ephemeral loopback port.
-pub async fn start_gateway(config: &Path) -> (SocketAddr, Arc<Gateway>, JoinHandle<()>) {
-    let state = Arc::new(load_gateway(config).unwrap_or_else(|e| panic!("{e}")));
-    state.fetch_keys().await;
-    state.spawn_key_refresh();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let task = tokio::spawn(serve(listener, state.clone()));
-    (address, state, task)
+/// A gateway serving on ephemeral loopback ports.
+pub struct Started {
+    pub address: SocketAddr,
+    pub admin: SocketAddr,
+    pub state: Arc<Gateway>,
+    /// The decision log: always a file beside `config` in tests (`decisions.log`).
+    pub decision_log: PathBuf,
+    pub tasks: Vec<JoinHandle<()>>,
 }
 
-/// Runs the real `portcullis` binary: `portcullis <subcommand> --config <config> <args>`, with
-/// logging off. Returns (exit success, stdout, stderr).
+/// Loads `config`, fetches the issuers' keys once (whether or not that succeeds), starts the
+/// background key refresh and serves the proxy and the admin listener on ephemeral loopback
+/// ports. Decisions go to `decisions.log` beside `config`.
+pub async fn start_gateway_with_admin(config: &Path) -> Started {
+    let mut gateway = load_gateway(config).unwrap_or_else(|e| panic!("{e}"));
+    let decision_log = config.parent().unwrap().join("decisions.log");
+    gateway.settings.decision_sink = DecisionSink::File(decision_log.clone());
+    let state = Arc::new(gateway);
+    state.fetch_keys().await;
+    state.spawn_key_refresh();
+    let log = start_decision_log(&state).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = admin_listener.local_addr().unwrap();
+    let tasks = vec![
+        tokio::spawn(serve(listener, state.clone(), log)),
+        tokio::spawn(serve_admin(admin_listener, state.clone())),
+    ];
+    Started {
+        address,
+        admin,
+        state,
+        decision_log,
+        tasks,
+    }
+}
+
+/// `start_gateway_with_admin` for tests that need only the proxy.
+pub async fn start_gateway(config: &Path) -> (SocketAddr, Arc<Gateway>, JoinHandle<()>) {
+    let started = start_gateway_with_admin(config).await;
+    let mut tasks = started.tasks.into_iter();
+    let proxy = tasks.next().unwrap();
+    // The admin task is left running; it ends with the test's runtime.
+    (started.address, started.state, proxy)
+}
+
 pub fn run_portcullis(subcommand: &str, config: &Path, args: &[&str]) -> (bool, String, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args([subcommand, "--config"])

@@ -1,8 +1,8 @@
-//! Minimal hyper 1 plumbing shared by the demo servers (dev token issuer and tasks API).
+//! Minimal hyper 1 plumbing for the servers that are not the proxy: the admin listener and the
+//! demo's dev issuer and tasks API.
 //!
-//! Both servers need the same accept loop and JSON responses; keeping them here avoids
-//! duplicating the hyper boilerplate. This is demo/test infrastructure, not the gateway's
-//! proxy path.
+//! They need the same accept loop and JSON responses; keeping them here avoids duplicating the
+//! hyper boilerplate. The proxy itself is pingora.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-/// Body type of every response produced by the demo servers.
+/// Body type of every response these servers produce.
 pub type ResponseBody = Full<Bytes>;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
@@ -55,12 +55,12 @@ where
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
                         if let Err(err) = result {
-                            log::debug!("demo server connection from {peer} ended: {err}");
+                            log::debug!("connection from {peer} ended: {err}");
                         }
                     });
                 }
                 Err(err) => {
-                    log::warn!("demo server failed to accept a connection: {err}");
+                    log::warn!("failed to accept a connection: {err}");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },

@@ -1,0 +1,70 @@
+//! The admin listener: `/metrics`, `/healthz` and `/readyz`, on their own address (loopback by
+//! default) so that they are never reachable through the proxy's routes.
+
+use std::sync::Arc;
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::http_server::{error_response, json_response, serve, ResponseBody};
+use crate::snapshot::Gateway;
+
+/// Serves the admin endpoints on `listener` until the task is dropped.
+pub async fn serve_admin(listener: TcpListener, gateway: Arc<Gateway>) {
+    serve(listener, move |request: Request<hyper::body::Incoming>| {
+        let response = respond(&gateway, request.method(), request.uri().path());
+        async move { response }
+    })
+    .await;
+}
+
+fn respond(gateway: &Gateway, method: &Method, path: &str) -> Response<ResponseBody> {
+    if method != Method::GET && method != Method::HEAD {
+        return error_response(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+    }
+    match path {
+        "/healthz" => json_response(StatusCode::OK, &json!({ "status": "alive" })),
+        "/readyz" => readiness(gateway),
+        "/metrics" => {
+            let text = gateway.metrics.render(&gateway.authenticator);
+            let mut response = Response::new(Full::new(text.into()));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        _ => error_response(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// Ready once every issuer has keys: before that its tokens would get 401. The snapshot is
+/// always loaded (the process does not start without one).
+fn readiness(gateway: &Gateway) -> Response<ResponseBody> {
+    let waiting: Vec<&str> = gateway
+        .authenticator
+        .issuers()
+        .filter(|issuer| issuer.keys.current().is_none())
+        .map(|issuer| issuer.name())
+        .collect();
+    let snapshot = gateway.snapshot().version;
+    if waiting.is_empty() {
+        json_response(
+            StatusCode::OK,
+            &json!({ "status": "ready", "snapshot": snapshot }),
+        )
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({
+                "status": "not ready",
+                "reason": "no keys fetched yet for some issuers",
+                "issuers_without_keys": waiting,
+                "snapshot": snapshot,
+            }),
+        )
+    }
+}

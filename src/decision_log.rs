@@ -1,0 +1,350 @@
+//! The decision log sink: one JSON line per decision, written off the request path.
+//!
+//! Requests hand their record to a bounded queue and never wait: when the writer falls behind
+//! and the queue is full, the record is dropped, counted in
+//! `portcullis_decision_log_records_total{outcome="dropped"}` and a warning is logged (at most
+//! every 10 s). A file sink is reopened on SIGHUP (`reopen`) and when its path stops naming the
+//! open file (logrotate's rename-and-create), so rotation loses nothing written after it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus::IntCounter;
+
+use crate::config::DecisionSink;
+
+/// How often a file sink checks whether its path was rotated away.
+const ROTATION_CHECK: Duration = Duration::from_secs(1);
+/// Least time between two "records dropped" warnings.
+const DROP_WARNING_EVERY_SECONDS: u64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the decision log {path}: {source}")]
+pub struct OpenError {
+    path: PathBuf,
+    source: io::Error,
+}
+
+enum Message {
+    Record(String),
+    /// Write out everything queued before this, then answer.
+    Flush(Sender<()>),
+}
+
+/// The request side of the decision log.
+pub struct DecisionLog {
+    queue: SyncSender<Message>,
+    reopen: Arc<AtomicBool>,
+    dropped: IntCounter,
+    last_drop_warning: AtomicU64,
+}
+
+impl DecisionLog {
+    /// Opens the sink and starts its writer thread. `capacity` records may wait in the queue.
+    pub fn start(
+        sink: &DecisionSink,
+        capacity: usize,
+        written: IntCounter,
+        dropped: IntCounter,
+    ) -> Result<Self, OpenError> {
+        let output = Output::open(sink)?;
+        let (queue, records) = sync_channel(capacity);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            output,
+            written,
+            reopen: reopen.clone(),
+        };
+        // A writer that cannot start leaves the queue without a reader: records are dropped
+        // and counted, which is the documented behaviour of a sink that cannot keep up.
+        if let Err(e) = std::thread::Builder::new()
+            .name("portcullis-decisions".to_string())
+            .spawn(move || writer.run(records))
+        {
+            log::error!("cannot start the decision log writer: {e}");
+        }
+        Ok(DecisionLog {
+            queue,
+            reopen,
+            dropped,
+            last_drop_warning: AtomicU64::new(0),
+        })
+    }
+
+    /// Queues one record; never blocks.
+    pub fn record(&self, line: String) {
+        match self.queue.try_send(Message::Record(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.inc();
+                self.warn_dropped();
+            }
+        }
+    }
+
+    /// Waits (at most `timeout`) until every record queued so far is written and flushed: at
+    /// shutdown, so that the last decisions are not lost with the process.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (done, written) = channel();
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.queue.try_send(Message::Flush(done.clone())) {
+                Ok(()) => return written.recv_timeout(timeout).is_ok(),
+                Err(TrySendError::Full(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Asks a file sink to reopen its path (SIGHUP after rotation).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+    }
+
+    fn warn_dropped(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_drop_warning.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= DROP_WARNING_EVERY_SECONDS
+            && self
+                .last_drop_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!(
+                "the decision log cannot keep up: {} records dropped so far \
+                 (portcullis_decision_log_records_total{{outcome=\"dropped\"}})",
+                self.dropped.get()
+            );
+        }
+    }
+}
+
+struct Writer {
+    output: Output,
+    written: IntCounter,
+    reopen: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// Writes records until every sender is gone, flushing whenever the queue runs dry.
+    fn run(mut self, messages: Receiver<Message>) {
+        while let Ok(first) = messages.recv() {
+            let asked = self.reopen.swap(false, Ordering::AcqRel);
+            self.output.reopen_if_rotated(asked);
+            let mut flushed = Vec::new();
+            let mut batch = 0;
+            for message in
+                std::iter::once(first).chain(std::iter::from_fn(|| messages.try_recv().ok()))
+            {
+                match message {
+                    Message::Record(line) => {
+                        if let Err(e) = self.output.write_line(&line) {
+                            log::error!("decision log write failed: {e}");
+                        }
+                        batch += 1;
+                    }
+                    Message::Flush(done) => flushed.push(done),
+                }
+            }
+            if let Err(e) = self.output.flush() {
+                log::error!("decision log write failed: {e}");
+            }
+            self.written.inc_by(batch);
+            for done in flushed {
+                // The waiter may have given up; nothing to do then.
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+enum Output {
+    Stdout(io::Stdout),
+    File {
+        path: PathBuf,
+        file: BufWriter<File>,
+        /// (device, inode) of the open file.
+        identity: (u64, u64),
+        checked: Instant,
+    },
+}
+
+impl Output {
+    fn open(sink: &DecisionSink) -> Result<Self, OpenError> {
+        match sink {
+            DecisionSink::Stdout => Ok(Output::Stdout(io::stdout())),
+            DecisionSink::File(path) => {
+                let (file, identity) = open_append(path).map_err(|source| OpenError {
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok(Output::File {
+                    path: path.clone(),
+                    file: BufWriter::new(file),
+                    identity,
+                    checked: Instant::now(),
+                })
+            }
+        }
+    }
+
+    fn write_line(&mut self, line: &str) -> io::Result<()> {
+        match self {
+            Output::Stdout(out) => {
+                let mut out = out.lock();
+                out.write_all(line.as_bytes())?;
+                out.write_all(b"\n")
+            }
+            Output::File { file, .. } => {
+                file.write_all(line.as_bytes())?;
+                file.write_all(b"\n")
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::Stdout(out) => out.flush(),
+            Output::File { file, .. } => file.flush(),
+        }
+    }
+
+    /// Reopens the file when asked, or when its path names another file (or none) now.
+    fn reopen_if_rotated(&mut self, asked: bool) {
+        let Output::File {
+            path,
+            file,
+            identity,
+            checked,
+        } = self
+        else {
+            return;
+        };
+        if !asked && checked.elapsed() < ROTATION_CHECK {
+            return;
+        }
+        *checked = Instant::now();
+        let current = std::fs::metadata(&*path).map(|m| (m.dev(), m.ino())).ok();
+        if !asked && current == Some(*identity) {
+            return;
+        }
+        match open_append(path) {
+            Ok((reopened, reopened_identity)) => {
+                log::info!("decision log reopened: {}", path.display());
+                *file = BufWriter::new(reopened);
+                *identity = reopened_identity;
+            }
+            Err(e) => log::error!(
+                "cannot reopen the decision log {}: {e}; still writing to the old file",
+                path.display()
+            ),
+        }
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<(File, (u64, u64))> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let metadata = file.metadata()?;
+    Ok((file, (metadata.dev(), metadata.ino())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters() -> (IntCounter, IntCounter) {
+        (
+            IntCounter::new("written", "w").unwrap(),
+            IntCounter::new("dropped", "d").unwrap(),
+        )
+    }
+
+    fn wait_for(condition: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if condition() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("condition not reached in 5 s");
+    }
+
+    #[test]
+    fn records_survive_rename_rotation_and_sighup_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.log");
+        let (written, dropped) = counters();
+        let log = DecisionLog::start(
+            &DecisionSink::File(path.clone()),
+            64,
+            written.clone(),
+            dropped.clone(),
+        )
+        .unwrap();
+        log.record("{\"n\":1}".into());
+        assert!(log.flush(Duration::from_secs(5)));
+        assert_eq!(written.get(), 1);
+        // logrotate: rename, then the writer notices the path is gone and recreates it.
+        let rotated = dir.path().join("decisions.log.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        std::thread::sleep(ROTATION_CHECK + Duration::from_millis(50));
+        log.record("{\"n\":2}".into());
+        wait_for(|| written.get() == 2);
+        log.record("{\"n\":3}".into());
+        wait_for(|| std::fs::read_to_string(&path).is_ok_and(|t| t.contains("\"n\":3")));
+        // copytruncate-style rotation plus SIGHUP: reopen on demand.
+        std::fs::rename(&path, dir.path().join("decisions.log.2")).unwrap();
+        log.reopen();
+        log.record("{\"n\":4}".into());
+        log.record("{\"n\":5}".into());
+        wait_for(|| std::fs::read_to_string(&path).is_ok_and(|t| t.contains("\"n\":5")));
+        let all: String = ["decisions.log.1", "decisions.log.2", "decisions.log"]
+            .iter()
+            .map(|name| std::fs::read_to_string(dir.path().join(name)).unwrap())
+            .collect();
+        for n in 1..=5 {
+            assert!(
+                all.contains(&format!("{{\"n\":{n}}}")),
+                "record {n} lost: {all}"
+            );
+        }
+        assert_eq!(dropped.get(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let (written, dropped) = counters();
+        let (queue, _messages) = sync_channel(2);
+        let log = DecisionLog {
+            queue,
+            reopen: Arc::new(AtomicBool::new(false)),
+            dropped: dropped.clone(),
+            last_drop_warning: AtomicU64::new(0),
+        };
+        for n in 0..5 {
+            log.record(format!("{n}"));
+        }
+        assert_eq!(dropped.get(), 3);
+        assert_eq!(written.get(), 0);
+    }
+
+    #[test]
+    fn an_unopenable_file_is_an_error_naming_it() {
+        let (written, dropped) = counters();
+        let path = PathBuf::from("/nonexistent-dir/decisions.log");
+        let error = DecisionLog::start(&DecisionSink::File(path), 4, written, dropped)
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("/nonexistent-dir/decisions.log"));
+    }
+}

@@ -1,0 +1,278 @@
+//! Prometheus metrics. Labels are bounded by the configuration: route id, decision label,
+//! status class, issuer — never a principal, a path or a token.
+//!
+//! Counters the authenticator keeps itself (JWKS fetches, token-cache hits) are read when
+//! `/metrics` is scraped rather than mirrored on every request.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::authn::Authenticator;
+
+/// Latency buckets from 50 µs to 10 s: the gateway's own work sits at the low end, upstream
+/// round trips at the high end.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// Route label of requests that matched no route.
+pub const NO_ROUTE: &str = "";
+
+/// One finished request, as the metrics see it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestObservation<'a> {
+    pub route: &'a str,
+    pub decision: &'a str,
+    pub status: u16,
+    pub duration: Duration,
+    pub authorization: Option<Duration>,
+    /// The request was forwarded and the upstream exchange failed.
+    pub upstream_error: bool,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    authorization_seconds: Histogram,
+    upstream_errors: IntCounterVec,
+    in_flight: IntGauge,
+    reloads: IntCounterVec,
+    last_reload_success: Gauge,
+    snapshot_version: IntGauge,
+    decision_records: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "portcullis_requests_total",
+                "Requests by route, decision (allow, deny, audit_deny, unauthenticated, no_route, ...) and status class.",
+            ),
+            &["route", "decision", "status_class"],
+        )
+        .expect("valid metric definition");
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "portcullis_request_duration_seconds",
+                "Time from the request head to the end of the response, by route.",
+            )
+            .buckets(SECONDS_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric definition");
+        let authorization_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "portcullis_authorization_duration_seconds",
+                "Time spent building the Cedar request and evaluating the policies.",
+            )
+            .buckets(SECONDS_BUCKETS.to_vec()),
+        )
+        .expect("valid metric definition");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "portcullis_upstream_errors_total",
+                "Permitted requests whose upstream exchange failed, by route.",
+            ),
+            &["route"],
+        )
+        .expect("valid metric definition");
+        let in_flight = IntGauge::new(
+            "portcullis_requests_in_flight",
+            "Requests being processed now.",
+        )
+        .expect("valid metric definition");
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "portcullis_reloads_total",
+                "Reloads of routes and policies, by result (success, failure).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric definition");
+        let last_reload_success = Gauge::new(
+            "portcullis_reload_last_success_timestamp_seconds",
+            "Unix time of the last successful load of routes and policies.",
+        )
+        .expect("valid metric definition");
+        let snapshot_version = IntGauge::new(
+            "portcullis_snapshot_version",
+            "Version of the routes and policies snapshot serving new requests.",
+        )
+        .expect("valid metric definition");
+        let decision_records = IntCounterVec::new(
+            Opts::new(
+                "portcullis_decision_log_records_total",
+                "Decision records, by outcome (written, dropped because the sink fell behind).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric definition");
+        let collectors: [Box<dyn Collector>; 9] = [
+            Box::new(requests.clone()),
+            Box::new(request_seconds.clone()),
+            Box::new(authorization_seconds.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(reloads.clone()),
+            Box::new(last_reload_success.clone()),
+            Box::new(snapshot_version.clone()),
+            Box::new(decision_records.clone()),
+        ];
+        for collector in collectors {
+            registry
+                .register(collector)
+                .expect("metric names are distinct");
+        }
+        // Both outcomes exist from the start, so a dropped count of 0 is visible.
+        for outcome in ["written", "dropped"] {
+            decision_records.with_label_values(&[outcome]);
+        }
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            authorization_seconds,
+            upstream_errors,
+            in_flight,
+            reloads,
+            last_reload_success,
+            snapshot_version,
+            decision_records,
+        }
+    }
+
+    pub fn observe_request(&self, request: RequestObservation<'_>) {
+        let status_class = match request.status {
+            0 => "none",
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests
+            .with_label_values(&[request.route, request.decision, status_class])
+            .inc();
+        self.request_seconds
+            .with_label_values(&[request.route])
+            .observe(request.duration.as_secs_f64());
+        if let Some(authorization) = request.authorization {
+            self.authorization_seconds
+                .observe(authorization.as_secs_f64());
+        }
+        if request.upstream_error {
+            self.upstream_errors
+                .with_label_values(&[request.route])
+                .inc();
+        }
+    }
+
+    /// A gauge guard: counts one request in flight until dropped.
+    pub fn request_started(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    pub fn snapshot_loaded(&self, version: u64) {
+        self.reloads.with_label_values(&["success"]).inc();
+        self.snapshot_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_reload_success.set(now);
+    }
+
+    pub fn reload_failed(&self) {
+        self.reloads.with_label_values(&["failure"]).inc();
+    }
+
+    pub fn decision_record_written(&self) -> IntCounter {
+        self.decision_records.with_label_values(&["written"])
+    }
+
+    pub fn decision_record_dropped(&self) -> IntCounter {
+        self.decision_records.with_label_values(&["dropped"])
+    }
+
+    /// The Prometheus text exposition of every metric, the authenticator's included.
+    pub fn render(&self, authenticator: &Authenticator) -> String {
+        let mut families = self.registry.gather();
+        families.extend(authenticator_families(authenticator));
+        let mut text = Vec::new();
+        // Encoding into a Vec cannot fail; an empty page is the worst case.
+        let _ = TextEncoder::new().encode(&families, &mut text);
+        String::from_utf8(text).unwrap_or_default()
+    }
+}
+
+/// Decrements the in-flight gauge when the request is done.
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// JWKS and token-cache counters, read from the authenticator at scrape time.
+fn authenticator_families(authenticator: &Authenticator) -> Vec<prometheus::proto::MetricFamily> {
+    let fetches = IntCounterVec::new(
+        Opts::new(
+            "portcullis_jwks_fetches_total",
+            "JWKS (and discovery) fetches per issuer, by result (success, failure).",
+        ),
+        &["issuer", "result"],
+    )
+    .expect("valid metric definition");
+    let keys_ready = IntGauge::new(
+        "portcullis_issuers_without_keys",
+        "Issuers whose keys have never been fetched (their tokens get 401).",
+    )
+    .expect("valid metric definition");
+    let cache = IntCounterVec::new(
+        Opts::new(
+            "portcullis_token_cache_lookups_total",
+            "Verified-token cache lookups, by result (hit, miss).",
+        ),
+        &["result"],
+    )
+    .expect("valid metric definition");
+    for issuer in authenticator.issuers() {
+        let counts = issuer.keys.fetch_counts();
+        fetches
+            .with_label_values(&[issuer.name(), "success"])
+            .inc_by(counts.successes);
+        fetches
+            .with_label_values(&[issuer.name(), "failure"])
+            .inc_by(counts.failures);
+        if issuer.keys.current().is_none() {
+            keys_ready.inc();
+        }
+    }
+    let stats = authenticator.cache_stats();
+    cache.with_label_values(&["hit"]).inc_by(stats.hits);
+    cache.with_label_values(&["miss"]).inc_by(stats.misses);
+    let mut families = fetches.collect();
+    families.extend(keys_ready.collect());
+    families.extend(cache.collect());
+    families
+}
