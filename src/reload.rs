@@ -7,6 +7,7 @@
 //! new snapshot is built and validated off the request path (`Gateway::reload`); on error the
 //! last good one keeps serving and the error is logged with its file and line.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,21 +61,34 @@ pub fn reload_and_log(gateway: &Gateway, why: &str) {
 /// reported: its settings (listeners, issuers, limits) need a restart.
 pub async fn watch(gateway: Arc<Gateway>, debounce: Duration) -> notify::Result<()> {
     let settings = &gateway.settings;
+    let policies_dir = canonical(&settings.policies_dir);
+    let mut directories = vec![
+        canonical(&parent_dir(&settings.routes_file)),
+        policies_dir.clone(),
+        canonical(&parent_dir(&settings.file)),
+    ];
+    directories.sort();
+    directories.dedup();
+    let names: Vec<OsString> = [&settings.routes_file, &settings.file]
+        .iter()
+        .filter_map(|f| f.file_name().map(OsString::from))
+        .collect();
+    // Only what can change the inputs counts: anything in the policies directory, the routes
+    // and settings files by name, and ConfigMap swaps (`..data`, `..2026_...`) anywhere. A
+    // decision log written beside portcullis.toml must not keep the debounce going.
+    let relevant = move |path: &Path| {
+        path.parent() == Some(policies_dir.as_path())
+            || path.file_name().is_some_and(|name| {
+                names.iter().any(|n| n == name) || name.to_string_lossy().starts_with("..")
+            })
+    };
     let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|e| e.paths.iter().any(|p| relevant(p))) {
             // The receiver lives as long as the watcher; a send error cannot happen.
             let _ = changed.send(());
         }
     })?;
-    let settings_dir = parent_dir(&settings.file);
-    let mut directories = vec![
-        parent_dir(&settings.routes_file),
-        settings.policies_dir.clone(),
-        settings_dir,
-    ];
-    directories.sort();
-    directories.dedup();
     for directory in &directories {
         watcher.watch(directory, RecursiveMode::NonRecursive)?;
     }
@@ -91,8 +105,15 @@ pub async fn watch(gateway: Arc<Gateway>, debounce: Duration) -> notify::Result<
     let static_settings = std::fs::read(&settings.file).ok();
     let mut restart_reported = false;
     while changes.recv().await.is_some() {
-        // Quiet period: a ConfigMap swap or an editor's save is several events.
-        while let Ok(Some(())) = tokio::time::timeout(debounce, changes.recv()).await {}
+        // Quiet period: a ConfigMap swap or an editor's save is several events. Bounded, so a
+        // steady stream of events cannot postpone the reload for ever.
+        let latest = tokio::time::Instant::now() + debounce * MAX_DEBOUNCES;
+        while let Ok(Some(())) = tokio::time::timeout_at(
+            latest.min(tokio::time::Instant::now() + debounce),
+            changes.recv(),
+        )
+        .await
+        {}
         if !restart_reported && std::fs::read(&settings.file).ok() != static_settings {
             log::warn!(
                 "{} changed: its settings (listeners, issuers, limits, headers) are static and \
@@ -108,6 +129,14 @@ pub async fn watch(gateway: Arc<Gateway>, debounce: Duration) -> notify::Result<
         }
     }
     Ok(())
+}
+
+/// The longest a burst of changes can delay a reload, in debounce periods.
+const MAX_DEBOUNCES: u32 = 10;
+
+/// The absolute, symlink-free form of a directory, which is how the watcher reports paths.
+fn canonical(directory: &Path) -> PathBuf {
+    std::fs::canonicalize(directory).unwrap_or_else(|_| directory.to_path_buf())
 }
 
 fn parent_dir(file: &Path) -> PathBuf {

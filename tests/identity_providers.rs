@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::idp::{Flavor, JwksMode, TestIssuer};
-use common::{now, raw_exchange, repo_path, start_gateway, EchoUpstream, Response};
+use common::{now, raw_exchange, repo_path, start_gateway_with_admin, EchoUpstream, Response};
 use portcullis::snapshot::Gateway;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -21,17 +21,20 @@ const OKTA_API: &str = "api://default";
 /// One gateway trusting an Auth0 and an Okta issuer, configured from `examples/`.
 struct IdpEnv {
     gateway: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
     state: Arc<Gateway>,
     upstream: EchoUpstream,
     auth0: TestIssuer,
     okta: TestIssuer,
     _dir: tempfile::TempDir,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for IdpEnv {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -68,15 +71,16 @@ impl IdpEnv {
             .replace("127.0.0.1:8082", &upstream.address.to_string());
         std::fs::write(dir.path().join("routes.toml"), routes).unwrap();
         let config = combined_config(dir.path(), &auth0.url, &okta.url, edit);
-        let (gateway, state, task) = start_gateway(Path::new(&config)).await;
+        let started = start_gateway_with_admin(Path::new(&config)).await;
         IdpEnv {
-            gateway,
-            state,
+            gateway: started.address,
+            admin: started.admin,
+            state: started.state,
             upstream,
             auth0,
             okta,
             _dir: dir,
-            task,
+            tasks: started.tasks,
         }
     }
 
@@ -444,6 +448,17 @@ async fn an_issuer_down_at_cold_start_denies_until_its_keys_arrive() {
     })
     .await;
     assert!(!env.state.authenticator.has_all_keys());
+    // Not ready, and the reason names the issuer.
+    let ready = raw_exchange(
+        env.admin,
+        b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(
+        ready.json()["issuers_without_keys"][0],
+        env.auth0.url.as_str()
+    );
     let token = env.auth0.token(&auth0_claims(
         &env.auth0,
         &["admin"],
@@ -482,6 +497,12 @@ async fn an_issuer_down_at_cold_start_denies_until_its_keys_arrive() {
     }
     assert_eq!(status, 200);
     assert!(env.state.authenticator.has_all_keys());
+    let ready = raw_exchange(
+        env.admin,
+        b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

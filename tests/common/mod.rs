@@ -43,7 +43,8 @@ impl Received {
     }
 }
 
-/// An upstream that records every request and answers 200 with a JSON echo.
+/// An upstream that records every request (on arrival) and answers 200 with a JSON echo; a
+/// request carrying `x-echo-delay-ms: N` is answered N milliseconds later.
 pub struct EchoUpstream {
     pub address: SocketAddr,
     pub requests: Arc<Mutex<Vec<Received>>>,
@@ -74,7 +75,16 @@ impl EchoUpstream {
                         .collect(),
                 };
                 log.lock().unwrap().push(received.clone());
+                // Opt-in slowness: `x-echo-delay-ms: N` makes the answer wait N milliseconds.
+                let delay = received
+                    .header_values("x-echo-delay-ms")
+                    .first()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map(std::time::Duration::from_millis);
                 async move {
+                    if let Some(delay) = delay {
+                        tokio::time::sleep(delay).await;
+                    }
                     json_response(
                         StatusCode::OK,
                         &json!({"method": received.method, "target": received.target}),
@@ -324,15 +334,6 @@ pub async fn start_gateway_with_admin(config: &Path) -> Started {
         decision_log,
         tasks,
     }
-}
-
-/// `start_gateway_with_admin` for tests that need only the proxy.
-pub async fn start_gateway(config: &Path) -> (SocketAddr, Arc<Gateway>, JoinHandle<()>) {
-    let started = start_gateway_with_admin(config).await;
-    let mut tasks = started.tasks.into_iter();
-    let proxy = tasks.next().unwrap();
-    // The admin task is left running; it ends with the test's runtime.
-    (started.address, started.state, proxy)
 }
 
 pub fn run_portcullis(subcommand: &str, config: &Path, args: &[&str]) -> (bool, String, String) {
