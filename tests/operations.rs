@@ -418,3 +418,52 @@ async fn a_configmap_symlink_swap_triggers_a_reload() {
     assert_eq!(env.get_as("bob", "/lists/acme-roadmap").await.status, 403);
     watcher.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_are_counted_and_logged() {
+    // The routes point at a port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let env = TestEnv::start_with(move |dir, upstream| {
+        let routes = dir.join("routes.toml");
+        let text = std::fs::read_to_string(&routes).unwrap();
+        std::fs::write(
+            &routes,
+            text.replace(&upstream.to_string(), &closed.to_string()),
+        )
+        .unwrap();
+    })
+    .await;
+    let response = env.get_as("bob", "/lists/acme-roadmap").await;
+    assert_eq!(response.status, 502);
+    let page = metrics(&env).await;
+    assert_eq!(
+        sample(
+            &page,
+            "portcullis_upstream_errors_total",
+            &[("route", "read-list")]
+        ),
+        1.0,
+        "{page}"
+    );
+    assert_eq!(
+        sample(
+            &page,
+            "portcullis_requests_total",
+            &[("decision", "allow"), ("status_class", "5xx")]
+        ),
+        1.0
+    );
+    let mut line = String::new();
+    eventually("the decision line", async || {
+        line = std::fs::read_to_string(&env.decision_log).unwrap_or_default();
+        !line.is_empty()
+    })
+    .await;
+    let record: Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["status"], 502);
+    assert!(record["proxy_error"].is_string(), "{line}");
+}
