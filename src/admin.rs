@@ -41,9 +41,16 @@ fn respond(gateway: &Gateway, method: &Method, path: &str) -> Response<ResponseB
     }
 }
 
-/// Ready once every issuer has keys: before that its tokens would get 401. The snapshot is
-/// always loaded (the process does not start without one).
+/// Ready once every issuer has keys (before that its tokens would get 401), and until a
+/// shutdown or upgrade begins. The snapshot is always loaded (the process does not start
+/// without one).
 fn readiness(gateway: &Gateway) -> Response<ResponseBody> {
+    if gateway.is_draining() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "status": "draining", "reason": "shutting down or handing over to a new process" }),
+        );
+    }
     let waiting: Vec<&str> = gateway
         .authenticator
         .issuers()

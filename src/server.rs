@@ -68,6 +68,14 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
         .thread_name("portcullis-background")
         .enable_all()
         .build()?;
+    {
+        // Before the (possibly slow) first key fetch: a SIGHUP must not kill the process, and
+        // the probes must get answers (/readyz: 503 until the keys are in).
+        let _guard = runtime.enter();
+        tokio::spawn(reload_on_hangup(gateway.clone(), decision_log.clone())?);
+        tokio::spawn(drain_on_stop(gateway.clone())?);
+        tokio::spawn(admin_listener(gateway.clone()));
+    }
     let missing = runtime.block_on(gateway.fetch_keys());
     for issuer in missing {
         log::warn!("keys of issuer {issuer} could not be fetched; retrying in the background");
@@ -75,8 +83,6 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
     {
         let _guard = runtime.enter();
         gateway.spawn_key_refresh();
-        tokio::spawn(admin_listener(gateway.clone()));
-        tokio::spawn(reload_on_hangup(gateway.clone(), decision_log.clone())?);
         if let Some(debounce) = gateway.settings.reload_debounce {
             let watched = gateway.clone();
             tokio::spawn(async move {
@@ -115,7 +121,9 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
     service.add_tcp(&gateway.settings.listen.to_string());
     server.add_service(service);
     log::info!("listening on {}", gateway.settings.listen);
+    write_pid_file(&lifecycle.pid_file);
     server.run(RunArgs::default());
+    remove_pid_file(&lifecycle.pid_file);
     if !decision_log.flush(Duration::from_secs(5)) {
         log::warn!("the decision log could not be flushed before exit");
     }
@@ -142,6 +150,37 @@ async fn admin_listener(gateway: Arc<Gateway>) {
     };
     log::info!("admin listener (/metrics, /healthz, /readyz) on {address}");
     serve_admin(listener, gateway).await;
+}
+
+/// pingora writes its pid file only when it daemonizes; the gateway runs in the foreground
+/// (as containers and systemd want) and writes it itself, for `kill -HUP $(cat ...)`.
+fn write_pid_file(path: &str) {
+    if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+        log::warn!("cannot write the pid file {path}: {e}");
+    }
+}
+
+/// Removes the pid file, unless a newer process (graceful upgrade) has replaced it.
+fn remove_pid_file(path: &str) {
+    let ours =
+        std::fs::read_to_string(path).is_ok_and(|pid| pid.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// SIGTERM and SIGQUIT start a drain (pingora handles the signals themselves): from then on
+/// `/readyz` answers 503, so a load balancer stops sending new requests.
+fn drain_on_stop(gateway: Arc<Gateway>) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut quit = signal(SignalKind::quit())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = quit.recv() => {}
+        }
+        gateway.start_draining();
+    })
 }
 
 /// SIGHUP: reload routes and policies, and reopen a file decision log (after rotation). The

@@ -4,6 +4,7 @@
 //! old routes with new policies. Static settings and the issuers' key stores live beside it in
 //! `Gateway`: they outlive reloads.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -74,6 +75,8 @@ pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     /// Serializes reloads, so versions increase in the order snapshots are swapped in.
     reloading: Mutex<()>,
+    /// Set once a shutdown or upgrade has begun.
+    draining: AtomicBool,
 }
 
 impl Gateway {
@@ -86,7 +89,17 @@ impl Gateway {
             metrics,
             snapshot: ArcSwap::from_pointee(snapshot),
             reloading: Mutex::new(()),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the gateway as shutting down (readiness turns false).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// The snapshot a new request should use.

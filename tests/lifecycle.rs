@@ -1,0 +1,572 @@
+//! Process lifecycle of `portcullis run` (the real binary in a pingora Server, real sockets, a
+//! real dev issuer): SIGTERM drains in-flight requests and exits 0, SIGQUIT hands the listening
+//! socket to a process started with `--upgrade`, SIGHUP reloads policies and reopens a file
+//! decision log.
+//!
+//! Waits are generous upper bounds of polling loops, never timing assertions: the machine that
+//! runs these may be slow and busy.
+
+mod common;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{try_exchange, write_config, EchoUpstream, Response, AUDIENCE};
+use portcullis::demo::{demo_claims, serve_issuer, DevIssuer, SigningAlg};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+const TASK: &str = "/lists/acme-roadmap/tasks/t1";
+
+/// A `portcullis run` child process; killed (if still running) when dropped. Its stdout and
+/// stderr go to `log`, shown when an assertion about it fails.
+struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Running {
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Sends `signal` (`TERM`, `QUIT`, `HUP`, ...) with kill(1).
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {} failed", self.pid());
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Polls until the process exits; None if it is still running after `within`.
+    async fn exit_within(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago (pingora cannot report the port it bound for port 0).
+fn free_port() -> SocketAddr {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Polls `condition` every 50 ms until it holds; false if it still does not after `within`.
+async fn eventually<F: Future<Output = bool>>(within: Duration, condition: impl Fn() -> F) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One request with `Connection: close`; any I/O error (nothing listening, connection reset,
+/// no answer) is returned.
+async fn request(
+    address: SocketAddr,
+    target: &str,
+    token: Option<&str>,
+    extra_headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
+    let mut text =
+        format!("GET {target} HTTP/1.1\r\nHost: tasks.example.com\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        text.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (name, value) in extra_headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    try_exchange(address, text.as_bytes()).await
+}
+
+/// The status of a GET, or None when nothing answers.
+async fn status_of(address: SocketAddr, target: &str, token: Option<&str>) -> Option<u16> {
+    request(address, target, token, &[])
+        .await
+        .ok()
+        .map(|r| r.status)
+}
+
+/// The decision records in `path` (one JSON object a line); none when the file is missing.
+fn decision_records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("decision log line is not JSON ({e}): {line:?}"))
+        })
+        .collect()
+}
+
+/// Records of GET `TASK` (route `read-task`) with HTTP status `status`.
+fn task_records(records: &[Value], status: u64) -> Vec<&Value> {
+    records
+        .iter()
+        .filter(|r| r["route"] == "read-task" && r["status"] == status)
+        .collect()
+}
+
+/// Issuer, upstream and a configuration directory for the real binary: the repository's
+/// portcullis.toml and routes.toml on free ports, a short grace period, the upgrade socket
+/// inside the directory, decisions to `decisions.log` there, and no file watching.
+struct Env {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    upgrade_socket: PathBuf,
+    decision_log: PathBuf,
+    upstream: EchoUpstream,
+    issuer: Arc<DevIssuer>,
+    issuer_url: String,
+    _issuer_task: JoinHandle<()>,
+}
+
+impl Env {
+    async fn new() -> Self {
+        let upstream = EchoUpstream::start().await;
+        let issuer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer_url = format!("http://{}/", issuer_listener.local_addr().unwrap());
+        let issuer = Arc::new(DevIssuer::generate(issuer_url.clone()).unwrap());
+        let issuer_task = tokio::spawn(serve_issuer(issuer.clone(), issuer_listener));
+
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), &issuer_url, upstream.address);
+        let config = dir.path().join("portcullis.toml");
+        let listen = free_port();
+        let admin = free_port();
+        let upgrade_socket = dir.path().join("upgrade.sock");
+        let decision_log = dir.path().join("decisions.log");
+        let text = std::fs::read_to_string(&config).unwrap();
+        for expected in [
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:9901\"",
+            "realm = \"tasks\"",
+            "sink = \"stdout\"",
+        ] {
+            assert!(text.contains(expected), "portcullis.toml lacks {expected}");
+        }
+        let text = text
+            .replace("127.0.0.1:8080", &listen.to_string())
+            .replace("127.0.0.1:9901", &admin.to_string())
+            .replace(
+                "realm = \"tasks\"",
+                &format!(
+                    "realm = \"tasks\"\n\
+                     grace_period_seconds = 3\n\
+                     graceful_shutdown_timeout_seconds = 2\n\
+                     upgrade_socket = {:?}\n\
+                     pid_file = {:?}",
+                    upgrade_socket.to_str().unwrap(),
+                    dir.path().join("portcullis.pid").to_str().unwrap(),
+                ),
+            )
+            .replace(
+                "sink = \"stdout\"",
+                "sink = \"file\"\npath = \"decisions.log\"",
+            );
+        let text = format!("{text}\n[reload]\nwatch = false\n");
+        std::fs::write(&config, text).unwrap();
+        Env {
+            dir,
+            config,
+            listen,
+            admin,
+            upgrade_socket,
+            decision_log,
+            upstream,
+            issuer,
+            issuer_url,
+            _issuer_task: issuer_task,
+        }
+    }
+
+    /// Replaces the repository's policies with a copy in the directory, to be edited.
+    fn copy_policies(&self) -> PathBuf {
+        let policies = self.dir.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        for name in ["schema.cedarschema", "entities.json", "tasks.cedar"] {
+            std::fs::copy(
+                common::repo_path("policies").join(name),
+                policies.join(name),
+            )
+            .unwrap();
+        }
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("policies ="))
+            .unwrap()
+            .to_string();
+        std::fs::write(&self.config, text.replace(&line, "policies = \"policies\"")).unwrap();
+        policies
+    }
+
+    /// Starts `portcullis run` (with `--upgrade` when `upgrade`); output goes to `<name>.log`.
+    fn spawn(&self, name: &str, upgrade: bool) -> Running {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command.args(["run", "--config"]).arg(&self.config);
+        if upgrade {
+            command.arg("--upgrade");
+        }
+        let child = command
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap();
+        Running { child, log }
+    }
+
+    /// Waits until the proxy answers `/health` with 200.
+    async fn wait_until_serving(&self, gateway: &mut Running) {
+        let listen = self.listen;
+        let up = eventually(Duration::from_secs(30), || async move {
+            status_of(listen, "/health", None).await == Some(200)
+        })
+        .await;
+        assert!(
+            up,
+            "the gateway did not come up (exit: {:?}):\n{}",
+            gateway.exited(),
+            gateway.output()
+        );
+    }
+
+    fn token(&self, subject: &str) -> String {
+        self.issuer
+            .mint(
+                SigningAlg::Es256,
+                &demo_claims(
+                    &self.issuer_url,
+                    AUDIENCE,
+                    subject,
+                    &["manager"],
+                    "org_acme",
+                ),
+            )
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
+    let env = Env::new().await;
+    let mut gateway = env.spawn("gateway", false);
+    env.wait_until_serving(&mut gateway).await;
+    let token = env.token("alice");
+    // The pid file names the process (pingora writes one only when daemonized).
+    let pid_file = env.dir.path().join("portcullis.pid");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        gateway.pid()
+    );
+    assert_eq!(status_of(env.admin, "/readyz", None).await, Some(200));
+
+    // Three authorized requests that the upstream answers only after 1.5 s.
+    let before = env.upstream.count();
+    let slow: Vec<JoinHandle<std::io::Result<Response>>> = (0..3)
+        .map(|_| {
+            let (listen, token) = (env.listen, token.clone());
+            tokio::spawn(async move {
+                request(listen, TASK, Some(&token), &[("x-echo-delay-ms", "1500")]).await
+            })
+        })
+        .collect();
+    let upstream = &env.upstream;
+    assert!(
+        eventually(Duration::from_secs(20), || async move {
+            upstream.count() >= before + 3
+        })
+        .await,
+        "the slow requests did not reach the upstream:\n{}",
+        gateway.output()
+    );
+
+    gateway.signal("TERM");
+
+    // The listener closes: new connections are refused, while the three are still running.
+    let listen = env.listen;
+    let refused = eventually(Duration::from_secs(20), || async move {
+        TcpStream::connect(listen).await.is_err()
+    })
+    .await;
+    assert!(refused, "the listener stayed open after SIGTERM");
+    // While draining, the admin listener still answers, and says not ready.
+    assert_eq!(status_of(env.admin, "/readyz", None).await, Some(503));
+    assert_eq!(status_of(env.admin, "/healthz", None).await, Some(200));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        status_of(env.listen, "/health", None).await,
+        None,
+        "a request after SIGTERM was served"
+    );
+
+    for (n, handle) in slow.into_iter().enumerate() {
+        let response = handle
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("in-flight request {n} failed: {e}\n{}", gateway.output()));
+        assert_eq!(response.status, 200, "in-flight request {n}: {response:?}");
+        let body = response.json();
+        assert_eq!(body["method"], "GET", "{body}");
+        assert_eq!(body["target"], TASK, "{body}");
+    }
+
+    let status = gateway.exit_within(Duration::from_secs(30)).await;
+    let status =
+        status.unwrap_or_else(|| panic!("still running 30 s after SIGTERM:\n{}", gateway.output()));
+    assert!(
+        status.success(),
+        "exit status {status} after SIGTERM:\n{}",
+        gateway.output()
+    );
+    assert!(!pid_file.exists(), "the pid file outlived the process");
+
+    // Flushed at exit: one record per slow request, each allowed and 200.
+    let records = decision_records(&env.decision_log);
+    let tasks: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["route"] == "read-task")
+        .collect();
+    assert_eq!(tasks.len(), 3, "{records:#?}");
+    for record in tasks {
+        assert_eq!(record["status"], 200, "{record}");
+        assert_eq!(record["decision"], "allow", "{record}");
+        assert_eq!(record["principal"], "User::\"alice\"", "{record}");
+    }
+}
+
+/// Counts of a client loop's requests.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: usize,
+    failed: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_upgrade_hands_the_listening_socket_to_a_new_process() {
+    let env = Env::new().await;
+    let mut old = env.spawn("old", false);
+    env.wait_until_serving(&mut old).await;
+    let token = env.token("alice");
+    assert_eq!(status_of(env.listen, TASK, Some(&token)).await, Some(200));
+
+    // The new process fetches its keys, then waits (in pingora's bootstrap, for about 6 s) on
+    // the upgrade socket, which it creates.
+    let mut new = env.spawn("new", true);
+    let socket = env.upgrade_socket.clone();
+    let waiting = eventually(Duration::from_secs(20), || {
+        let socket = socket.clone();
+        async move { socket.exists() }
+    })
+    .await;
+    assert!(
+        waiting,
+        "the new process never opened the upgrade socket (exit: {:?}):\n{}",
+        new.exited(),
+        new.output()
+    );
+
+    // A client loop across the handover.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (stop, listen, token) = (stop.clone(), env.listen, token.clone());
+        tokio::spawn(async move {
+            let mut tally = Tally::default();
+            while !stop.load(Ordering::Acquire) {
+                match request(listen, TASK, Some(&token), &[]).await {
+                    Ok(r) if r.status == 200 => tally.ok += 1,
+                    Ok(r) => tally.failed.push(format!("status {}", r.status)),
+                    Err(e) => tally.failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tally
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    old.signal("QUIT");
+
+    // The old process sends its sockets, serves 5 s more (pingora's CLOSE_TIMEOUT) beside the
+    // new one, stops accepting, waits its grace period and exits.
+    let status = old.exit_within(Duration::from_secs(60)).await;
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "the old process still runs 60 s after SIGQUIT:\n{}\n--- new:\n{}",
+            old.output(),
+            new.output()
+        )
+    });
+    assert!(status.success(), "old process: {status}\n{}", old.output());
+    assert!(
+        new.exited().is_none(),
+        "the new process exited: {:?}\n{}",
+        new.exited(),
+        new.output()
+    );
+
+    // The loop keeps running a moment against the new process alone.
+    let served_before = env.upstream.count();
+    let upstream = &env.upstream;
+    assert!(
+        eventually(Duration::from_secs(20), || async move {
+            upstream.count() >= served_before + 5
+        })
+        .await,
+        "nothing served after the old process exited:\n{}",
+        new.output()
+    );
+    stop.store(true, Ordering::Release);
+    let tally = client.await.unwrap();
+    eprintln!(
+        "handover: {} requests served, {} failed: {:?}",
+        tally.ok,
+        tally.failed.len(),
+        tally.failed
+    );
+
+    // The new process serves on the same port, with the old one gone.
+    assert_eq!(status_of(env.listen, TASK, Some(&token)).await, Some(200));
+    assert_eq!(status_of(env.listen, TASK, None).await, Some(401));
+    assert!(new.exited().is_none(), "{}", new.output());
+    // Its admin listener binds once the old process has released the address.
+    let admin = env.admin;
+    assert!(
+        eventually(Duration::from_secs(20), || async move {
+            status_of(admin, "/healthz", None).await == Some(200)
+        })
+        .await,
+        "the new process's admin listener never came up:\n{}",
+        new.output()
+    );
+    // Both processes accept on the one listening socket for pingora's 5 s CLOSE_TIMEOUT, and
+    // its kernel accept queue survives the old process closing its copy, so no request is
+    // refused or dropped: over 13 runs (some with two copies of this file running at once)
+    // about 640 requests crossed each handover and none failed.
+    assert!(
+        tally.failed.is_empty(),
+        "requests failed during the handover ({} served): {:?}\n--- old:\n{}\n--- new:\n{}",
+        tally.ok,
+        tally.failed,
+        old.output(),
+        new.output()
+    );
+    assert!(tally.ok > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_policies_and_reopens_the_decision_log() {
+    let env = Env::new().await;
+    let policies = env.copy_policies();
+    let mut gateway = env.spawn("gateway", false);
+    env.wait_until_serving(&mut gateway).await;
+    let token = env.token("alice");
+
+    assert_eq!(status_of(env.listen, TASK, Some(&token)).await, Some(200));
+    let log = env.decision_log.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let log = log.clone();
+            async move { !task_records(&decision_records(&log), 200).is_empty() }
+        })
+        .await,
+        "the 200 record never reached {}",
+        env.decision_log.display()
+    );
+
+    // Rotation (logrotate's rename), and a policy that forbids alice everything.
+    let rotated = env.dir.path().join("decisions.log.1");
+    std::fs::rename(&env.decision_log, &rotated).unwrap();
+    std::fs::write(
+        policies.join("lockdown.cedar"),
+        "@id(\"lockdown\")\nforbid (principal == User::\"alice\", action, resource);\n",
+    )
+    .unwrap();
+    // Nothing watches the files ([reload] watch = false): still the old policies.
+    assert_eq!(status_of(env.listen, TASK, Some(&token)).await, Some(200));
+
+    gateway.signal("HUP");
+    let (listen, token_ref) = (env.listen, &token);
+    assert!(
+        eventually(Duration::from_secs(20), || async move {
+            status_of(listen, TASK, Some(token_ref)).await == Some(403)
+        })
+        .await,
+        "the policy change was not loaded after SIGHUP:\n{}",
+        gateway.output()
+    );
+    assert!(gateway.exited().is_none(), "SIGHUP ended the process");
+
+    // The 403 lands in the new file, the 200 stayed in the rotated one. (SIGHUP asks for the
+    // reopen before it reloads, so no 403 can reach the old file; the writer would also notice
+    // the rename by itself within a second, so this does not tell the two apart.)
+    let log = env.decision_log.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let log = log.clone();
+            async move { !task_records(&decision_records(&log), 403).is_empty() }
+        })
+        .await,
+        "no 403 record in the reopened {}:\n{:#?}\n{}",
+        env.decision_log.display(),
+        decision_records(&env.decision_log),
+        gateway.output()
+    );
+    assert!(env.decision_log.exists());
+    let denied = decision_records(&env.decision_log);
+    let denied = task_records(&denied, 403);
+    assert_eq!(denied[0]["decision"], "deny", "{}", denied[0]);
+    assert_eq!(
+        denied[0]["policies"],
+        serde_json::json!(["lockdown"]),
+        "{}",
+        denied[0]
+    );
+    let old = decision_records(&rotated);
+    assert!(!task_records(&old, 200).is_empty(), "{old:#?}");
+    assert!(task_records(&old, 403).is_empty(), "{old:#?}");
+}
