@@ -2,8 +2,9 @@
 //!
 //! The directories are watched, not the files: editors replace files by rename, and a
 //! Kubernetes ConfigMap volume swaps a `..data` symlink in the mounted directory, neither of
-//! which a watch on the old file would see. Events are debounced, then the inputs are hashed:
-//! an event that changed nothing (an unrelated file, a touch) does not make a new snapshot. The
+//! which a watch on the old file would see. Events are debounced, then the inputs are hashed
+//! (`Gateway::reload_if_changed`): an event that changed nothing (an unrelated file, a touch)
+//! does not make a new snapshot. The
 //! new snapshot is built and validated off the request path (`Gateway::reload`); on error the
 //! last good one keeps serving and the error is logged with its file and line.
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use aws_lc_rs::digest::{Context, SHA256};
 use notify::{RecursiveMode, Watcher};
 
+use crate::config::ConfigError;
 use crate::snapshot::Gateway;
 
 /// SHA-256 over the hot-reloadable inputs: the routes file and every visible file in the
@@ -47,7 +49,11 @@ pub fn fingerprint(routes_file: &Path, policies_dir: &Path) -> Vec<u8> {
 
 /// Reloads now and logs the result; `why` says what triggered it.
 pub fn reload_and_log(gateway: &Gateway, why: &str) {
-    match gateway.reload() {
+    log_reload(gateway, why, gateway.reload());
+}
+
+fn log_reload(gateway: &Gateway, why: &str, result: Result<u64, ConfigError>) {
+    match result {
         Ok(version) => log::info!("{why}: routes and policies reloaded (snapshot {version})"),
         Err(e) => log::error!(
             "{why}: reload failed, still serving snapshot {}:\n{e}",
@@ -101,7 +107,6 @@ pub async fn watch(gateway: Arc<Gateway>, debounce: Duration) -> notify::Result<
             .join(", ")
     );
 
-    let mut inputs = fingerprint(&settings.routes_file, &settings.policies_dir);
     let static_settings = std::fs::read(&settings.file).ok();
     let mut restart_reported = false;
     while changes.recv().await.is_some() {
@@ -122,10 +127,8 @@ pub async fn watch(gateway: Arc<Gateway>, debounce: Duration) -> notify::Result<
             );
             restart_reported = true;
         }
-        let now = fingerprint(&settings.routes_file, &settings.policies_dir);
-        if now != inputs {
-            inputs = now;
-            reload_and_log(&gateway, "files changed");
+        if let Some(result) = gateway.reload_if_changed() {
+            log_reload(&gateway, "files changed", result);
         }
     }
     Ok(())

@@ -14,7 +14,7 @@ use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::stream::Stream;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{RunArgs, Server};
+use pingora_core::server::{ExecutionPhase, RunArgs, Server};
 use pingora_core::services::listening::Service;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -73,7 +73,6 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
         // the probes must get answers (/readyz: 503 until the keys are in).
         let _guard = runtime.enter();
         tokio::spawn(reload_on_hangup(gateway.clone(), decision_log.clone())?);
-        tokio::spawn(drain_on_stop(gateway.clone())?);
         tokio::spawn(admin_listener(gateway.clone()));
     }
     let missing = runtime.block_on(gateway.fetch_keys());
@@ -94,6 +93,7 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
             });
         }
     }
+    let background = runtime.handle().clone();
     // The runtime lives on its own threads for the life of the process.
     std::thread::Builder::new()
         .name("portcullis-background".to_string())
@@ -113,6 +113,10 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    background.spawn(drain_when_stopping(
+        gateway.clone(),
+        server.watch_execution_phase(),
+    ));
     server.bootstrap();
     let mut service = Service::new(
         "portcullis".to_string(),
@@ -169,18 +173,28 @@ fn remove_pid_file(path: &str) {
     }
 }
 
-/// SIGTERM and SIGQUIT start a drain (pingora handles the signals themselves): from then on
-/// `/readyz` answers 503, so a load balancer stops sending new requests.
-fn drain_on_stop(gateway: Arc<Gateway>) -> std::io::Result<impl std::future::Future<Output = ()>> {
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut quit = signal(SignalKind::quit())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = quit.recv() => {}
+/// Readiness turns false as soon as pingora starts a graceful shutdown or upgrade, so a load
+/// balancer stops sending new requests. Following pingora's phases rather than installing our
+/// own SIGTERM/SIGQUIT handlers leaves those signals' default action in place until pingora
+/// takes them over.
+async fn drain_when_stopping(
+    gateway: Arc<Gateway>,
+    mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
+) {
+    loop {
+        match phases.recv().await {
+            Ok(
+                ExecutionPhase::GracefulTerminate
+                | ExecutionPhase::GracefulUpgradeTransferringFds
+                | ExecutionPhase::ShutdownStarted,
+            )
+            | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                gateway.start_draining();
+                return;
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
         }
-        gateway.start_draining();
-    })
+    }
 }
 
 /// SIGHUP: reload routes and policies, and reopen a file decision log (after rotation). The

@@ -13,6 +13,7 @@ use crate::authn::Authenticator;
 use crate::authz::{PolicyBundle, RouteAuthz};
 use crate::config::{load_snapshot, ConfigError, Settings};
 use crate::metrics::Metrics;
+use crate::reload::fingerprint;
 use crate::routes::RouteTable;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +74,9 @@ pub struct Gateway {
     pub authenticator: Arc<Authenticator>,
     pub metrics: Metrics,
     snapshot: ArcSwap<Snapshot>,
-    /// Serializes reloads, so versions increase in the order snapshots are swapped in.
-    reloading: Mutex<()>,
+    /// Serializes reloads, so versions increase in the order snapshots are swapped in; holds
+    /// the fingerprint of the files the last load (good or bad) read.
+    last_inputs: Mutex<Vec<u8>>,
     /// Set once a shutdown or upgrade has begun.
     draining: AtomicBool,
 }
@@ -83,12 +85,13 @@ impl Gateway {
     pub fn new(settings: Settings, authenticator: Authenticator, snapshot: Snapshot) -> Self {
         let metrics = Metrics::new();
         metrics.snapshot_loaded(snapshot.version);
+        let inputs = fingerprint(&settings.routes_file, &settings.policies_dir);
         Gateway {
             settings,
             authenticator: Arc::new(authenticator),
             metrics,
             snapshot: ArcSwap::from_pointee(snapshot),
-            reloading: Mutex::new(()),
+            last_inputs: Mutex::new(inputs),
             draining: AtomicBool::new(false),
         }
     }
@@ -111,10 +114,31 @@ impl Gateway {
     /// already pinned the old snapshot finish on it. On any error the running snapshot stays,
     /// and the failure is counted. Returns the new version.
     pub fn reload(&self) -> Result<u64, ConfigError> {
-        let _one_at_a_time = self
-            .reloading
+        let mut last_inputs = self.lock_reloads();
+        *last_inputs = fingerprint(&self.settings.routes_file, &self.settings.policies_dir);
+        self.load_next()
+    }
+
+    /// `reload`, only if the files differ from those the last load (good or bad) read: a file
+    /// event that changed nothing makes no new snapshot, and a broken file is not retried
+    /// until it changes. `None` when nothing changed.
+    pub fn reload_if_changed(&self) -> Option<Result<u64, ConfigError>> {
+        let mut last_inputs = self.lock_reloads();
+        let current = fingerprint(&self.settings.routes_file, &self.settings.policies_dir);
+        if *last_inputs == current {
+            return None;
+        }
+        *last_inputs = current;
+        Some(self.load_next())
+    }
+
+    fn lock_reloads(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.last_inputs
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn load_next(&self) -> Result<u64, ConfigError> {
         let version = self.snapshot.load().version + 1;
         match load_snapshot(&self.settings, version) {
             Ok(snapshot) => {

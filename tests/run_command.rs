@@ -53,9 +53,19 @@ async fn run_serves_and_stops_on_sigterm() {
     write_config(dir.path(), &issuer_url, upstream.address);
     let listen = free_port();
     let config = dir.path().join("portcullis.toml");
+    // Its own ports and files: tests run in parallel, and next to a demo.
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("127.0.0.1:8080", &listen.to_string());
+        .replace("127.0.0.1:8080", &listen.to_string())
+        .replace("127.0.0.1:9901", &free_port().to_string())
+        .replace(
+            "realm = \"tasks\"",
+            &format!(
+                "realm = \"tasks\"\npid_file = {:?}\nupgrade_socket = {:?}",
+                dir.path().join("portcullis.pid"),
+                dir.path().join("upgrade.sock")
+            ),
+        );
     std::fs::write(&config, text).unwrap();
 
     let gateway = Running(
