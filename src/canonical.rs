@@ -239,12 +239,6 @@ fn decode_segment(raw: &[u8]) -> Result<String, TargetError> {
             match decoded {
                 b'/' | b'\\' => return Err(TargetError::EncodedSeparator),
                 0x00..=0x1f | 0x7f => return Err(TargetError::ControlCharacter),
-                b'%' if raw.len() > i + 4
-                    && hex_value(raw[i + 3]).is_some()
-                    && hex_value(raw[i + 4]).is_some() =>
-                {
-                    return Err(TargetError::DoubleEncoding)
-                }
                 _ => bytes.push(decoded),
             }
             i += 3;
@@ -261,6 +255,15 @@ fn decode_segment(raw: &[u8]) -> Result<String, TargetError> {
         }
         bytes.push(b);
         i += 1;
+    }
+    // Every decoded `%` came from `%25`. Followed by two hex digits, however they were
+    // spelled (`%252e`, `%254%31`, `%25%34%31`), it is an escape that a second decoding in the
+    // application would turn into another character.
+    let escape_survives = bytes
+        .windows(3)
+        .any(|w| w[0] == b'%' && hex_value(w[1]).is_some() && hex_value(w[2]).is_some());
+    if escape_survives {
+        return Err(TargetError::DoubleEncoding);
     }
     String::from_utf8(bytes).map_err(|_| TargetError::InvalidUtf8)
 }
@@ -336,6 +339,10 @@ mod tests {
         assert_eq!(err("//a"), TargetError::EmptySegment);
         assert_eq!(err("/a;jsessionid=1/b"), TargetError::PathParameter);
         assert_eq!(err("/a%252e"), TargetError::DoubleEncoding);
+        // Found by fuzz/canonicalize: the escape's digits spelled partly or wholly encoded.
+        assert_eq!(err("/a%254%31"), TargetError::DoubleEncoding);
+        assert_eq!(err("/a%25%34%31"), TargetError::DoubleEncoding);
+        assert_eq!(err("/a%25%32e"), TargetError::DoubleEncoding);
         assert_eq!(err("/a%2"), TargetError::MalformedPercentEncoding);
         assert_eq!(err("/a%zz"), TargetError::MalformedPercentEncoding);
         assert_eq!(err("/a%c0%ae"), TargetError::InvalidUtf8);
