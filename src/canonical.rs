@@ -265,7 +265,13 @@ fn decode_segment(raw: &[u8]) -> Result<String, TargetError> {
     if escape_survives {
         return Err(TargetError::DoubleEncoding);
     }
-    String::from_utf8(bytes).map_err(|_| TargetError::InvalidUtf8)
+    let segment = String::from_utf8(bytes).map_err(|_| TargetError::InvalidUtf8)?;
+    // C1 controls (U+0080..U+009F, e.g. NEL, which some systems treat as a line break) are
+    // control characters too.
+    if segment.chars().any(char::is_control) {
+        return Err(TargetError::ControlCharacter);
+    }
+    Ok(segment)
 }
 
 fn encode_segment(segment: &str, out: &mut String) {
@@ -343,6 +349,9 @@ mod tests {
         assert_eq!(err("/a%254%31"), TargetError::DoubleEncoding);
         assert_eq!(err("/a%25%34%31"), TargetError::DoubleEncoding);
         assert_eq!(err("/a%25%32e"), TargetError::DoubleEncoding);
+        // Found by fuzz/canonicalize: an encoded C1 control (U+009A, U+0085 NEL).
+        assert_eq!(err("/caf%C2%9A"), TargetError::ControlCharacter);
+        assert_eq!(err("/a%C2%85b"), TargetError::ControlCharacter);
         assert_eq!(err("/a%2"), TargetError::MalformedPercentEncoding);
         assert_eq!(err("/a%zz"), TargetError::MalformedPercentEncoding);
         assert_eq!(err("/a%c0%ae"), TargetError::InvalidUtf8);

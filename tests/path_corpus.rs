@@ -83,6 +83,8 @@ const CORPUS: &[(&str, u16, Option<&str>)] = &[
     // Double encoding with the inner escape's digits encoded too (found by fuzz/canonicalize).
     ("/lists/acme%25%32droadmap", 400, None),
     ("/lists/%25%32e%25%32e/globex-ops", 400, None),
+    // An encoded C1 control, NEL (found by fuzz/canonicalize).
+    ("/lists/acme%C2%85roadmap", 400, None),
     ("/lists/%c0%ae%c0%ae/globex-ops", 400, None),
     ("/lists/%c0%af", 400, None),
     ("/lists/%ff", 400, None),
