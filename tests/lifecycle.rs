@@ -334,8 +334,16 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     })
     .await;
     assert!(refused, "the listener stayed open after SIGTERM");
-    // While draining, the admin listener still answers, and says not ready.
-    assert_eq!(status_of(env.admin, "/readyz", None).await, Some(503));
+    // While draining, the admin listener still answers, and says not ready. Readiness follows
+    // pingora's execution phase, which is announced just after the listener closes.
+    let admin = env.admin;
+    assert!(
+        eventually(Duration::from_secs(10), || async move {
+            status_of(admin, "/readyz", None).await == Some(503)
+        })
+        .await,
+        "/readyz stayed ready after SIGTERM"
+    );
     assert_eq!(status_of(env.admin, "/healthz", None).await, Some(200));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
