@@ -11,6 +11,7 @@ use cedar_policy::{Entities, Policy, PolicyId, PolicySet, Schema, ValidationMode
 use miette::Diagnostic;
 
 use super::schema_info::ContextShapes;
+use super::slice::PolicySlices;
 use crate::config::source::{ConfigProblem, SourceFile};
 
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
@@ -20,6 +21,8 @@ pub const ENTITIES_FILE: &str = "entities.json";
 pub struct PolicyBundle {
     pub schema: Schema,
     pub policies: PolicySet,
+    /// `policies` sliced by action: what a request for that action evaluates.
+    pub slices: PolicySlices,
     /// Directory entities (roles, groups, users, resources), closure computed once.
     pub entities: Entities,
     pub contexts: ContextShapes,
@@ -70,6 +73,7 @@ impl PolicyBundle {
 
         match entities {
             Some(entities) if problems.is_empty() => Ok(PolicyBundle {
+                slices: PolicySlices::build(&policies, &schema),
                 schema,
                 policies,
                 entities,

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod context;
 pub mod request;
 pub mod schema_info;
+pub mod slice;
 
 use cedar_policy::{Authorizer, Decision as CedarDecision, Entities, Request};
 
@@ -49,9 +50,14 @@ impl Decision {
     }
 }
 
-/// Evaluates `request` against the bundle's policies.
+/// Evaluates `request` against the bundle's policies: those of its action's slice, which
+/// gives the same response as the whole set (see `slice`).
 pub fn authorize(bundle: &PolicyBundle, request: &Request, entities: &Entities) -> Decision {
-    let response = Authorizer::new().is_authorized(request, &bundle.policies, entities);
+    let policies = request
+        .action()
+        .and_then(|action| bundle.slices.for_action(action))
+        .unwrap_or(&bundle.policies);
+    let response = Authorizer::new().is_authorized(request, policies, entities);
     let mut policies: Vec<String> = response
         .diagnostics()
         .reason()

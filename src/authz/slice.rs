@@ -1,0 +1,233 @@
+//! Policy slicing: for each action, the policies whose action scope can match it.
+//!
+//! Cedar evaluates every policy in the set it is given. A policy whose scope does not match the
+//! request is not applicable: its condition is never evaluated, so it can neither determine the
+//! decision nor produce an error. Leaving out the policies whose *action* scope cannot match
+//! therefore changes nothing in the response (decision, determining policies, errors) while
+//! the work shrinks to the policies that concern the action. Built once per snapshot.
+//!
+//! The action hierarchy is the schema's (action groups), which is the hierarchy Cedar sees:
+//! action entities come from the schema. Template-linked policies are not sliced; a set with
+//! any of them is used whole.
+
+use std::collections::HashMap;
+
+use cedar_policy::{ActionConstraint, EntityUid, PolicySet, Schema};
+
+/// The policy set, sliced by action.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySlices {
+    by_action: HashMap<EntityUid, PolicySet>,
+}
+
+impl PolicySlices {
+    /// Slices `policies` for every action of `schema`. Empty (no slicing) when the schema's
+    /// action hierarchy cannot be read or a policy cannot be copied into a slice.
+    pub fn build(policies: &PolicySet, schema: &Schema) -> Self {
+        Self::try_build(policies, schema).unwrap_or_default()
+    }
+
+    fn try_build(policies: &PolicySet, schema: &Schema) -> Option<Self> {
+        let hierarchy = schema.action_entities().ok()?;
+        let mut by_action = HashMap::new();
+        for action in schema.actions() {
+            let mut in_scope: Vec<&EntityUid> = vec![action];
+            in_scope.extend(hierarchy.ancestors(action).into_iter().flatten());
+            let mut slice = PolicySet::new();
+            for policy in policies.policies() {
+                let applies = match policy.action_constraint() {
+                    ActionConstraint::Any => true,
+                    ActionConstraint::Eq(only) => only == *action,
+                    ActionConstraint::In(groups) => groups.iter().any(|g| in_scope.contains(&g)),
+                };
+                if applies {
+                    slice.add(policy.clone()).ok()?;
+                }
+            }
+            by_action.insert(action.clone(), slice);
+        }
+        Some(PolicySlices { by_action })
+    }
+
+    /// The policies that can apply to `action`; `None` when the action is not sliced (unknown
+    /// to the schema, or slicing is off), in which case the whole set must be used.
+    pub fn for_action(&self, action: &EntityUid) -> Option<&PolicySet> {
+        self.by_action.get(action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Differential test: sliced and whole-set evaluation agree on every request.
+
+    use super::*;
+    use cedar_policy::{Authorizer, Context, Entities, Request, Response};
+    use std::str::FromStr;
+
+    /// A small deterministic generator (xorshift64*), so failures reproduce.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    const ACTIONS: u64 = 100;
+    const GROUPS: u64 = 10;
+    const USERS: u64 = 20;
+    const DOCS: u64 = 20;
+
+    /// 100 actions, each in one of 10 groups, and the groups in one `all` group.
+    fn schema() -> Schema {
+        let mut text = String::from(
+            "entity User = { level: Long };\nentity Doc = { owner: User, level: Long };\n\
+             action all;\n",
+        );
+        for g in 0..GROUPS {
+            text.push_str(&format!("action g{g} in [all];\n"));
+        }
+        for a in 0..ACTIONS {
+            text.push_str(&format!(
+                "action a{a} in [g{}] appliesTo {{ principal: User, resource: Doc, \
+                 context: {{ n?: Long }} }};\n",
+                a % GROUPS
+            ));
+        }
+        Schema::from_cedarschema_str(&text).unwrap().0
+    }
+
+    fn policy_text(rng: &mut Rng, id: usize) -> String {
+        let forbid = rng.below(10) == 0;
+        // Mostly policies about one action or a group, as real policy sets are; a few about
+        // every action.
+        let action = match rng.below(100) {
+            0..=1 => "action".to_string(),
+            2..=3 => "action in Action::\"all\"".to_string(),
+            4..=23 => format!("action in Action::\"g{}\"", rng.below(GROUPS)),
+            24..=43 => format!(
+                "action in [Action::\"a{}\", Action::\"g{}\"]",
+                rng.below(ACTIONS),
+                rng.below(GROUPS)
+            ),
+            _ => format!("action == Action::\"a{}\"", rng.below(ACTIONS)),
+        };
+        let principal = match rng.below(3) {
+            0 => format!("principal == User::\"u{}\"", rng.below(USERS)),
+            _ => "principal".to_string(),
+        };
+        // Some conditions error on purpose (a context attribute that is often missing). A
+        // forbid always has a condition, or a few would deny everything.
+        let condition = match rng.below(5) {
+            0 if !forbid => String::new(),
+            0 => "when { principal.level > 3 }".to_string(),
+            1 => "when { resource.owner == principal }".to_string(),
+            2 => format!("when {{ principal.level > {} }}", rng.below(5)),
+            3 => format!("when {{ context.n > {} }}", rng.below(5)),
+            _ => "unless { resource.level < principal.level }".to_string(),
+        };
+        let effect = if forbid { "forbid" } else { "permit" };
+        format!("@id(\"p{id}\")\n{effect} ({principal}, {action}, resource) {condition};\n")
+    }
+
+    fn entities(schema: &Schema, rng: &mut Rng) -> Entities {
+        let mut list = Vec::new();
+        for u in 0..USERS {
+            list.push(serde_json::json!({
+                "uid": {"type": "User", "id": format!("u{u}")},
+                "attrs": {"level": rng.below(5)}, "parents": []
+            }));
+        }
+        for d in 0..DOCS {
+            list.push(serde_json::json!({
+                "uid": {"type": "Doc", "id": format!("d{d}")},
+                "attrs": {
+                    "owner": {"__entity": {"type": "User", "id": format!("u{}", rng.below(USERS))}},
+                    "level": rng.below(5)
+                },
+                "parents": []
+            }));
+        }
+        Entities::from_json_value(serde_json::Value::Array(list), Some(schema)).unwrap()
+    }
+
+    fn summary(response: &Response) -> (bool, Vec<String>, Vec<String>) {
+        let mut reasons: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        reasons.sort();
+        let mut errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(ToString::to_string)
+            .collect();
+        errors.sort();
+        (
+            response.decision() == cedar_policy::Decision::Allow,
+            reasons,
+            errors,
+        )
+    }
+
+    #[test]
+    fn sliced_and_whole_set_evaluation_agree_on_every_request() {
+        let schema = schema();
+        let mut rng = Rng(0x5EED_CAFE_F00D_1234);
+        let text: String = (0..1000).map(|id| policy_text(&mut rng, id)).collect();
+        let policies = PolicySet::from_str(&text).unwrap();
+        let slices = PolicySlices::build(&policies, &schema);
+        // Every action and action group of the schema (100 + 10 + `all`) has its slice.
+        assert_eq!(slices.by_action.len(), (ACTIONS + GROUPS + 1) as usize);
+        let largest = slices
+            .by_action
+            .values()
+            .map(|s| s.policies().count())
+            .max();
+        assert!(
+            largest.unwrap() < 300,
+            "slicing removed little: {largest:?}"
+        );
+        let entities = entities(&schema, &mut rng);
+        let authorizer = Authorizer::new();
+        let (mut allows, mut with_errors) = (0, 0);
+        for _ in 0..1000 {
+            let action =
+                EntityUid::from_str(&format!("Action::\"a{}\"", rng.below(ACTIONS))).unwrap();
+            let principal =
+                EntityUid::from_str(&format!("User::\"u{}\"", rng.below(USERS))).unwrap();
+            let resource = EntityUid::from_str(&format!("Doc::\"d{}\"", rng.below(DOCS))).unwrap();
+            let context = if rng.below(2) == 0 {
+                Context::empty()
+            } else {
+                Context::from_json_value(serde_json::json!({"n": rng.below(6)}), None).unwrap()
+            };
+            let request = Request::new(principal, action.clone(), resource, context, None).unwrap();
+            let whole = summary(&authorizer.is_authorized(&request, &policies, &entities));
+            let slice = slices.for_action(&action).unwrap();
+            let sliced = summary(&authorizer.is_authorized(&request, slice, &entities));
+            assert_eq!(sliced, whole, "{request}");
+            allows += usize::from(whole.0);
+            with_errors += usize::from(!whole.2.is_empty());
+        }
+        // The generated set exercises both outcomes and evaluation errors.
+        assert!(allows > 10 && allows < 990, "allows: {allows}");
+        assert!(with_errors > 50, "requests with errors: {with_errors}");
+    }
+
+    #[test]
+    fn unknown_actions_are_not_sliced() {
+        let schema = schema();
+        let policies = PolicySet::from_str("permit (principal, action, resource);").unwrap();
+        let slices = PolicySlices::build(&policies, &schema);
+        let unknown = EntityUid::from_str("Action::\"elsewhere\"").unwrap();
+        assert!(slices.for_action(&unknown).is_none());
+    }
+}
