@@ -94,23 +94,8 @@ async fn a_trusted_proxy_reports_the_client() {
             "realm = \"tasks\"\ntrusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]",
         );
         std::fs::write(&config, text).unwrap();
-        let policies = dir.join("policies");
-        std::fs::create_dir(&policies).unwrap();
-        for name in ["schema.cedarschema", "entities.json"] {
-            std::fs::copy(
-                common::repo_path("policies").join(name),
-                policies.join(name),
-            )
-            .unwrap();
-        }
+        let policies = common::use_own_policies(dir, &["schema.cedarschema", "entities.json"]);
         std::fs::write(policies.join("ip.cedar"), CLIENT_IP_POLICY).unwrap();
-        let text = std::fs::read_to_string(&config).unwrap();
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("policies ="))
-            .unwrap()
-            .to_string();
-        std::fs::write(&config, text.replace(&line, "policies = \"policies\"")).unwrap();
     })
     .await;
     // The peer (127.0.0.1) is trusted: its chain is kept and extended, its other forwarding

@@ -222,23 +222,10 @@ impl Env {
 
     /// Replaces the repository's policies with a copy in the directory, to be edited.
     fn copy_policies(&self) -> PathBuf {
-        let policies = self.dir.path().join("policies");
-        std::fs::create_dir(&policies).unwrap();
-        for name in ["schema.cedarschema", "entities.json", "tasks.cedar"] {
-            std::fs::copy(
-                common::repo_path("policies").join(name),
-                policies.join(name),
-            )
-            .unwrap();
-        }
-        let text = std::fs::read_to_string(&self.config).unwrap();
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("policies ="))
-            .unwrap()
-            .to_string();
-        std::fs::write(&self.config, text.replace(&line, "policies = \"policies\"")).unwrap();
-        policies
+        common::use_own_policies(
+            self.dir.path(),
+            &["schema.cedarschema", "entities.json", "tasks.cedar"],
+        )
     }
 
     /// Starts `portcullis run` (with `--upgrade` when `upgrade`); output goes to `<name>.log`.

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{raw_exchange, repo_path, TestEnv};
+use common::{raw_exchange, repo_path, use_own_policies, TestEnv};
 use portcullis::reload;
 use serde_json::Value;
 
@@ -17,31 +17,22 @@ use serde_json::Value;
 const FREEZE: &str =
     "\n@id(\"freeze-lists\")\nforbid (principal, action == Action::\"ReadList\", resource);\n";
 
+const POLICY_FILES: &[&str] = &["schema.cedarschema", "tasks.cedar", "entities.json"];
+
 /// A TestEnv whose policies are a copy in its own directory (so tests can change them).
 async fn env_with_own_policies() -> TestEnv {
     TestEnv::start_with(|dir, _| {
-        copy_policies(&dir.join("policies"));
-        point_at_own_policies(dir);
+        use_own_policies(dir, POLICY_FILES);
     })
     .await
 }
 
+/// Copies the repository's policies into `to` (a ConfigMap revision directory).
 fn copy_policies(to: &Path) {
     std::fs::create_dir_all(to).unwrap();
-    for name in ["schema.cedarschema", "tasks.cedar", "entities.json"] {
+    for name in POLICY_FILES {
         std::fs::copy(repo_path("policies").join(name), to.join(name)).unwrap();
     }
-}
-
-fn point_at_own_policies(dir: &Path) {
-    let config = dir.join("portcullis.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("policies ="))
-        .unwrap()
-        .to_string();
-    std::fs::write(&config, text.replace(&line, "policies = \"policies\"")).unwrap();
 }
 
 async fn admin_get(env: &TestEnv, path: &str) -> common::Response {
@@ -393,10 +384,11 @@ async fn a_configmap_symlink_swap_triggers_a_reload() {
         std::fs::create_dir(&mount).unwrap();
         copy_policies(&mount.join("..2026_11_22_10_00_00.1"));
         std::os::unix::fs::symlink("..2026_11_22_10_00_00.1", mount.join("..data")).unwrap();
-        for name in ["schema.cedarschema", "tasks.cedar", "entities.json"] {
+        for name in POLICY_FILES {
             std::os::unix::fs::symlink(format!("..data/{name}"), mount.join(name)).unwrap();
         }
-        point_at_own_policies(dir);
+        // Points the configuration at `policies/` (the links are already there).
+        use_own_policies(dir, &[]);
     })
     .await;
     let watcher = tokio::spawn(reload::watch(env.state.clone(), Duration::from_millis(100)));

@@ -160,6 +160,25 @@ pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// Copies the named files of the repository's `policies/` into `<dir>/policies` (where a test
+/// may change them) and points `<dir>/portcullis.toml` at that copy. Returns the copy's path.
+pub fn use_own_policies(dir: &Path, files: &[&str]) -> PathBuf {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    for name in files {
+        std::fs::copy(repo_path("policies").join(name), policies.join(name)).unwrap();
+    }
+    let config = dir.join("portcullis.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("policies ="))
+        .unwrap()
+        .to_string();
+    std::fs::write(&config, text.replace(&line, "policies = \"policies\"")).unwrap();
+    policies
+}
+
 /// The repository's portcullis.toml with the issuer and upstream moved to test ports.
 pub fn write_config(dir: &Path, issuer_url: &str, upstream: SocketAddr) {
     let gateway = std::fs::read_to_string(repo_path("portcullis.toml"))
