@@ -51,12 +51,7 @@ fn readiness(gateway: &Gateway) -> Response<ResponseBody> {
             &json!({ "status": "draining", "reason": "shutting down or handing over to a new process" }),
         );
     }
-    let waiting: Vec<&str> = gateway
-        .authenticator
-        .issuers()
-        .filter(|issuer| issuer.keys.current().is_none())
-        .map(|issuer| issuer.name())
-        .collect();
+    let waiting = gateway.authenticator.issuers_without_keys();
     let snapshot = gateway.snapshot().version;
     if waiting.is_empty() {
         json_response(

@@ -243,7 +243,7 @@ fn authenticator_families(authenticator: &Authenticator) -> Vec<prometheus::prot
         &["issuer", "result"],
     )
     .expect("valid metric definition");
-    let keys_ready = IntGauge::new(
+    let without_keys = IntGauge::new(
         "portcullis_issuers_without_keys",
         "Issuers whose keys have never been fetched (their tokens get 401).",
     )
@@ -264,15 +264,13 @@ fn authenticator_families(authenticator: &Authenticator) -> Vec<prometheus::prot
         fetches
             .with_label_values(&[issuer.name(), "failure"])
             .inc_by(counts.failures);
-        if issuer.keys.current().is_none() {
-            keys_ready.inc();
-        }
     }
+    without_keys.set(i64::try_from(authenticator.issuers_without_keys().len()).unwrap_or(i64::MAX));
     let stats = authenticator.cache_stats();
     cache.with_label_values(&["hit"]).inc_by(stats.hits);
     cache.with_label_values(&["miss"]).inc_by(stats.misses);
     let mut families = fetches.collect();
-    families.extend(keys_ready.collect());
+    families.extend(without_keys.collect());
     families.extend(cache.collect());
     families
 }

@@ -3,10 +3,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::{repo_path, run_portcullis, write_config};
-use portcullis::demo::{demo_claims, serve_issuer, DevIssuer, SigningAlg};
+use portcullis::demo::{demo_claims, SigningAlg};
 use serde_json::json;
 
 /// `portcullis explain` with stdout and stderr joined.
@@ -98,10 +96,7 @@ fn explains_a_deny_with_the_determining_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explains_a_real_token_verified_with_the_issuers_keys() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer_url = format!("http://{}/", listener.local_addr().unwrap());
-    let issuer = Arc::new(DevIssuer::generate(issuer_url.clone()).unwrap());
-    let server = tokio::spawn(serve_issuer(issuer.clone(), listener));
+    let (issuer, issuer_url, server) = common::start_dev_issuer().await;
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &issuer_url, "127.0.0.1:9".parse().unwrap());
     let config = dir.path().join("portcullis.toml");

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{try_exchange, write_config, EchoUpstream, Response, AUDIENCE};
-use portcullis::demo::{demo_claims, serve_issuer, DevIssuer, SigningAlg};
+use portcullis::demo::{demo_claims, DevIssuer, SigningAlg};
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 const TASK: &str = "/lists/acme-roadmap/tasks/t1";
@@ -164,10 +164,7 @@ struct Env {
 impl Env {
     async fn new() -> Self {
         let upstream = EchoUpstream::start().await;
-        let issuer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let issuer_url = format!("http://{}/", issuer_listener.local_addr().unwrap());
-        let issuer = Arc::new(DevIssuer::generate(issuer_url.clone()).unwrap());
-        let issuer_task = tokio::spawn(serve_issuer(issuer.clone(), issuer_listener));
+        let (issuer, issuer_url, issuer_task) = common::start_dev_issuer().await;
 
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), &issuer_url, upstream.address);

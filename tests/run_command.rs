@@ -5,12 +5,10 @@ mod common;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{try_exchange, write_config, EchoUpstream, AUDIENCE};
-use portcullis::demo::{demo_claims, serve_issuer, DevIssuer, SigningAlg};
-use tokio::net::TcpListener;
+use portcullis::demo::{demo_claims, SigningAlg};
 
 struct Running(Child);
 
@@ -44,10 +42,7 @@ async fn get(address: SocketAddr, target: &str, token: Option<&str>) -> Option<u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_and_stops_on_sigterm() {
     let upstream = EchoUpstream::start().await;
-    let issuer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer_url = format!("http://{}/", issuer_listener.local_addr().unwrap());
-    let issuer = Arc::new(DevIssuer::generate(issuer_url.clone()).unwrap());
-    tokio::spawn(serve_issuer(issuer.clone(), issuer_listener));
+    let (issuer, issuer_url, _issuer_task) = common::start_dev_issuer().await;
 
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &issuer_url, upstream.address);

@@ -88,7 +88,15 @@ impl Authenticator {
 
     /// Whether every issuer has a key set.
     pub fn has_all_keys(&self) -> bool {
-        self.issuers().all(|i| i.keys.current().is_some())
+        self.issuers_without_keys().is_empty()
+    }
+
+    /// Issuers whose keys were never fetched: their tokens get 401.
+    pub fn issuers_without_keys(&self) -> Vec<&str> {
+        self.issuers()
+            .filter(|issuer| issuer.keys.current().is_none())
+            .map(|issuer| issuer.name())
+            .collect()
     }
 
     pub fn cache_stats(&self) -> CacheStats {

@@ -160,6 +160,16 @@ pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
+/// A dev issuer serving its discovery document and JWKS on an ephemeral loopback port: the
+/// issuer, its URL (`http://127.0.0.1:PORT/`) and the serving task.
+pub async fn start_dev_issuer() -> (Arc<DevIssuer>, String, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let issuer = Arc::new(DevIssuer::generate(url.clone()).unwrap());
+    let task = tokio::spawn(serve_issuer(issuer.clone(), listener));
+    (issuer, url, task)
+}
+
 /// Copies the named files of the repository's `policies/` into `<dir>/policies` (where a test
 /// may change them) and points `<dir>/portcullis.toml` at that copy. Returns the copy's path.
 pub fn use_own_policies(dir: &Path, files: &[&str]) -> PathBuf {
@@ -232,10 +242,7 @@ impl TestEnv {
     /// `start` with `edit` run on the written configuration directory before loading.
     pub async fn start_with(edit: impl FnOnce(&Path, SocketAddr)) -> Self {
         let upstream = EchoUpstream::start().await;
-        let issuer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let issuer_url = format!("http://{}/", issuer_listener.local_addr().unwrap());
-        let issuer = Arc::new(DevIssuer::generate(issuer_url.clone()).unwrap());
-        let issuer_task = tokio::spawn(serve_issuer(issuer.clone(), issuer_listener));
+        let (issuer, issuer_url, issuer_task) = start_dev_issuer().await;
 
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), &issuer_url, upstream.address);
