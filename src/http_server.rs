@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,12 +38,26 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
+    serve_counting_accepts(listener, Arc::new(AtomicU64::new(0)), handler).await;
+}
+
+/// [`serve`], adding one to `accepted` for every connection accepted (the load test's upstream
+/// measures connection reuse with it).
+pub async fn serve_counting_accepts<F, Fut>(
+    listener: TcpListener,
+    accepted_connections: Arc<AtomicU64>,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
     let handler = Arc::new(handler);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    accepted_connections.fetch_add(1, Ordering::Relaxed);
                     let handler = Arc::clone(&handler);
                     connections.spawn(async move {
                         let service = service_fn(move |req| {

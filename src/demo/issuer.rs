@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{
@@ -152,6 +153,24 @@ impl DevIssuer {
     /// The public JWKS: one RSA and one EC key, coordinates base64url without padding.
     pub fn jwks(&self) -> Value {
         self.jwks.clone()
+    }
+
+    /// The RSA public key as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo), for verifiers that
+    /// take a key file rather than a JWKS (HAProxy's `jwt_verify` in the load test's peer).
+    pub fn rsa_public_key_pem(&self) -> Result<String, DemoError> {
+        let der: PublicKeyX509Der<'static> = self
+            .rsa
+            .public_key()
+            .as_der()
+            .map_err(|_| DemoError::KeyGeneration("RS256"))?;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+        for line in encoded.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END PUBLIC KEY-----\n");
+        Ok(pem)
     }
 
     /// The OIDC discovery document: `{"issuer", "jwks_uri"}`.

@@ -1,0 +1,590 @@
+#!/usr/bin/env python3
+"""Portcullis load test: the gateway against bare pingora, measured in one run.
+
+Started by `loadtest/run`, which builds the binaries first; see loadtest/README.md. Every
+variant sends the same request (GET /lists/acme-roadmap/tasks/t1, the repository's routes and
+policies) through the same kind of connection, and the proxy under test is pinned to its own
+CPUs while the generator, the upstream and the issuer share the others:
+
+  direct   wrk -> upstream (no proxy: the generator and upstream ceiling)
+  bare     wrk -> bare pingora (loadtest/bare_pingora.rs) -> upstream
+  warm     wrk -> Portcullis -> upstream, one token repeated (verified-token cache hits)
+  cold     wrk -> Portcullis -> upstream, a new RS256 token every request (cache misses)
+  deny     wrk -> Portcullis, a valid token the policies forbid (403, nothing forwarded)
+  401      wrk -> Portcullis, a malformed token (401, nothing forwarded)
+  haproxy  wrk -> HAProxy (loadtest/peers/haproxy.cfg: jwt_verify + one role rule) -> upstream
+
+Each round runs every variant closed loop (wrk, as fast as it goes), then open loop (oha at a
+fixed rate, 50 % of that round's bare-pingora throughput, latency corrected for coordinated
+omission). Rounds rotate the order of the variants; medians over rounds are reported, and
+ratios are taken per round against bare pingora of the same round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RELEASE = REPO / "target" / "release"
+REQUEST_PATH = "/lists/acme-roadmap/tasks/t1"
+MALFORMED_AUTHORIZATION = "Bearer eyJhbGciOiJSUzI1NiJ9.not-a-token"
+AUDIENCE = "https://tasks.example.com"
+SETTLE_SECONDS = 0.5
+
+# name -> (proxy, expected status, what the generator sends)
+VARIANTS = {
+    "direct": ("upstream", 200, {}),
+    "bare": ("bare", 200, {}),
+    "warm": ("gateway", 200, {"TOKEN_FILE": "warm.txt"}),
+    "cold": ("gateway", 200, {"TOKENS_FILE": "cold.txt"}),
+    "deny": ("gateway", 403, {"TOKEN_FILE": "deny.txt"}),
+    "401": ("gateway", 401, {"AUTHORIZATION": MALFORMED_AUTHORIZATION}),
+    "haproxy": ("haproxy", 200, {"TOKEN_FILE": "warm.txt"}),
+}
+# A new token every request cannot be sent by oha, which repeats its headers.
+NO_OPEN_LOOP = {"cold"}
+
+TARGETS = [
+    # (label, variant, measure, comparison, bound)
+    ("warm throughput / bare", "warm", "throughput_ratio", ">=", 0.90),
+    ("cold throughput / bare", "cold", "throughput_ratio", ">=", 0.50),
+    ("403 throughput / bare", "deny", "throughput_ratio", ">=", 1.00),
+    ("401 throughput / bare", "401", "throughput_ratio", ">=", 0.95),
+    ("warm added p50 at 50 % load (µs)", "warm", "added_p50_us", "<=", 30),
+    ("warm added p99 at 50 % load (µs)", "warm", "added_p99_us", "<=", 150),
+    ("warm upstream connection reuse", "warm", "upstream_reuse", ">=", 0.99),
+]
+
+
+def log(message: str) -> None:
+    print(f"[loadtest] {message}", file=sys.stderr, flush=True)
+
+
+def parse_cpus(text: str) -> list[int]:
+    cpus: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            low, high = part.split("-")
+            cpus.extend(range(int(low), int(high) + 1))
+        elif part:
+            cpus.append(int(part))
+    return cpus
+
+
+def cpu_list(cpus: list[int]) -> str:
+    return ",".join(str(c) for c in cpus)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_until(what: str, check, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"[loadtest] {what} did not come up within {timeout:.0f} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of `pid` so far (schedstat: nanoseconds on a CPU)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+class Harness:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.out = Path(args.out).resolve()
+        self.work = self.out / "work"
+        if self.work.exists():
+            shutil.rmtree(self.work)
+        self.work.mkdir(parents=True)
+        self.tokens = self.work / "tokens"
+        self.processes: list[subprocess.Popen] = []
+        cpus = sorted(os.sched_getaffinity(0))
+        if args.proxy_cpus:
+            self.proxy_cpus = parse_cpus(args.proxy_cpus)
+        else:
+            count = args.proxy_cores or max(1, len(cpus) // 4)
+            self.proxy_cpus = cpus[-count:]
+        self.other_cpus = [c for c in cpus if c not in self.proxy_cpus]
+        if not self.other_cpus:
+            raise SystemExit("[loadtest] the proxy needs CPUs of its own: leave some for the generator")
+        self.threads = args.proxy_threads or len(self.proxy_cpus)
+        self.connections = args.connections or 32 * len(self.proxy_cpus)
+        self.wrk = shutil.which("wrk")
+        self.oha = args.oha or shutil.which("oha") or str(REPO / "target" / "loadtest-tools" / "bin" / "oha")
+        self.haproxy = shutil.which("haproxy")
+        self.ports = {name: free_port() for name in ("upstream", "issuer", "stats", "gateway", "admin", "bare", "haproxy")}
+        self.pids: dict[str, int] = {}
+
+    # ---- processes -------------------------------------------------------------------------
+
+    def spawn(self, name: str, cpus: list[int], command: list[str], env=None) -> subprocess.Popen:
+        log_file = open(self.work / f"{name}.log", "w")
+        process = subprocess.Popen(
+            ["taskset", "-c", cpu_list(cpus), *command],
+            stdout=subprocess.PIPE if name == "fixture" else log_file,
+            stderr=log_file,
+            env={**os.environ, **(env or {})},
+            text=True,
+        )
+        self.processes.append(process)
+        self.pids[name] = process.pid
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def start(self) -> None:
+        log(f"proxy CPUs {cpu_list(self.proxy_cpus)} ({self.threads} threads); generator, upstream and issuer on {cpu_list(self.other_cpus)}")
+        log(f"minting {self.args.cold_tokens} RS256 tokens for the cold variant")
+        fixture = self.spawn("fixture", self.other_cpus, [
+            str(RELEASE / "examples" / "loadtest-fixture"),
+            "--upstream", f"127.0.0.1:{self.ports['upstream']}",
+            "--issuer", f"127.0.0.1:{self.ports['issuer']}",
+            "--stats", f"127.0.0.1:{self.ports['stats']}",
+            "--tokens", str(self.tokens),
+            "--cold-tokens", str(self.args.cold_tokens),
+            "--threads", str(len(self.other_cpus)),
+        ])
+        if fixture.stdout is None or fixture.stdout.readline().strip() != "ready":
+            raise SystemExit(f"[loadtest] the fixture failed; see {self.work / 'fixture.log'}")
+
+        config = self.write_gateway_config()
+        self.spawn("gateway", self.proxy_cpus, [str(RELEASE / "portcullis"), "run", "--config", str(config)],
+                   env={"RUST_LOG": "warn"})
+        self.spawn("bare", self.proxy_cpus, [
+            str(RELEASE / "examples" / "bare-pingora"),
+            "--listen", f"127.0.0.1:{self.ports['bare']}",
+            "--upstream", f"127.0.0.1:{self.ports['upstream']}",
+            "--threads", str(self.threads),
+        ])
+        if "haproxy" in self.variants():
+            self.spawn("haproxy", self.proxy_cpus, [self.haproxy, "-db", "-f", str(self.write_haproxy_config())])
+        wait_until("the gateway", lambda: http_get(f"http://127.0.0.1:{self.ports['admin']}/readyz")[0] == 200)
+        for name in ("bare", "haproxy"):
+            if name in self.pids:
+                wait_until(name, lambda: socket.create_connection(("127.0.0.1", self.ports[name]), timeout=1).close() is None)
+
+    def write_gateway_config(self) -> Path:
+        routes = (REPO / "routes.toml").read_text()
+        routes, count = re.subn(r'(?m)^address = "[^"]*"', f'address = "127.0.0.1:{self.ports["upstream"]}"', routes)
+        if count != 1:
+            raise SystemExit("[loadtest] routes.toml should have exactly one upstream address")
+        (self.work / "routes.toml").write_text(routes)
+        # The repository's settings, with the cache smaller than the cold pool: cycling through
+        # the pool then misses on every request (random eviction), while `warm` always hits.
+        config = f"""
+[server]
+listen = "127.0.0.1:{self.ports['gateway']}"
+threads = {self.threads}
+realm = "tasks"
+pid_file = "{self.work / 'portcullis.pid'}"
+upgrade_socket = "{self.work / 'upgrade.sock'}"
+
+[files]
+routes = "{self.work / 'routes.toml'}"
+policies = "{REPO / 'policies'}"
+
+[admin]
+listen = "127.0.0.1:{self.ports['admin']}"
+
+[decision_log]
+sink = "file"
+path = "{self.work / 'decisions.log'}"
+
+[tokens]
+cache_entries = {self.args.cache_entries}
+
+[[issuers]]
+issuer = "http://127.0.0.1:{self.ports['issuer']}/"
+audiences = ["{AUDIENCE}"]
+algorithms = ["RS256"]
+
+[issuers.claims]
+principal_type = "User"
+principal_id = "sub"
+roles = {{ claim = "https://portcullis.dev/roles", entity_type = "Role" }}
+permissions = {{ claim = "permissions", entity_type = "Permission" }}
+tenant = {{ claim = "org_id", entity_type = "Tenant", attribute = "tenant" }}
+scopes = "scope"
+attributes = {{ email = "email" }}
+"""
+        path = self.work / "portcullis.toml"
+        path.write_text(config)
+        return path
+
+    def write_haproxy_config(self) -> Path:
+        template = (REPO / "loadtest" / "peers" / "haproxy.cfg").read_text()
+        values = {
+            "LISTEN": f"127.0.0.1:{self.ports['haproxy']}",
+            "UPSTREAM": f"127.0.0.1:{self.ports['upstream']}",
+            "THREADS": str(self.threads),
+            "ISSUER": f"http://127.0.0.1:{self.ports['issuer']}/",
+            "AUDIENCE": AUDIENCE,
+            "PUBLIC_KEY": str(self.tokens / "rsa_public.pem"),
+        }
+        for key, value in values.items():
+            template = template.replace("${" + key + "}", value)
+        path = self.work / "haproxy.cfg"
+        path.write_text(template)
+        return path
+
+    # ---- measurement -----------------------------------------------------------------------
+
+    def variants(self) -> list[str]:
+        chosen = self.args.variants.split(",") if self.args.variants else list(VARIANTS)
+        if "haproxy" in chosen and not self.haproxy:
+            log("haproxy is not installed: the HAProxy peer is skipped (apt-get install haproxy to measure it)")
+            chosen.remove("haproxy")
+        return chosen
+
+    def url(self, variant: str) -> str:
+        target = VARIANTS[variant][0]
+        port = {"upstream": "upstream", "bare": "bare", "gateway": "gateway", "haproxy": "haproxy"}[target]
+        return f"http://127.0.0.1:{self.ports[port]}{REQUEST_PATH}"
+
+    def upstream_counters(self) -> dict:
+        return json.loads(http_get(f"http://127.0.0.1:{self.ports['stats']}/")[1])
+
+    def cache_lookups(self) -> dict:
+        text = http_get(f"http://127.0.0.1:{self.ports['admin']}/metrics")[1].decode()
+        found = {}
+        for result in ("hit", "miss"):
+            match = re.search(rf'portcullis_token_cache_lookups_total{{result="{result}"}} (\S+)', text)
+            found[result] = float(match.group(1)) if match else 0.0
+        return found
+
+    def generator_env(self, variant: str) -> dict:
+        env = {}
+        for key, value in VARIANTS[variant][2].items():
+            env[key] = value if key == "AUTHORIZATION" else str(self.tokens / value)
+        return env
+
+    def closed_loop(self, variant: str, duration: float) -> dict:
+        proxy = VARIANTS[variant][0]
+        pid = self.pids.get(proxy)
+        before = (self.upstream_counters(), cpu_seconds(pid) if pid else 0.0,
+                  self.cache_lookups() if proxy == "gateway" else None)
+        command = ["taskset", "-c", cpu_list(self.other_cpus), self.wrk,
+                   "-t", str(len(self.other_cpus)), "-c", str(self.connections),
+                   "-d", f"{int(duration)}s", "--timeout", "5s",
+                   "-s", str(REPO / "loadtest" / "wrk" / "portcullis.lua"), self.url(variant)]
+        run = subprocess.run(command, capture_output=True, text=True,
+                             env={**os.environ, **self.generator_env(variant)})
+        # Requests the proxy had in flight when wrk stopped still reach the upstream: let them
+        # land before counting, so they are not charged to the next variant.
+        time.sleep(SETTLE_SECONDS)
+        line = next((l for l in run.stdout.splitlines() if l.startswith("LOADTEST ")), None)
+        if run.returncode != 0 or line is None:
+            raise SystemExit(f"[loadtest] wrk failed for {variant}: {run.stdout}{run.stderr}")
+        result = json.loads(line[len("LOADTEST "):])
+        counters = self.upstream_counters()
+        seconds = result["duration_us"] / 1e6
+        requests = result["requests"]
+        result["throughput"] = requests / seconds
+        forwarded = counters["requests"] - before[0]["requests"]
+        accepts = counters["accepts"] - before[0]["accepts"]
+        result["upstream_requests"] = forwarded
+        result["upstream_accepts"] = accepts
+        if forwarded:
+            result["upstream_reuse"] = 1 - accepts / forwarded
+        if pid:
+            busy = cpu_seconds(pid) - before[1]
+            result["proxy_cpu_us_per_request"] = busy * 1e6 / max(requests, 1)
+            result["proxy_cpu_utilization"] = busy / (seconds * len(self.proxy_cpus))
+        if before[2] is not None:
+            after = self.cache_lookups()
+            hits = after["hit"] - before[2]["hit"]
+            misses = after["miss"] - before[2]["miss"]
+            if hits + misses:
+                result["cache_hit_ratio"] = hits / (hits + misses)
+        result["check"] = self.check(variant, result)
+        return result
+
+    def check(self, variant: str, result: dict) -> str:
+        """What the run proves beyond speed: the expected status, and what reached the upstream."""
+        expected = VARIANTS[variant][1]
+        problems = []
+        errors = result["connect_errors"] + result["read_errors"] + result["write_errors"] + result["timeouts"]
+        if errors:
+            problems.append(f"{errors} socket errors")
+        if expected == 200:
+            if result["non_2xx_3xx"]:
+                problems.append(f"{result['non_2xx_3xx']} responses were not 2xx")
+            if result["upstream_requests"] < result["requests"]:
+                problems.append("fewer requests reached the upstream than were answered")
+        else:
+            if result["non_2xx_3xx"] != result["requests"]:
+                problems.append(f"{result['requests'] - result['non_2xx_3xx']} of {result['requests']} were not refused")
+            if result["upstream_requests"]:
+                problems.append(f"{result['upstream_requests']} refused requests reached the upstream")
+        return "; ".join(problems) or "ok"
+
+    def open_loop(self, variant: str, rate: float, duration: float) -> dict:
+        command = ["taskset", "-c", cpu_list(self.other_cpus), self.oha, "--no-tui",
+                   "--output-format", "json", "--latency-correction", "-w",
+                   "-z", f"{int(duration)}s", "-q", str(int(rate)), "-c", str(self.connections)]
+        env = self.generator_env(variant)
+        if "TOKEN_FILE" in env:
+            command += ["-H", f"Authorization: Bearer {Path(env['TOKEN_FILE']).read_text().strip()}"]
+        elif "AUTHORIZATION" in env:
+            command += ["-H", f"Authorization: {env['AUTHORIZATION']}"]
+        command.append(self.url(variant))
+        run = subprocess.run(command, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"[loadtest] oha failed for {variant}: {run.stderr}")
+        report = json.loads(run.stdout)
+        percentiles = report["latencyPercentiles"]
+        statuses = report.get("statusCodeDistribution", {})
+        expected = str(VARIANTS[variant][1])
+        unexpected = sum(count for status, count in statuses.items() if status != expected)
+        return {
+            "rate": rate,
+            "throughput": report["summary"]["requestsPerSec"],
+            "p50_us": percentiles["p50"] * 1e6,
+            "p99_us": percentiles["p99"] * 1e6,
+            "p999_us": percentiles["p99.9"] * 1e6,
+            "unexpected_statuses": unexpected,
+            "errors": sum(report.get("errorDistribution", {}).values()),
+        }
+
+    def run(self) -> dict:
+        variants = self.variants()
+        rounds = []
+        log("warming up every variant")
+        for variant in variants:
+            self.closed_loop(variant, 1)
+        for number in range(self.args.rounds):
+            order = variants[number % len(variants):] + variants[:number % len(variants)]
+            log(f"round {number + 1}/{self.args.rounds}: closed loop ({', '.join(order)})")
+            closed = {variant: self.closed_loop(variant, self.args.duration) for variant in order}
+            opened = {}
+            if not self.args.no_open_loop and "bare" in closed:
+                rate = self.args.open_loop_load * closed["bare"]["throughput"]
+                log(f"round {number + 1}/{self.args.rounds}: open loop at {rate:.0f} requests/s")
+                for variant in order:
+                    if variant not in NO_OPEN_LOOP:
+                        opened[variant] = self.open_loop(variant, rate, self.args.duration)
+            rounds.append({"order": order, "closed": closed, "open": opened})
+        return {"machine": self.machine(), "settings": self.settings(), "rounds": rounds,
+                "summary": summarize(rounds, variants)}
+
+    def machine(self) -> dict:
+        model = ""
+        try:
+            model = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                         if l.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        def version(command):
+            try:
+                run = subprocess.run(command, capture_output=True, text=True)
+                return (run.stdout + run.stderr).strip().splitlines()[0]
+            except (OSError, IndexError):
+                return None
+        return {
+            "cpu": model,
+            "cpus": len(os.sched_getaffinity(0)),
+            "kernel": platform.release(),
+            "wrk": version([self.wrk, "-v"]),
+            "oha": version([self.oha, "--version"]),
+            "haproxy": version([self.haproxy, "-v"]) if self.haproxy else None,
+            "commit": version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        }
+
+    def settings(self) -> dict:
+        return {
+            "proxy_cpus": cpu_list(self.proxy_cpus),
+            "generator_cpus": cpu_list(self.other_cpus),
+            "proxy_threads": self.threads,
+            "connections": self.connections,
+            "duration_s": self.args.duration,
+            "rounds": self.args.rounds,
+            "open_loop_load": self.args.open_loop_load,
+            "cold_tokens": self.args.cold_tokens,
+            "cache_entries": self.args.cache_entries,
+            "request": f"GET {REQUEST_PATH}",
+        }
+
+
+def summarize(rounds: list[dict], variants: list[str]) -> dict:
+    summary = {}
+    for variant in variants:
+        closed = [r["closed"][variant] for r in rounds]
+        opened = [r["open"][variant] for r in rounds if variant in r["open"]]
+        entry = {
+            "throughput": median(c["throughput"] for c in closed),
+            "closed_p50_us": median(c["p50_us"] for c in closed),
+            "closed_p99_us": median(c["p99_us"] for c in closed),
+            "closed_p999_us": median(c["p999_us"] for c in closed),
+            "proxy_cpu_us_per_request": median(c.get("proxy_cpu_us_per_request") for c in closed),
+            "proxy_cpu_utilization": median(c.get("proxy_cpu_utilization") for c in closed),
+            "upstream_reuse": median(c.get("upstream_reuse") for c in closed),
+            "cache_hit_ratio": median(c.get("cache_hit_ratio") for c in closed),
+            "checks": sorted({c["check"] for c in closed}),
+        }
+        if "bare" in variants:
+            entry["throughput_ratio"] = median(r["closed"][variant]["throughput"] / r["closed"]["bare"]["throughput"]
+                                               for r in rounds)
+            entry["cpu_ratio"] = median(
+                r["closed"][variant]["proxy_cpu_us_per_request"] / r["closed"]["bare"]["proxy_cpu_us_per_request"]
+                for r in rounds if "proxy_cpu_us_per_request" in r["closed"][variant])
+        if opened:
+            entry["open_rate"] = median(o["rate"] for o in opened)
+            entry["open_throughput"] = median(o["throughput"] for o in opened)
+            entry["open_p50_us"] = median(o["p50_us"] for o in opened)
+            entry["open_p99_us"] = median(o["p99_us"] for o in opened)
+            entry["open_p999_us"] = median(o["p999_us"] for o in opened)
+            entry["open_unexpected"] = sum(o["unexpected_statuses"] + o["errors"] for o in opened)
+            pairs = [(r["open"][variant], r["open"]["bare"]) for r in rounds
+                     if variant in r["open"] and "bare" in r["open"]]
+            if pairs:
+                entry["added_p50_us"] = median(o["p50_us"] - b["p50_us"] for o, b in pairs)
+                entry["added_p99_us"] = median(o["p99_us"] - b["p99_us"] for o, b in pairs)
+        summary[variant] = entry
+    return summary
+
+
+def fmt(value, pattern: str = "{:.0f}") -> str:
+    return "–" if value is None else pattern.format(value)
+
+
+def markdown(report: dict) -> str:
+    machine, settings, summary = report["machine"], report["settings"], report["summary"]
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, Linux {machine['kernel']}; "
+        f"commit {machine['commit']}; {machine['date']}.",
+        f"Proxy on CPU {settings['proxy_cpus']} ({settings['proxy_threads']} threads); wrk, oha, "
+        f"upstream and issuer on CPU {settings['generator_cpus']}. {settings['connections']} "
+        f"connections, {settings['rounds']} rounds of {settings['duration_s']} s per measurement, "
+        f"medians. `{settings['request']}`, 1 KiB response.",
+        f"Tools: {machine['wrk']}; {machine['oha']}; {machine['haproxy'] or 'haproxy not installed'}.",
+        "",
+        "Closed loop (wrk, as fast as it goes):",
+        "",
+        "| variant | requests/s | × bare | proxy CPU µs/request | × bare | proxy CPU busy | p50 µs | p99 µs | p99.9 µs | upstream reuse | cache hits | check |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for variant, entry in summary.items():
+        lines.append(
+            f"| {variant} | {fmt(entry['throughput'])} | {fmt(entry.get('throughput_ratio'), '{:.2f}')} "
+            f"| {fmt(entry['proxy_cpu_us_per_request'], '{:.1f}')} | {fmt(entry.get('cpu_ratio'), '{:.2f}')} "
+            f"| {fmt(entry['proxy_cpu_utilization'], '{:.0%}')} "
+            f"| {fmt(entry['closed_p50_us'])} | {fmt(entry['closed_p99_us'])} | {fmt(entry['closed_p999_us'])} "
+            f"| {fmt(entry['upstream_reuse'], '{:.3%}')} | {fmt(entry['cache_hit_ratio'], '{:.1%}')} "
+            f"| {', '.join(entry['checks'])} |")
+    if any("open_rate" in e for e in summary.values()):
+        rate = next(e["open_rate"] for e in summary.values() if "open_rate" in e)
+        lines += [
+            "",
+            f"Open loop (oha, {fmt(rate)} requests/s = {settings['open_loop_load']:.0%} of bare pingora's "
+            "closed-loop throughput, latency corrected for coordinated omission):",
+            "",
+            "| variant | achieved requests/s | p50 µs | p99 µs | p99.9 µs | added p50 µs | added p99 µs | unexpected |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for variant, entry in summary.items():
+            if "open_rate" not in entry:
+                continue
+            lines.append(
+                f"| {variant} | {fmt(entry['open_throughput'])} | {fmt(entry['open_p50_us'])} "
+                f"| {fmt(entry['open_p99_us'])} | {fmt(entry['open_p999_us'])} "
+                f"| {fmt(entry.get('added_p50_us'), '{:+.0f}')} | {fmt(entry.get('added_p99_us'), '{:+.0f}')} "
+                f"| {entry['open_unexpected']} |")
+    lines += ["", "Targets:", "", "| target | measured | bound | met |", "|---|---:|---:|---|"]
+    for label, variant, measure, comparison, bound in TARGETS:
+        value = summary.get(variant, {}).get(measure)
+        if value is None:
+            lines.append(f"| {label} | – | {comparison} {bound} | not measured |")
+            continue
+        met = value >= bound if comparison == ">=" else value <= bound
+        shown = f"{value:.3f}" if isinstance(bound, float) else f"{value:.0f}"
+        lines.append(f"| {label} | {shown} | {comparison} {bound} | {'yes' if met else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
+    parser.add_argument("--proxy-cores", type=int, help="how many CPUs (the last ones) the proxy gets; default a quarter, at least 1")
+    parser.add_argument("--proxy-cpus", help="exact CPU list for the proxy, e.g. 8-11")
+    parser.add_argument("--proxy-threads", type=int, help="proxy worker threads; default one per proxy CPU")
+    parser.add_argument("--connections", type=int, help="client connections; default 32 per proxy CPU")
+    parser.add_argument("--open-loop-load", type=float, default=0.5, help="open-loop rate as a fraction of bare pingora's throughput")
+    parser.add_argument("--no-open-loop", action="store_true")
+    parser.add_argument("--cold-tokens", type=int, default=20000, help="distinct tokens the cold variant cycles through")
+    parser.add_argument("--cache-entries", type=int, default=1024, help="the gateway's token cache size (smaller than the cold pool)")
+    parser.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS)}")
+    parser.add_argument("--oha", help="path of the oha binary")
+    parser.add_argument("--out", default=str(REPO / "target" / "loadtest"))
+    args = parser.parse_args()
+
+    harness = Harness(args)
+    if not harness.wrk:
+        raise SystemExit("[loadtest] wrk is not installed (Debian: apt-get install wrk)")
+    started = time.monotonic()
+    try:
+        harness.start()
+        report = harness.run()
+    finally:
+        harness.stop_all()
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    out = harness.out
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    (out / "results.md").write_text(table)
+    print(table)
+    log(f"done in {report['elapsed_s']} s; {out / 'results.md'} and {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
