@@ -218,6 +218,9 @@ class Harness:
         if count != 1:
             raise SystemExit("[loadtest] routes.toml should have exactly one upstream address")
         (self.work / "routes.toml").write_text(routes)
+        # The decision log gets its own directory: one beside routes.toml would wake the
+        # reload watcher (inotify on the configuration's directories) on every record.
+        (self.work / "log").mkdir()
         # The repository's settings, with the cache smaller than the cold pool: cycling through
         # the pool then misses on every request (random eviction), while `warm` always hits.
         config = f"""
@@ -237,7 +240,7 @@ listen = "127.0.0.1:{self.ports['admin']}"
 
 [decision_log]
 sink = "file"
-path = "{self.work / 'decisions.log'}"
+path = "{self.work / 'log' / 'decisions.log'}"
 
 [tokens]
 cache_entries = {self.args.cache_entries}

@@ -40,7 +40,7 @@ pub fn render(
     );
     let cedar = outcome.cedar_request.as_ref();
     let principal = match &outcome.principal_entity {
-        Some(built) => Some(built.1.uid()),
+        Some(built) => Some(built.1.entity.uid()),
         None => cedar.and_then(|r| r.principal().cloned()),
     };
     let _ = writeln!(
@@ -55,6 +55,7 @@ pub fn render(
     let principal_json = match &outcome.principal_entity {
         Some(built) => built
             .1
+            .entity
             .to_json_value()
             .ok()
             .map(|json| with_ancestors(json, snapshot)),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::HeaderMap;
 
 use crate::authn::{bearer_token, AuthnError, VerifiedToken};
-use crate::authz::{authorize, principal_entity, Caller, Decision, RequestFacts};
+use crate::authz::{authorize, principal_entity, Caller, Decision, Principal, RequestFacts};
 use crate::canonical::{canonicalize, canonicalize_host, HostError, TargetError};
 use crate::routes::Lookup;
 use crate::snapshot::{AuthMode, EnforcementMode, Gateway, Snapshot, Upstream};
@@ -75,7 +75,7 @@ pub struct Outcome {
     /// The Cedar request that was evaluated (for `portcullis explain`).
     pub cedar_request: Option<cedar_policy::Request>,
     /// The principal entity it was evaluated with, when built from a token.
-    pub principal_entity: Option<Arc<(u64, cedar_policy::Entity)>>,
+    pub principal_entity: Option<Arc<(u64, Principal)>>,
     /// `iss` of the verified token.
     pub issuer: Option<String>,
     /// Time spent building the Cedar request and evaluating the policies.
@@ -190,7 +190,7 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
         time: SystemTime::now(),
     };
     let authorization_started = Instant::now();
-    let built = match &token {
+    let principal = match &token {
         Some(token) => {
             let identity = &token.identity;
             outcome.issuer = Some(identity.issuer.clone());
@@ -202,23 +202,23 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
             let principal = match token.principal_for(snapshot.version) {
                 Some(built) => Ok(built),
                 None => principal_entity(&snapshot.bundle, identity)
-                    .map(|entity| token.remember_principal(snapshot.version, entity)),
+                    .map(|principal| token.remember_principal(snapshot.version, principal)),
             };
             outcome.principal_entity = principal.as_ref().ok().cloned();
-            principal.and_then(|built| {
-                route
-                    .authz
-                    .build(&snapshot.bundle, Caller::Authenticated(&built.1), &facts)
-            })
+            Some(principal)
         }
+        None => None,
+    };
+    let anonymous = &gateway.settings.anonymous_principal;
+    let caller = match &principal {
+        Some(Ok(built)) => Ok(Caller::Authenticated(&built.1)),
+        Some(Err(e)) => Err(e.clone()),
         None => {
-            let anonymous = &gateway.settings.anonymous_principal;
             outcome.principal = Some(anonymous.to_string());
-            route
-                .authz
-                .build(&snapshot.bundle, Caller::Anonymous(anonymous), &facts)
+            Ok(Caller::Anonymous(anonymous))
         }
     };
+    let built = caller.and_then(|caller| route.authz.build(&snapshot.bundle, caller, &facts));
     let decision = match built {
         Ok((request, entities)) => {
             let decision = authorize(&snapshot.bundle, &request, &entities);

@@ -2,8 +2,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde_json::json;
-
 use crate::authz::context::rfc3339_utc;
 use crate::pipeline::{Denial, Outcome};
 
@@ -46,29 +44,53 @@ pub fn decision_record(
         _ => None,
     });
     let decision = outcome.and_then(|o| o.decision.as_ref());
-    let resource = outcome
-        .and_then(|o| o.cedar_request.as_ref())
-        .and_then(|r| r.resource())
-        .map(|r| r.to_string());
-    json!({
-        "time": rfc3339_utc(SystemTime::now()),
-        "request_id": request_id,
-        "method": method,
-        "path": outcome.and_then(|o| o.canonical_path.as_deref()),
-        "route": outcome.and_then(|o| o.route_id.as_deref()),
-        "issuer": outcome.and_then(|o| o.issuer.as_deref()),
-        "principal": outcome.and_then(|o| o.principal.as_deref()),
-        "action": outcome.and_then(|o| o.action.as_deref()),
-        "resource": resource,
-        "decision": decision_label(outcome),
-        "mode": outcome.and_then(|o| o.mode).map(|m| m.as_str()),
-        "reason": reason,
-        "policies": decision.map(|d| d.policies.clone()).unwrap_or_default(),
-        "errors": decision.map(|d| d.errors.clone()).unwrap_or_default(),
-        "status": status,
-        "proxy_error": error,
-        "latency_us": u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-        "snapshot": outcome.map(|o| o.snapshot_version),
-    })
-    .to_string()
+    let record = DecisionRecord {
+        time: rfc3339_utc(SystemTime::now()),
+        request_id,
+        method,
+        path: outcome.and_then(|o| o.canonical_path.as_deref()),
+        route: outcome.and_then(|o| o.route_id.as_deref()),
+        issuer: outcome.and_then(|o| o.issuer.as_deref()),
+        principal: outcome.and_then(|o| o.principal.as_deref()),
+        action: outcome.and_then(|o| o.action.as_deref()),
+        resource: outcome
+            .and_then(|o| o.cedar_request.as_ref())
+            .and_then(|r| r.resource())
+            .map(|r| r.to_string()),
+        decision: decision_label(outcome),
+        mode: outcome.and_then(|o| o.mode).map(|m| m.as_str()),
+        reason,
+        policies: decision.map_or(&[], |d| &d.policies),
+        errors: decision.map_or(&[], |d| &d.errors),
+        status,
+        proxy_error: error,
+        latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        snapshot: outcome.map(|o| o.snapshot_version),
+    };
+    // Only strings, numbers and options of them: serialization cannot fail.
+    serde_json::to_string(&record).unwrap_or_default()
+}
+
+/// One decision log line, serialized straight from borrowed fields (no intermediate JSON
+/// tree: this runs for every request).
+#[derive(serde::Serialize)]
+struct DecisionRecord<'a> {
+    time: String,
+    request_id: &'a str,
+    method: &'a str,
+    path: Option<&'a str>,
+    route: Option<&'a str>,
+    issuer: Option<&'a str>,
+    principal: Option<&'a str>,
+    action: Option<&'a str>,
+    resource: Option<String>,
+    decision: &'a str,
+    mode: Option<&'a str>,
+    reason: Option<String>,
+    policies: &'a [String],
+    errors: &'a [String],
+    status: u16,
+    proxy_error: Option<String>,
+    latency_us: u64,
+    snapshot: Option<u64>,
 }

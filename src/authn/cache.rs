@@ -16,6 +16,7 @@ use arc_swap::ArcSwapOption;
 use serde_json::{Map, Value};
 
 use super::Identity;
+use crate::authz::Principal;
 
 /// SHA-256 of a token.
 pub type TokenDigest = [u8; 32];
@@ -31,7 +32,7 @@ pub struct VerifiedToken {
     /// Generation of the issuer's key set the signature was checked with.
     pub key_generation: u64,
     /// The Cedar principal built from `identity`, for the snapshot version it was built with.
-    principal: ArcSwapOption<(u64, cedar_policy::Entity)>,
+    principal: ArcSwapOption<(u64, Principal)>,
 }
 
 impl VerifiedToken {
@@ -51,19 +52,15 @@ impl VerifiedToken {
     }
 
     /// The principal entity built for snapshot `version`, if one was remembered.
-    pub fn principal_for(&self, version: u64) -> Option<Arc<(u64, cedar_policy::Entity)>> {
+    pub fn principal_for(&self, version: u64) -> Option<Arc<(u64, Principal)>> {
         self.principal
             .load_full()
             .filter(|built| built.0 == version)
     }
 
     /// Remembers the principal entity built for snapshot `version`.
-    pub fn remember_principal(
-        &self,
-        version: u64,
-        entity: cedar_policy::Entity,
-    ) -> Arc<(u64, cedar_policy::Entity)> {
-        let built = Arc::new((version, entity));
+    pub fn remember_principal(&self, version: u64, principal: Principal) -> Arc<(u64, Principal)> {
+        let built = Arc::new((version, principal));
         self.principal.store(Some(built.clone()));
         built
     }

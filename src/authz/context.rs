@@ -6,6 +6,7 @@
 //! `headers` records, parsed to the field's type. A value that is missing (when required),
 //! repeated, or does not parse makes the context fail to build, and the request is denied.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -146,10 +147,7 @@ impl ContextPlan {
             let ip = facts
                 .client_ip
                 .ok_or_else(|| AuthzError::Context("the client address is unknown".to_string()))?;
-            pairs.push((
-                "client_ip".to_string(),
-                RestrictedExpression::new_ip(ip.to_string()),
-            ));
+            pairs.push(("client_ip".to_string(), ip_expression(ip)));
         }
         if self.scopes {
             pairs.push((
@@ -207,6 +205,28 @@ impl ContextPlan {
         }
         Ok(pairs)
     }
+}
+
+/// `ip("…")` for an address. cedar parses the extension's name on every `new_ip` call (its
+/// lexer is regex-driven: several microseconds a request); clients come from few addresses, so
+/// each thread keeps the expressions of the addresses it saw last.
+fn ip_expression(ip: IpAddr) -> RestrictedExpression {
+    const REMEMBERED: usize = 64;
+    thread_local! {
+        static RECENT: RefCell<Vec<(IpAddr, RestrictedExpression)>> = const { RefCell::new(Vec::new()) };
+    }
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if let Some((_, expression)) = recent.iter().find(|(seen, _)| *seen == ip) {
+            return expression.clone();
+        }
+        let expression = RestrictedExpression::new_ip(ip.to_string());
+        if recent.len() == REMEMBERED {
+            recent.remove(0);
+        }
+        recent.push((ip, expression.clone()));
+        expression
+    })
 }
 
 fn params_plan(

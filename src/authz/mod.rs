@@ -13,7 +13,9 @@ use cedar_policy::{Authorizer, Decision as CedarDecision, Entities, Request};
 
 pub use bundle::PolicyBundle;
 pub use context::{RequestFacts, CONTEXT_KINDS};
-pub use request::{principal_entity, Caller, ResourceSpec, RouteAuthz};
+pub use request::{
+    principal_entity, Caller, Principal, ResourceSpec, RouteAuthz, CACHED_STORE_MAX_ENTITIES,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthzError {

@@ -6,6 +6,7 @@
 //! parameters the route has, and a probe request with the route's context passes schema
 //! validation. At request time only values are filled in.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -84,13 +85,30 @@ impl IdTemplate {
 #[derive(Debug, Clone, Copy)]
 pub enum Caller<'a> {
     /// A principal built from a token by [`principal_entity`].
-    Authenticated(&'a Entity),
+    Authenticated(&'a Principal),
     Anonymous(&'a EntityUid),
+}
+
+/// Directories up to this many entities are copied into each token's [`Principal`], so that a
+/// request with a cached token builds no entity store at all. The copy costs memory per cached
+/// token (about 100 bytes an entity); beyond this size the store is built per request instead.
+pub const CACHED_STORE_MAX_ENTITIES: usize = 256;
+
+/// The Cedar principal built from a token, kept with the token in the verified-token cache.
+#[derive(Debug)]
+pub struct Principal {
+    pub entity: Entity,
+    /// The directory with the principal added (small directories only, see
+    /// [`CACHED_STORE_MAX_ENTITIES`]).
+    store: Option<Entities>,
 }
 
 /// The Cedar principal for an identity: token parents and attributes merged over its directory
 /// entry, checked against the schema.
-pub fn principal_entity(bundle: &PolicyBundle, identity: &Identity) -> Result<Entity, AuthzError> {
+pub fn principal_entity(
+    bundle: &PolicyBundle,
+    identity: &Identity,
+) -> Result<Principal, AuthzError> {
     let uid = EntityUid::from_type_name_and_id(
         EntityTypeName::from_str(&identity.principal_type)
             .map_err(|e| AuthzError::Principal(e.to_string()))?,
@@ -102,7 +120,29 @@ pub fn principal_entity(bundle: &PolicyBundle, identity: &Identity) -> Result<En
         .map(|(ty, id)| uid_json(ty, id))
         .collect();
     let entity = merged_entity(&bundle.entities, &uid, identity.attributes.clone(), parents)?;
-    entity_from_json(entity, bundle).map_err(AuthzError::Principal)
+    let entity = entity_from_json(entity, bundle).map_err(AuthzError::Principal)?;
+    let store = if bundle.entities.len() <= CACHED_STORE_MAX_ENTITIES {
+        Some(with_entities(
+            &bundle.entities,
+            vec![entity.clone()],
+            bundle,
+        )?)
+    } else {
+        None
+    };
+    Ok(Principal { entity, store })
+}
+
+/// `base` with `added` inserted (or replacing entities of the same uid), checked against the
+/// schema.
+fn with_entities(
+    base: &Entities,
+    added: Vec<Entity>,
+    bundle: &PolicyBundle,
+) -> Result<Entities, AuthzError> {
+    base.clone()
+        .upsert_entities(added, Some(&bundle.schema))
+        .map_err(|e| AuthzError::Entities(e.to_string()))
 }
 
 /// The Cedar side of a route, compiled against the schema.
@@ -268,21 +308,25 @@ impl RouteAuthz {
 
     /// Builds the Cedar request and the entities it is evaluated against: the directory plus
     /// the principal and, for a resource the directory does not know, the resource with the
-    /// route's parents.
-    pub fn build(
+    /// route's parents. With a principal that carries its store and a resource the directory
+    /// knows, nothing is built: the store is borrowed.
+    pub fn build<'a>(
         &self,
-        bundle: &PolicyBundle,
-        caller: Caller<'_>,
+        bundle: &'a PolicyBundle,
+        caller: Caller<'a>,
         facts: &RequestFacts<'_>,
-    ) -> Result<(Request, Entities), AuthzError> {
+    ) -> Result<(Request, Cow<'a, Entities>), AuthzError> {
         let resource = self.resource_uid(facts.params);
         let mut added = Vec::new();
-        let principal_uid = match caller {
-            Caller::Anonymous(uid) => uid.clone(),
-            Caller::Authenticated(entity) => {
-                added.push(entity.clone());
-                entity.uid()
-            }
+        let (principal_uid, base) = match caller {
+            Caller::Anonymous(uid) => (uid.clone(), &bundle.entities),
+            Caller::Authenticated(principal) => match &principal.store {
+                Some(store) => (principal.entity.uid(), store),
+                None => {
+                    added.push(principal.entity.clone());
+                    (principal.entity.uid(), &bundle.entities)
+                }
+            },
         };
         // The directory is the source of truth for resources it knows: a path cannot move a
         // known task into another list. Route parents place resources the directory lacks.
@@ -295,11 +339,11 @@ impl RouteAuthz {
             let entity = merged_entity(&bundle.entities, &resource, Map::new(), parents)?;
             added.push(entity_from_json(entity, bundle).map_err(AuthzError::Resource)?);
         }
-        let entities = bundle
-            .entities
-            .clone()
-            .upsert_entities(added, Some(&bundle.schema))
-            .map_err(|e| AuthzError::Entities(e.to_string()))?;
+        let entities = if added.is_empty() {
+            Cow::Borrowed(base)
+        } else {
+            Cow::Owned(with_entities(base, added, bundle)?)
+        };
         let request = self.request(principal_uid, facts, &bundle.schema, facts.params)?;
         Ok((request, entities))
     }
@@ -345,6 +389,7 @@ fn entity_from_json(value: Value, bundle: &PolicyBundle) -> Result<Entity, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     #[test]
     fn id_templates() {
@@ -360,6 +405,105 @@ mod tests {
         assert!(IdTemplate::parse("{open", &["open"]).is_err());
         assert!(IdTemplate::parse("x}", &[]).is_err());
         assert!(IdTemplate::parse("", &[]).is_err());
+    }
+
+    /// The principal's cached store and a store built per request give the same decisions,
+    /// for resources the directory knows and for one it does not (added with route parents).
+    #[test]
+    fn cached_and_per_request_stores_decide_alike() {
+        let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let bundle = PolicyBundle::load(&policies).unwrap();
+        let kinds: Vec<String> = super::super::CONTEXT_KINDS
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        let parents = [r#"List::"{list_id}""#.to_string()];
+        let route = RouteAuthz::compile(
+            "ReadTask",
+            &ResourceSpec {
+                entity_type: "Task",
+                id: "{task_id}",
+                parents: &parents,
+            },
+            &["list_id", "task_id"],
+            &kinds,
+            &["User".to_string()],
+            &bundle,
+        )
+        .unwrap();
+        let callers = [
+            ("alice", "manager", "org_acme"),
+            ("carol", "admin", "org_globex"),
+            ("erin", "", ""),
+        ];
+        let mut allowed = 0;
+        for (subject, role, tenant) in callers {
+            let mut parents = Vec::new();
+            let mut attributes = Map::new();
+            if !tenant.is_empty() {
+                parents = vec![("Role", role), ("Tenant", tenant)];
+                attributes.insert(
+                    "tenant".into(),
+                    json!({"__entity": {"type": "Tenant", "id": tenant}}),
+                );
+            }
+            let identity = Identity {
+                issuer: "https://issuer.example/".into(),
+                principal_type: "User".into(),
+                principal_id: subject.into(),
+                roles: vec![],
+                tenant: None,
+                scopes: vec![],
+                parents: parents
+                    .iter()
+                    .map(|(t, i)| (t.to_string(), i.to_string()))
+                    .collect(),
+                attributes,
+            };
+            let cached = principal_entity(&bundle, &identity).unwrap();
+            assert!(cached.store.is_some(), "the example directory is small");
+            let per_request = Principal {
+                entity: cached.entity.clone(),
+                store: None,
+            };
+            for (list, task) in [
+                ("acme-roadmap", "t1"),
+                ("acme-roadmap", "t2"),
+                ("globex-ops", "t3"),
+                ("acme-roadmap", "t9"),
+                ("globex-ops", "t9"),
+            ] {
+                let params = [("list_id", list.to_string()), ("task_id", task.to_string())];
+                let headers = HeaderMap::new();
+                let facts = RequestFacts {
+                    method: "GET",
+                    path: "/",
+                    params: &params,
+                    client_ip: Some(IpAddr::from([127, 0, 0, 1])),
+                    scopes: &[],
+                    query: None,
+                    headers: &headers,
+                    time: std::time::SystemTime::now(),
+                };
+                let decide = |principal: &Principal| {
+                    let (request, entities) = route
+                        .build(&bundle, Caller::Authenticated(principal), &facts)
+                        .unwrap();
+                    super::super::authorize(&bundle, &request, &entities)
+                };
+                let decision = decide(&cached);
+                assert_eq!(
+                    decision,
+                    decide(&per_request),
+                    "{subject} reading {list}/{task}"
+                );
+                allowed += usize::from(decision.allowed);
+            }
+        }
+        assert!(
+            allowed > 0,
+            "some requests are allowed, so the comparison means something"
+        );
     }
 
     #[test]
