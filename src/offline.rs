@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -66,6 +67,8 @@ pub struct OfflineGateway {
     signers: HashMap<String, DevIssuer>,
     /// (issuer, first audience) of the first configured issuer.
     default_issuer: Option<(String, String)>,
+    /// The version of the next snapshot made by `snapshot_with` (the gateway's own is 1).
+    next_version: AtomicU64,
 }
 
 impl OfflineGateway {
@@ -96,6 +99,7 @@ impl OfflineGateway {
             gateway: Gateway::new(settings, authenticator, snapshot),
             signers,
             default_issuer,
+            next_version: AtomicU64::new(2),
         })
     }
 
@@ -114,13 +118,16 @@ impl OfflineGateway {
             gateway,
             signers: HashMap::new(),
             default_issuer: None,
+            next_version: AtomicU64::new(2),
         })
     }
 
     /// A fresh snapshot whose directory also holds `entities` (entity JSON, checked against the
-    /// schema).
+    /// schema). It gets a version of its own: cached tokens keep what they built (principal and
+    /// entity store) per snapshot version, so two snapshots must never share one.
     pub fn snapshot_with(&self, entities: &[Value]) -> Result<Snapshot, OfflineError> {
-        let mut snapshot = load_snapshot(&self.gateway.settings, 1)?;
+        let version = self.next_version.fetch_add(1, Ordering::Relaxed);
+        let mut snapshot = load_snapshot(&self.gateway.settings, version)?;
         let extra = cedar_policy::Entities::from_json_value(
             Value::Array(entities.to_vec()),
             Some(&snapshot.bundle.schema),

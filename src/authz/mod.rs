@@ -52,13 +52,14 @@ impl Decision {
     }
 }
 
-/// Evaluates `request` against the bundle's policies: those of its action's slice, which
-/// gives the same response as the whole set (see `slice`).
+/// Evaluates `request` against the bundle's policies: those of its action's and principal's
+/// slice, which gives the same response as the whole set (see `slice`).
 pub fn authorize(bundle: &PolicyBundle, request: &Request, entities: &Entities) -> Decision {
-    let policies = request
+    let slice = request
         .action()
-        .and_then(|action| bundle.slices.for_action(action))
-        .unwrap_or(&bundle.policies);
+        .zip(request.principal())
+        .and_then(|(action, principal)| bundle.slices.for_request(action, principal, entities));
+    let policies = slice.as_deref().unwrap_or(&bundle.policies);
     let response = Authorizer::new().is_authorized(request, policies, entities);
     let mut policies: Vec<String> = response
         .diagnostics()

@@ -9,15 +9,39 @@
 //! The action hierarchy is the schema's (action groups), which is the hierarchy Cedar sees:
 //! action entities come from the schema. Template-linked policies are not sliced; a set with
 //! any of them is used whole.
+//!
+//! Within an action, the same holds for the principal scope: `principal == E`, `principal in E`
+//! and `principal is T in E` cannot match a principal that neither is `E` nor has `E` among its
+//! ancestors. The sets for each combination of such entities a principal is in are built on
+//! first use and remembered (role-based policy sets have few combinations).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use cedar_policy::{ActionConstraint, EntityUid, PolicySet, Schema};
+use cedar_policy::{
+    ActionConstraint, Entities, EntityUid, Policy, PolicySet, PrincipalConstraint, Schema,
+};
 
-/// The policy set, sliced by action.
-#[derive(Debug, Clone, Default)]
+/// How many principal combinations an action's slice remembers; beyond that, requests of new
+/// combinations evaluate the action's whole slice (still exact, only slower).
+const REMEMBERED_COMBINATIONS: usize = 4096;
+
+/// The policy set, sliced by action, then by principal scope.
+#[derive(Debug, Default)]
 pub struct PolicySlices {
-    by_action: HashMap<EntityUid, PolicySet>,
+    by_action: HashMap<EntityUid, ActionSlice>,
+}
+
+/// The policies whose action scope can match one action.
+#[derive(Debug)]
+struct ActionSlice {
+    all: Arc<PolicySet>,
+    /// Policies whose principal scope names no entity (`principal`, `principal is T`).
+    unscoped: Vec<Policy>,
+    /// Policies whose principal scope names an entity (`==`, `in`, `is T in`), by that entity.
+    scoped: HashMap<EntityUid, Vec<Policy>>,
+    /// Sets already built, by the scope entities a principal is (or is in).
+    by_principal: Mutex<HashMap<Vec<EntityUid>, Arc<PolicySet>>>,
 }
 
 impl PolicySlices {
@@ -33,18 +57,39 @@ impl PolicySlices {
         for action in schema.actions() {
             let mut in_scope: Vec<&EntityUid> = vec![action];
             in_scope.extend(hierarchy.ancestors(action).into_iter().flatten());
-            let mut slice = PolicySet::new();
+            let mut all = PolicySet::new();
+            let mut unscoped = Vec::new();
+            let mut scoped: HashMap<EntityUid, Vec<Policy>> = HashMap::new();
             for policy in policies.policies() {
                 let applies = match policy.action_constraint() {
                     ActionConstraint::Any => true,
                     ActionConstraint::Eq(only) => only == *action,
                     ActionConstraint::In(groups) => groups.iter().any(|g| in_scope.contains(&g)),
                 };
-                if applies {
-                    slice.add(policy.clone()).ok()?;
+                if !applies {
+                    continue;
+                }
+                all.add(policy.clone()).ok()?;
+                match policy.principal_constraint() {
+                    PrincipalConstraint::Any | PrincipalConstraint::Is(_) => {
+                        unscoped.push(policy.clone())
+                    }
+                    PrincipalConstraint::Eq(entity)
+                    | PrincipalConstraint::In(entity)
+                    | PrincipalConstraint::IsIn(_, entity) => {
+                        scoped.entry(entity).or_default().push(policy.clone())
+                    }
                 }
             }
-            by_action.insert(action.clone(), slice);
+            by_action.insert(
+                action.clone(),
+                ActionSlice {
+                    all: Arc::new(all),
+                    unscoped,
+                    scoped,
+                    by_principal: Mutex::new(HashMap::new()),
+                },
+            );
         }
         Some(PolicySlices { by_action })
     }
@@ -52,7 +97,53 @@ impl PolicySlices {
     /// The policies that can apply to `action`; `None` when the action is not sliced (unknown
     /// to the schema, or slicing is off), in which case the whole set must be used.
     pub fn for_action(&self, action: &EntityUid) -> Option<&PolicySet> {
-        self.by_action.get(action)
+        self.by_action.get(action).map(|slice| slice.all.as_ref())
+    }
+
+    /// The policies that can apply to a request of `principal` for `action`: the action's
+    /// slice without the policies whose principal scope names an entity that the principal
+    /// neither is nor is in (`entities` holds the principal with its ancestors). Such a
+    /// policy's scope cannot match, so leaving it out changes nothing in the response.
+    pub fn for_request(
+        &self,
+        action: &EntityUid,
+        principal: &EntityUid,
+        entities: &Entities,
+    ) -> Option<Arc<PolicySet>> {
+        let slice = self.by_action.get(action)?;
+        if slice.scoped.is_empty() {
+            return Some(slice.all.clone());
+        }
+        let mut key: Vec<EntityUid> = std::iter::once(principal)
+            .chain(entities.ancestors(principal).into_iter().flatten())
+            .filter(|uid| slice.scoped.contains_key(uid))
+            .cloned()
+            .collect();
+        key.sort();
+        key.dedup();
+        // A poisoned lock only means another request panicked while inserting: the whole
+        // slice is still exact.
+        let Ok(mut remembered) = slice.by_principal.lock() else {
+            return Some(slice.all.clone());
+        };
+        if let Some(set) = remembered.get(&key) {
+            return Some(set.clone());
+        }
+        let mut set = PolicySet::new();
+        let policies = slice.unscoped.iter().chain(
+            key.iter()
+                .flat_map(|uid| slice.scoped.get(uid).into_iter().flatten()),
+        );
+        for policy in policies {
+            if set.add(policy.clone()).is_err() {
+                return Some(slice.all.clone());
+            }
+        }
+        let set = Arc::new(set);
+        if remembered.len() < REMEMBERED_COMBINATIONS {
+            remembered.insert(key, set.clone());
+        }
+        Some(set)
     }
 }
 
@@ -82,13 +173,14 @@ mod tests {
     const ACTIONS: u64 = 100;
     const GROUPS: u64 = 10;
     const USERS: u64 = 20;
+    const TEAMS: u64 = 5;
     const DOCS: u64 = 20;
 
     /// 100 actions, each in one of 10 groups, and the groups in one `all` group.
     fn schema() -> Schema {
         let mut text = String::from(
-            "entity User = { level: Long };\nentity Doc = { owner: User, level: Long };\n\
-             action all;\n",
+            "entity Team;\nentity User in [Team] = { level: Long };\n\
+             entity Doc = { owner: User, level: Long };\naction all;\n",
         );
         for g in 0..GROUPS {
             text.push_str(&format!("action g{g} in [all];\n"));
@@ -118,8 +210,11 @@ mod tests {
             ),
             _ => format!("action == Action::\"a{}\"", rng.below(ACTIONS)),
         };
-        let principal = match rng.below(3) {
+        let principal = match rng.below(6) {
             0 => format!("principal == User::\"u{}\"", rng.below(USERS)),
+            1 | 2 => format!("principal in Team::\"t{}\"", rng.below(TEAMS)),
+            3 => format!("principal is User in Team::\"t{}\"", rng.below(TEAMS)),
+            4 => "principal is User".to_string(),
             _ => "principal".to_string(),
         };
         // Some conditions error on purpose (a context attribute that is often missing). A
@@ -138,10 +233,21 @@ mod tests {
 
     fn entities(schema: &Schema, rng: &mut Rng) -> Entities {
         let mut list = Vec::new();
+        for t in 0..TEAMS {
+            list.push(serde_json::json!({
+                "uid": {"type": "Team", "id": format!("t{t}")}, "attrs": {}, "parents": []
+            }));
+        }
         for u in 0..USERS {
+            // Members of zero, one or two teams.
+            let teams: Vec<_> = (0..rng.below(3))
+                .map(
+                    |_| serde_json::json!({"type": "Team", "id": format!("t{}", rng.below(TEAMS))}),
+                )
+                .collect();
             list.push(serde_json::json!({
                 "uid": {"type": "User", "id": format!("u{u}")},
-                "attrs": {"level": rng.below(5)}, "parents": []
+                "attrs": {"level": rng.below(5)}, "parents": teams
             }));
         }
         for d in 0..DOCS {
@@ -189,7 +295,7 @@ mod tests {
         let largest = slices
             .by_action
             .values()
-            .map(|s| s.policies().count())
+            .map(|s| s.all.policies().count())
             .max();
         assert!(
             largest.unwrap() < 300,
@@ -214,6 +320,12 @@ mod tests {
             let slice = slices.for_action(&action).unwrap();
             let sliced = summary(&authorizer.is_authorized(&request, slice, &entities));
             assert_eq!(sliced, whole, "{request}");
+            let narrowed = slices
+                .for_request(&action, request.principal().unwrap(), &entities)
+                .unwrap();
+            assert!(narrowed.policies().count() <= slice.policies().count());
+            let by_principal = summary(&authorizer.is_authorized(&request, &narrowed, &entities));
+            assert_eq!(by_principal, whole, "{request}");
             allows += usize::from(whole.0);
             with_errors += usize::from(!whole.2.is_empty());
         }

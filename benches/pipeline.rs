@@ -1,0 +1,68 @@
+//! The whole decision in process, request in → decision out: canonicalize, route, authenticate
+//! (a verified-token cache hit), build the Cedar request and evaluate the repository's policies.
+//! No sockets: what the gateway adds to pingora's own work for each request.
+//!
+//! Run with `cargo bench --bench pipeline`.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use http::{HeaderMap, HeaderValue};
+use portcullis::demo::demo_claims;
+use portcullis::offline::OfflineGateway;
+use portcullis::pipeline::{evaluate, Incoming};
+
+const TARGET: &str = "/lists/acme-roadmap/tasks/t1";
+
+fn pipeline(c: &mut Criterion) {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("portcullis.toml");
+    let offline = OfflineGateway::load(&config).expect("the repository's configuration loads");
+    let issuer = offline.gateway.settings.issuers[0].rules.issuer.clone();
+    let audience = offline.gateway.settings.issuers[0].rules.audiences[0].clone();
+    let token = |subject: &str, roles: &[&str], tenant: &str| {
+        let claims = demo_claims(&issuer, &audience, subject, roles, tenant);
+        let claims = claims.as_object().expect("claims are an object").clone();
+        offline.token(&claims).expect("token")
+    };
+    let cases = [
+        ("allow", Some(token("alice", &["manager"], "org_acme"))),
+        ("deny", Some(token("carol", &["admin"], "org_globex"))),
+        ("malformed_token", Some("not-a-token".to_string())),
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let snapshot = offline.gateway.snapshot();
+    let mut group = c.benchmark_group("pipeline");
+    for (name, token) in cases {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::HOST,
+            HeaderValue::from_static("tasks.example.com"),
+        );
+        if let Some(token) = token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).expect("header value");
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        let incoming = Incoming {
+            method: "GET",
+            target: TARGET.as_bytes(),
+            headers: &headers,
+            host_required: true,
+            client_ip: Some(IpAddr::from([10, 0, 0, 7])),
+        };
+        let expected_forward = name == "allow";
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                let outcome = runtime.block_on(evaluate(&offline.gateway, &snapshot, &incoming));
+                assert_eq!(outcome.verdict.is_ok(), expected_forward);
+                outcome
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);
