@@ -289,9 +289,7 @@ attributes = {{ email = "email" }}
         return chosen
 
     def url(self, variant: str) -> str:
-        target = VARIANTS[variant][0]
-        port = {"upstream": "upstream", "bare": "bare", "gateway": "gateway", "haproxy": "haproxy"}[target]
-        return f"http://127.0.0.1:{self.ports[port]}{REQUEST_PATH}"
+        return f"http://127.0.0.1:{self.ports[VARIANTS[variant][0]]}{REQUEST_PATH}"
 
     def upstream_counters(self) -> dict:
         return json.loads(http_get(f"http://127.0.0.1:{self.ports['stats']}/")[1])

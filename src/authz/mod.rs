@@ -13,9 +13,7 @@ use cedar_policy::{Authorizer, Decision as CedarDecision, Entities, Request};
 
 pub use bundle::PolicyBundle;
 pub use context::{RequestFacts, CONTEXT_KINDS};
-pub use request::{
-    principal_entity, Caller, Principal, ResourceSpec, RouteAuthz, CACHED_STORE_MAX_ENTITIES,
-};
+pub use request::{principal_entity, Caller, Principal, ResourceSpec, RouteAuthz};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthzError {

@@ -104,7 +104,8 @@ pub struct Principal {
 }
 
 /// The Cedar principal for an identity: token parents and attributes merged over its directory
-/// entry, checked against the schema.
+/// entry, checked against the schema; with a small directory, also the store its requests are
+/// evaluated against.
 pub fn principal_entity(
     bundle: &PolicyBundle,
     identity: &Identity,

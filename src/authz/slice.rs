@@ -95,8 +95,9 @@ impl PolicySlices {
     }
 
     /// The policies that can apply to `action`; `None` when the action is not sliced (unknown
-    /// to the schema, or slicing is off), in which case the whole set must be used.
-    pub fn for_action(&self, action: &EntityUid) -> Option<&PolicySet> {
+    /// to the schema, or slicing is off). The differential test compares it with the whole set.
+    #[cfg(test)]
+    fn for_action(&self, action: &EntityUid) -> Option<&PolicySet> {
         self.by_action.get(action).map(|slice| slice.all.as_ref())
     }
 
