@@ -1,9 +1,10 @@
 //! The Cedar decision with 10, 100, 1,000 and 10,000 policies over 100 actions, evaluated on the
-//! action's slice (what the gateway does) and on the whole set (plain Cedar).
+//! request's slice (what the gateway does) and on the whole set (plain Cedar).
 //!
 //! Besides criterion's estimates, it prints each case's p50 and p99 over up to 20,000 timed
-//! decisions: the policy-slicing target is a p99 with 1,000 policies within 2× the 10-policy
-//! value. Run with `cargo bench --bench decision`.
+//! decisions, and how many policies a request evaluates on average: the policy-slicing target
+//! is a p99 with 1,000 policies within 2× the 10-policy value. Run with
+//! `cargo bench --bench decision`.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ const ACTIONS: usize = 100;
 const GROUPS: usize = 10;
 const USERS: usize = 20;
 const DOCS: usize = 20;
+const FOLDERS: usize = 10;
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 const TIMED_DECISIONS: usize = 20_000;
 /// The slowest cases (10,000 policies unsliced: about 20 ms each) stop early, after 100.
@@ -24,8 +26,8 @@ const TIMING_BUDGET: Duration = Duration::from_secs(3);
 
 fn schema() -> String {
     let mut text = String::from(
-        "entity Group;\nentity User in [Group] { level: Long };\n\
-         entity Doc { level: Long, owner: User };\n",
+        "entity Group;\nentity User in [Group] { level: Long };\nentity Folder;\n\
+         entity Doc in [Folder] { level: Long, owner: User };\n",
     );
     for a in 0..ACTIONS {
         text.push_str(&format!(
@@ -35,23 +37,27 @@ fn schema() -> String {
     text
 }
 
-/// `count` policies, mostly permits for a group and one action with an attribute condition,
-/// every tenth a forbid.
+/// `count` policies, the i-th about action `i % 100`: permits for one group of users with an
+/// attribute condition and, one in ten, a forbid on one folder of documents. With 1,000
+/// policies each action has ten, of which a request's principal and resource scopes match
+/// one or two; with 10, each of ten actions has one.
 fn policies(count: usize) -> String {
     (0..count)
         .map(|i| {
             let action = i % ACTIONS;
-            if i % 10 == 9 {
+            let copy = i / ACTIONS;
+            if (copy + action) % 10 == 9 {
                 format!(
-                    "@id(\"p{i}\") forbid (principal, action == Action::\"a{action}\", resource) \
+                    "@id(\"p{i}\") forbid (principal, action == Action::\"a{action}\", resource in Folder::\"f{}\") \
                      when {{ resource.owner != principal && resource.level > {} }};\n",
+                    copy % FOLDERS,
                     7 + i % 3
                 )
             } else {
                 format!(
                     "@id(\"p{i}\") permit (principal in Group::\"g{}\", action == Action::\"a{action}\", resource) \
                      when {{ resource.level <= principal.level + {} }};\n",
-                    (i / ACTIONS) % GROUPS,
+                    copy % GROUPS,
                     i % 4
                 )
             }
@@ -66,6 +72,11 @@ fn entities() -> String {
             r#"{{"uid": {{"type": "Group", "id": "g{g}"}}, "attrs": {{}}, "parents": []}}"#
         ));
     }
+    for f in 0..FOLDERS {
+        items.push(format!(
+            r#"{{"uid": {{"type": "Folder", "id": "f{f}"}}, "attrs": {{}}, "parents": []}}"#
+        ));
+    }
     for u in 0..USERS {
         items.push(format!(
             r#"{{"uid": {{"type": "User", "id": "u{u}"}}, "attrs": {{"level": {}}}, "parents": [{{"type": "Group", "id": "g{}"}}]}}"#,
@@ -75,9 +86,10 @@ fn entities() -> String {
     }
     for d in 0..DOCS {
         items.push(format!(
-            r#"{{"uid": {{"type": "Doc", "id": "d{d}"}}, "attrs": {{"level": {}, "owner": {{"__entity": {{"type": "User", "id": "u{}"}}}}}}, "parents": []}}"#,
+            r#"{{"uid": {{"type": "Doc", "id": "d{d}"}}, "attrs": {{"level": {}, "owner": {{"__entity": {{"type": "User", "id": "u{}"}}}}}}, "parents": [{{"type": "Folder", "id": "f{}"}}]}}"#,
             d % 10,
-            d % USERS
+            d % USERS,
+            d % FOLDERS
         ));
     }
     format!("[{}]", items.join(",\n"))
@@ -106,6 +118,38 @@ fn requests(count: usize) -> Vec<Request> {
             .expect("request")
         })
         .collect()
+}
+
+/// One case of the printed table.
+struct Timing {
+    label: &'static str,
+    count: usize,
+    timed: usize,
+    p50: Duration,
+    p99: Duration,
+    evaluated: f64,
+}
+
+/// How many policies a request evaluates on average: its slice's size, or the whole set.
+fn mean_evaluated(bundle: &PolicyBundle, requests: &[Request]) -> f64 {
+    let total: usize = requests
+        .iter()
+        .map(|r| {
+            let (Some(action), Some(principal), Some(resource)) =
+                (r.action(), r.principal(), r.resource())
+            else {
+                return bundle.policies.policies().count();
+            };
+            bundle
+                .slices
+                .for_request(action, principal, resource, &bundle.entities)
+                .map_or_else(
+                    || bundle.policies.policies().count(),
+                    |slice| slice.policies().count(),
+                )
+        })
+        .sum();
+    total as f64 / requests.len() as f64
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -140,25 +184,29 @@ fn decision(c: &mut Criterion) {
                 })
                 .collect();
             times.sort();
-            report.push((
+            report.push(Timing {
                 label,
                 count,
-                times.len(),
-                percentile(&times, 0.5),
-                percentile(&times, 0.99),
-            ));
+                timed: times.len(),
+                p50: percentile(&times, 0.5),
+                p99: percentile(&times, 0.99),
+                evaluated: mean_evaluated(bundle, &requests),
+            });
         }
     }
     group.finish();
-    println!("\npolicies  evaluation   p50         p99   timed decisions");
-    for (label, count, timed, p50, p99) in &report {
-        println!("{count:>8}  {label:<9} {p50:>9.2?} {p99:>11.2?}   {timed}");
+    println!("\npolicies  evaluation   p50         p99   policies evaluated  timed decisions");
+    for t in &report {
+        println!(
+            "{:>8}  {:<9} {:>9.2?} {:>11.2?}   {:>18.1}  {}",
+            t.count, t.label, t.p50, t.p99, t.evaluated, t.timed
+        );
     }
     let p99 = |label: &str, count: usize| {
         report
             .iter()
-            .find(|(l, c, _, _, _)| *l == label && *c == count)
-            .map(|(_, _, _, _, p99)| p99.as_secs_f64())
+            .find(|t| t.label == label && t.count == count)
+            .map(|t| t.p99.as_secs_f64())
             .unwrap_or(f64::NAN)
     };
     println!(

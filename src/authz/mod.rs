@@ -50,13 +50,15 @@ impl Decision {
     }
 }
 
-/// Evaluates `request` against the bundle's policies: those of its action's and principal's
-/// slice, which gives the same response as the whole set (see `slice`).
+/// Evaluates `request` against the bundle's policies: those of its action's, principal's and
+/// resource's slice, which gives the same response as the whole set (see `slice`).
 pub fn authorize(bundle: &PolicyBundle, request: &Request, entities: &Entities) -> Decision {
-    let slice = request
-        .action()
-        .zip(request.principal())
-        .and_then(|(action, principal)| bundle.slices.for_request(action, principal, entities));
+    let slice = match (request.action(), request.principal(), request.resource()) {
+        (Some(action), Some(principal), Some(resource)) => bundle
+            .slices
+            .for_request(action, principal, resource, entities),
+        _ => None,
+    };
     let policies = slice.as_deref().unwrap_or(&bundle.policies);
     let response = Authorizer::new().is_authorized(request, policies, entities);
     let mut policies: Vec<String> = response

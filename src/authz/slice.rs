@@ -1,32 +1,35 @@
-//! Policy slicing: for each action, the policies whose action scope can match it.
+//! Policy slicing: for each request, only the policies whose scope can match it.
 //!
 //! Cedar evaluates every policy in the set it is given. A policy whose scope does not match the
 //! request is not applicable: its condition is never evaluated, so it can neither determine the
-//! decision nor produce an error. Leaving out the policies whose *action* scope cannot match
-//! therefore changes nothing in the response (decision, determining policies, errors) while
-//! the work shrinks to the policies that concern the action. Built once per snapshot.
+//! decision nor produce an error. Leaving such policies out therefore changes nothing in the
+//! response (decision, determining policies, errors) while the work shrinks to the policies
+//! that concern the request.
 //!
-//! The action hierarchy is the schema's (action groups), which is the hierarchy Cedar sees:
-//! action entities come from the schema. Template-linked policies are not sliced; a set with
-//! any of them is used whole.
+//! First by action, built once per snapshot. The action hierarchy is the schema's (action
+//! groups), which is the hierarchy Cedar sees: action entities come from the schema.
+//! Template-linked policies are not sliced; a set with any of them is used whole.
 //!
-//! Within an action, the same holds for the principal scope: `principal == E`, `principal in E`
-//! and `principal is T in E` cannot match a principal that neither is `E` nor has `E` among its
-//! ancestors. The sets for each combination of such entities a principal is in are built on
-//! first use and remembered (role-based policy sets have few combinations).
+//! Then, within an action, by principal and resource scope: `== E`, `in E` and `is T in E`
+//! cannot match an entity that neither is `E` nor has `E` among its ancestors in the store the
+//! request is evaluated against. A request's *scope key* is the set of such entities its
+//! principal and resource are (or are in); the set for each key is built on first use and
+//! remembered. Keys only count entities that some policy of the action names, so role- and
+//! tenant-based policy sets have few of them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
-    ActionConstraint, Entities, EntityUid, Policy, PolicySet, PrincipalConstraint, Schema,
+    ActionConstraint, Entities, EntityUid, Policy, PolicySet, PrincipalConstraint,
+    ResourceConstraint, Schema,
 };
 
-/// How many principal combinations an action's slice remembers; beyond that, requests of new
-/// combinations evaluate the action's whole slice (still exact, only slower).
-const REMEMBERED_COMBINATIONS: usize = 4096;
+/// How many scope keys an action's slice remembers; beyond that (policies about thousands of
+/// single resources), the sets for new keys are built per request and not kept.
+const REMEMBERED_KEYS: usize = 4096;
 
-/// The policy set, sliced by action, then by principal scope.
+/// The policy set, sliced by action, then by principal and resource scope.
 #[derive(Debug, Default)]
 pub struct PolicySlices {
     by_action: HashMap<EntityUid, ActionSlice>,
@@ -36,12 +39,56 @@ pub struct PolicySlices {
 #[derive(Debug)]
 struct ActionSlice {
     all: Arc<PolicySet>,
-    /// Policies whose principal scope names no entity (`principal`, `principal is T`).
-    unscoped: Vec<Policy>,
-    /// Policies whose principal scope names an entity (`==`, `in`, `is T in`), by that entity.
-    scoped: HashMap<EntityUid, Vec<Policy>>,
-    /// Sets already built, by the scope entities a principal is (or is in).
-    by_principal: Mutex<HashMap<Vec<EntityUid>, Arc<PolicySet>>>,
+    /// Each policy with the scope entities it requires, as indexes into the maps below.
+    policies: Vec<ScopedPolicy>,
+    /// The entities named by principal scopes, numbered from 0.
+    principal_scopes: HashMap<EntityUid, u32>,
+    /// The entities named by resource scopes, numbered after the principal ones.
+    resource_scopes: HashMap<EntityUid, u32>,
+    /// Sets already built, by scope key (sorted indexes).
+    by_key: RwLock<HashMap<Vec<u32>, Arc<PolicySet>>>,
+}
+
+#[derive(Debug)]
+struct ScopedPolicy {
+    policy: Policy,
+    principal: Option<u32>,
+    resource: Option<u32>,
+}
+
+impl ScopedPolicy {
+    fn applies(&self, key: &[u32]) -> bool {
+        let satisfied = |scope: Option<u32>| scope.is_none_or(|i| key.binary_search(&i).is_ok());
+        satisfied(self.principal) && satisfied(self.resource)
+    }
+}
+
+/// The entity a principal scope names, if any (`principal` and `principal is T` name none).
+fn principal_scope(policy: &Policy) -> Option<EntityUid> {
+    match policy.principal_constraint() {
+        PrincipalConstraint::Any | PrincipalConstraint::Is(_) => None,
+        PrincipalConstraint::Eq(entity)
+        | PrincipalConstraint::In(entity)
+        | PrincipalConstraint::IsIn(_, entity) => Some(entity),
+    }
+}
+
+/// The entity a resource scope names, if any.
+fn resource_scope(policy: &Policy) -> Option<EntityUid> {
+    match policy.resource_constraint() {
+        ResourceConstraint::Any | ResourceConstraint::Is(_) => None,
+        ResourceConstraint::Eq(entity)
+        | ResourceConstraint::In(entity)
+        | ResourceConstraint::IsIn(_, entity) => Some(entity),
+    }
+}
+
+/// The number of `entity` in `numbers`, numbering it `next` if it is new.
+fn number(numbers: &mut HashMap<EntityUid, u32>, entity: EntityUid, next: &mut u32) -> u32 {
+    *numbers.entry(entity).or_insert_with(|| {
+        *next += 1;
+        *next - 1
+    })
 }
 
 impl PolicySlices {
@@ -57,37 +104,43 @@ impl PolicySlices {
         for action in schema.actions() {
             let mut in_scope: Vec<&EntityUid> = vec![action];
             in_scope.extend(hierarchy.ancestors(action).into_iter().flatten());
-            let mut all = PolicySet::new();
-            let mut unscoped = Vec::new();
-            let mut scoped: HashMap<EntityUid, Vec<Policy>> = HashMap::new();
-            for policy in policies.policies() {
-                let applies = match policy.action_constraint() {
+            let applicable: Vec<&Policy> = policies
+                .policies()
+                .filter(|policy| match policy.action_constraint() {
                     ActionConstraint::Any => true,
                     ActionConstraint::Eq(only) => only == *action,
                     ActionConstraint::In(groups) => groups.iter().any(|g| in_scope.contains(&g)),
-                };
-                if !applies {
-                    continue;
-                }
-                all.add(policy.clone()).ok()?;
-                match policy.principal_constraint() {
-                    PrincipalConstraint::Any | PrincipalConstraint::Is(_) => {
-                        unscoped.push(policy.clone())
-                    }
-                    PrincipalConstraint::Eq(entity)
-                    | PrincipalConstraint::In(entity)
-                    | PrincipalConstraint::IsIn(_, entity) => {
-                        scoped.entry(entity).or_default().push(policy.clone())
-                    }
-                }
+                })
+                .collect();
+            let mut all = PolicySet::new();
+            let mut principal_scopes = HashMap::new();
+            let mut next = 0;
+            let mut principal_numbers = Vec::new();
+            for policy in &applicable {
+                all.add((*policy).clone()).ok()?;
+                principal_numbers.push(
+                    principal_scope(policy).map(|e| number(&mut principal_scopes, e, &mut next)),
+                );
             }
+            let mut resource_scopes = HashMap::new();
+            let sliced = applicable
+                .into_iter()
+                .zip(principal_numbers)
+                .map(|(policy, principal)| ScopedPolicy {
+                    policy: policy.clone(),
+                    principal,
+                    resource: resource_scope(policy)
+                        .map(|e| number(&mut resource_scopes, e, &mut next)),
+                })
+                .collect();
             by_action.insert(
                 action.clone(),
                 ActionSlice {
                     all: Arc::new(all),
-                    unscoped,
-                    scoped,
-                    by_principal: Mutex::new(HashMap::new()),
+                    policies: sliced,
+                    principal_scopes,
+                    resource_scopes,
+                    by_key: RwLock::new(HashMap::new()),
                 },
             );
         }
@@ -101,51 +154,65 @@ impl PolicySlices {
         self.by_action.get(action).map(|slice| slice.all.as_ref())
     }
 
-    /// The policies that can apply to a request of `principal` for `action`: the action's
-    /// slice without the policies whose principal scope names an entity that the principal
-    /// neither is nor is in (`entities` holds the principal with its ancestors). Such a
-    /// policy's scope cannot match, so leaving it out changes nothing in the response.
+    /// The policies that can apply to a request of `principal` on `resource` for `action`:
+    /// the action's slice without the policies whose principal or resource scope names an
+    /// entity that the principal (resource) neither is nor is in. `entities` is the store the
+    /// request is evaluated against, which holds their ancestors. Such a policy's scope cannot
+    /// match, so leaving it out changes nothing in the response.
     pub fn for_request(
         &self,
         action: &EntityUid,
         principal: &EntityUid,
+        resource: &EntityUid,
         entities: &Entities,
     ) -> Option<Arc<PolicySet>> {
         let slice = self.by_action.get(action)?;
-        if slice.scoped.is_empty() {
+        if slice.principal_scopes.is_empty() && slice.resource_scopes.is_empty() {
             return Some(slice.all.clone());
         }
-        let mut key: Vec<EntityUid> = std::iter::once(principal)
-            .chain(entities.ancestors(principal).into_iter().flatten())
-            .filter(|uid| slice.scoped.contains_key(uid))
-            .cloned()
-            .collect();
-        key.sort();
+        let mut key = Vec::new();
+        scope_numbers(&slice.principal_scopes, principal, entities, &mut key);
+        scope_numbers(&slice.resource_scopes, resource, entities, &mut key);
+        key.sort_unstable();
         key.dedup();
         // A poisoned lock only means another request panicked while inserting: the whole
         // slice is still exact.
-        let Ok(mut remembered) = slice.by_principal.lock() else {
-            return Some(slice.all.clone());
-        };
-        if let Some(set) = remembered.get(&key) {
+        if let Some(set) = slice.by_key.read().ok()?.get(&key) {
             return Some(set.clone());
         }
         let mut set = PolicySet::new();
-        let policies = slice.unscoped.iter().chain(
-            key.iter()
-                .flat_map(|uid| slice.scoped.get(uid).into_iter().flatten()),
-        );
-        for policy in policies {
-            if set.add(policy.clone()).is_err() {
+        for scoped in slice.policies.iter().filter(|p| p.applies(&key)) {
+            if set.add(scoped.policy.clone()).is_err() {
                 return Some(slice.all.clone());
             }
         }
         let set = Arc::new(set);
-        if remembered.len() < REMEMBERED_COMBINATIONS {
-            remembered.insert(key, set.clone());
+        if let Ok(mut remembered) = slice.by_key.write() {
+            if remembered.len() < REMEMBERED_KEYS {
+                remembered.insert(key, set.clone());
+            }
         }
         Some(set)
     }
+}
+
+/// Appends to `key` the numbers of `uid` and of its ancestors in `entities` that `scopes`
+/// names.
+fn scope_numbers(
+    scopes: &HashMap<EntityUid, u32>,
+    uid: &EntityUid,
+    entities: &Entities,
+    key: &mut Vec<u32>,
+) {
+    if scopes.is_empty() {
+        return;
+    }
+    let ancestors = entities.ancestors(uid).into_iter().flatten();
+    key.extend(
+        std::iter::once(uid)
+            .chain(ancestors)
+            .filter_map(|e| scopes.get(e).copied()),
+    );
 }
 
 #[cfg(test)]
@@ -176,12 +243,13 @@ mod tests {
     const USERS: u64 = 20;
     const TEAMS: u64 = 5;
     const DOCS: u64 = 20;
+    const FOLDERS: u64 = 5;
 
     /// 100 actions, each in one of 10 groups, and the groups in one `all` group.
     fn schema() -> Schema {
         let mut text = String::from(
-            "entity Team;\nentity User in [Team] = { level: Long };\n\
-             entity Doc = { owner: User, level: Long };\naction all;\n",
+            "entity Team;\nentity User in [Team] = { level: Long };\nentity Folder in [Folder];\n\
+             entity Doc in [Folder] = { owner: User, level: Long };\naction all;\n",
         );
         for g in 0..GROUPS {
             text.push_str(&format!("action g{g} in [all];\n"));
@@ -218,6 +286,13 @@ mod tests {
             4 => "principal is User".to_string(),
             _ => "principal".to_string(),
         };
+        let resource = match rng.below(6) {
+            0 => format!("resource == Doc::\"d{}\"", rng.below(DOCS)),
+            1 | 2 => format!("resource in Folder::\"f{}\"", rng.below(FOLDERS)),
+            3 => format!("resource is Doc in Folder::\"f{}\"", rng.below(FOLDERS)),
+            4 => "resource is Doc".to_string(),
+            _ => "resource".to_string(),
+        };
         // Some conditions error on purpose (a context attribute that is often missing). A
         // forbid always has a condition, or a few would deny everything.
         let condition = match rng.below(5) {
@@ -229,7 +304,7 @@ mod tests {
             _ => "unless { resource.level < principal.level }".to_string(),
         };
         let effect = if forbid { "forbid" } else { "permit" };
-        format!("@id(\"p{id}\")\n{effect} ({principal}, {action}, resource) {condition};\n")
+        format!("@id(\"p{id}\")\n{effect} ({principal}, {action}, {resource}) {condition};\n")
     }
 
     fn entities(schema: &Schema, rng: &mut Rng) -> Entities {
@@ -251,14 +326,29 @@ mod tests {
                 "attrs": {"level": rng.below(5)}, "parents": teams
             }));
         }
+        // Folders 1 and 2 are inside folder 0, so `in` goes through two levels.
+        for f in 0..FOLDERS {
+            let parents: Vec<_> = (1..=2)
+                .contains(&f)
+                .then(|| serde_json::json!({"type": "Folder", "id": "f0"}))
+                .into_iter()
+                .collect();
+            list.push(serde_json::json!({
+                "uid": {"type": "Folder", "id": format!("f{f}")}, "attrs": {}, "parents": parents
+            }));
+        }
         for d in 0..DOCS {
+            // In zero, one or two folders.
+            let folders: Vec<_> = (0..rng.below(3))
+                .map(|_| serde_json::json!({"type": "Folder", "id": format!("f{}", rng.below(FOLDERS))}))
+                .collect();
             list.push(serde_json::json!({
                 "uid": {"type": "Doc", "id": format!("d{d}")},
                 "attrs": {
                     "owner": {"__entity": {"type": "User", "id": format!("u{}", rng.below(USERS))}},
                     "level": rng.below(5)
                 },
-                "parents": []
+                "parents": folders
             }));
         }
         Entities::from_json_value(serde_json::Value::Array(list), Some(schema)).unwrap()
@@ -322,7 +412,12 @@ mod tests {
             let sliced = summary(&authorizer.is_authorized(&request, slice, &entities));
             assert_eq!(sliced, whole, "{request}");
             let narrowed = slices
-                .for_request(&action, request.principal().unwrap(), &entities)
+                .for_request(
+                    &action,
+                    request.principal().unwrap(),
+                    request.resource().unwrap(),
+                    &entities,
+                )
                 .unwrap();
             assert!(narrowed.policies().count() <= slice.policies().count());
             let by_principal = summary(&authorizer.is_authorized(&request, &narrowed, &entities));
