@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaParameters};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 /// Smallest RSA modulus accepted, in bytes (2048 bits).
@@ -31,42 +32,27 @@ pub enum JwksError {
     Document { url: String, reason: String },
 }
 
-/// A key that may verify tokens, with the constraints its JWK places on them.
+/// A key that may verify tokens: parsed once for each algorithm it may verify, so that a
+/// verification does no key parsing (jsonwebtoken's `DecodingKey` rebuilds the aws-lc key, and
+/// for RSA its Montgomery constants, on every verification: about half of an RS256 check).
 pub struct VerificationKey {
-    pub decoding: DecodingKey,
-    /// The `alg` the JWK pins, if any.
-    pub algorithm: Option<Algorithm>,
-    kind: KeyKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyKind {
-    Rsa,
-    EcP256,
-    EcP384,
-    Ed25519,
+    /// The algorithm the JWK pins, or every algorithm its key type allows, each with the key.
+    verifiers: Vec<(Algorithm, ParsedPublicKey)>,
 }
 
 impl VerificationKey {
     /// Can this key verify a token signed with `alg`?
     pub fn accepts(&self, alg: Algorithm) -> bool {
-        if self.algorithm.is_some_and(|pinned| pinned != alg) {
-            return false;
-        }
-        matches!(
-            (self.kind, alg),
-            (
-                KeyKind::Rsa,
-                Algorithm::RS256
-                    | Algorithm::RS384
-                    | Algorithm::RS512
-                    | Algorithm::PS256
-                    | Algorithm::PS384
-                    | Algorithm::PS512
-            ) | (KeyKind::EcP256, Algorithm::ES256)
-                | (KeyKind::EcP384, Algorithm::ES384)
-                | (KeyKind::Ed25519, Algorithm::EdDSA)
-        )
+        self.verifiers.iter().any(|(accepted, _)| *accepted == alg)
+    }
+
+    /// Is `signature` a valid `alg` signature of `message` by this key? False for an `alg`
+    /// the key does not accept.
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.verifiers
+            .iter()
+            .find(|(accepted, _)| *accepted == alg)
+            .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
     }
 }
 
@@ -155,18 +141,22 @@ fn verification_key(jwk: &Jwk) -> Result<VerificationKey, String> {
     if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
         return Err("its \"use\" is not \"sig\"".to_string());
     }
-    let algorithm =
+    let pinned =
         match jwk.common.key_algorithm {
             None => None,
             Some(alg) => Some(signature_algorithm(alg).ok_or_else(|| {
                 format!("its alg {alg:?} is not an asymmetric signature algorithm")
             })?),
         };
-    let kind = match &jwk.algorithm {
+    let decode = |what: &str, value: &str| {
+        URL_SAFE_NO_PAD
+            .decode(value.trim_end_matches('='))
+            .map_err(|_| format!("its {what} is not base64url"))
+    };
+    let public_key = match &jwk.algorithm {
         AlgorithmParameters::RSA(rsa) => {
-            let modulus = URL_SAFE_NO_PAD
-                .decode(rsa.n.trim_end_matches('='))
-                .map_err(|_| "its modulus is not base64url".to_string())?;
+            let modulus = decode("modulus", &rsa.n)?;
+            let exponent = decode("exponent", &rsa.e)?;
             let significant = modulus.iter().skip_while(|b| **b == 0).count();
             if significant < MIN_RSA_MODULUS_BYTES {
                 return Err(format!(
@@ -174,15 +164,32 @@ fn verification_key(jwk: &Jwk) -> Result<VerificationKey, String> {
                     significant * 8
                 ));
             }
-            KeyKind::Rsa
+            PublicKey::Rsa {
+                modulus: modulus[modulus.len() - significant..].to_vec(),
+                exponent,
+            }
         }
-        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-            jsonwebtoken::jwk::EllipticCurve::P256 => KeyKind::EcP256,
-            jsonwebtoken::jwk::EllipticCurve::P384 => KeyKind::EcP384,
-            ref other => return Err(format!("curve {other:?} is not supported")),
-        },
+        AlgorithmParameters::EllipticCurve(ec) => {
+            let coordinate_bytes = match ec.curve {
+                EllipticCurve::P256 => 32,
+                EllipticCurve::P384 => 48,
+                ref other => return Err(format!("curve {other:?} is not supported")),
+            };
+            let (x, y) = (decode("x", &ec.x)?, decode("y", &ec.y)?);
+            if x.len() != coordinate_bytes || y.len() != coordinate_bytes {
+                return Err(format!(
+                    "its coordinates are not {coordinate_bytes} bytes each"
+                ));
+            }
+            // SEC 1 uncompressed point: 0x04 || x || y.
+            let point = [&[4u8][..], &x, &y].concat();
+            match ec.curve {
+                EllipticCurve::P256 => PublicKey::EcP256(point),
+                _ => PublicKey::EcP384(point),
+            }
+        }
         AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
-            jsonwebtoken::jwk::EllipticCurve::Ed25519 => KeyKind::Ed25519,
+            EllipticCurve::Ed25519 => PublicKey::Ed25519(decode("x", &okp.x)?),
             ref other => return Err(format!("curve {other:?} is not supported")),
         },
         AlgorithmParameters::OctetKey(_) => {
@@ -190,12 +197,80 @@ fn verification_key(jwk: &Jwk) -> Result<VerificationKey, String> {
         }
         _ => return Err("unknown key type".to_string()),
     };
-    let decoding = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
-    Ok(VerificationKey {
-        decoding,
-        algorithm,
-        kind,
-    })
+    let verifiers = public_key
+        .algorithms()
+        .iter()
+        .filter(|alg| pinned.is_none_or(|pinned| pinned == **alg))
+        .map(|alg| public_key.parse(*alg).map(|key| (*alg, key)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if verifiers.is_empty() {
+        return Err(format!(
+            "its alg {:?} does not fit its key type",
+            pinned.unwrap_or(Algorithm::RS256)
+        ));
+    }
+    Ok(VerificationKey { verifiers })
+}
+
+/// The public key material of a JWK, decoded.
+enum PublicKey {
+    Rsa {
+        modulus: Vec<u8>,
+        exponent: Vec<u8>,
+    },
+    /// Uncompressed points.
+    EcP256(Vec<u8>),
+    EcP384(Vec<u8>),
+    Ed25519(Vec<u8>),
+}
+
+impl PublicKey {
+    /// The algorithms a key of this type can verify.
+    fn algorithms(&self) -> &'static [Algorithm] {
+        match self {
+            PublicKey::Rsa { .. } => &[
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512,
+            ],
+            PublicKey::EcP256(_) => &[Algorithm::ES256],
+            PublicKey::EcP384(_) => &[Algorithm::ES384],
+            PublicKey::Ed25519(_) => &[Algorithm::EdDSA],
+        }
+    }
+
+    /// The key parsed for `alg`, one of [`Self::algorithms`]. JWS ECDSA signatures are the
+    /// fixed-size `r || s` (RFC 7518 §3.4).
+    fn parse(&self, alg: Algorithm) -> Result<ParsedPublicKey, String> {
+        let parsed = match self {
+            PublicKey::Rsa { modulus, exponent } => {
+                let params: &'static RsaParameters = match alg {
+                    Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+                    Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+                    Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+                    Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+                    Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+                    _ => &signature::RSA_PSS_2048_8192_SHA512,
+                };
+                signature::RsaPublicKeyComponents {
+                    n: modulus,
+                    e: exponent,
+                }
+                .to_parsed_public_key(params)
+            }
+            PublicKey::EcP256(point) => {
+                ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+            }
+            PublicKey::EcP384(point) => {
+                ParsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, point)
+            }
+            PublicKey::Ed25519(x) => ParsedPublicKey::new(&signature::ED25519, x),
+        };
+        parsed.map_err(|e| format!("its key is not a valid {alg:?} key: {e}"))
+    }
 }
 
 /// Maps a JWK `alg` to a signature algorithm we accept; symmetric and encryption ones are None.
@@ -508,6 +583,111 @@ mod tests {
     fn parse(keys: Vec<serde_json::Value>) -> Result<KeySet, JwksError> {
         let body = serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap();
         KeySet::parse("test", &body)
+    }
+
+    /// Every accepted algorithm, signed by aws-lc with a fresh key: the key's JWK verifies the
+    /// signature under that algorithm only, and not a tampered message.
+    #[test]
+    fn each_algorithm_verifies_its_own_signatures_only() {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let rng = SystemRandom::new();
+        let message = b"header.payload";
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let rsa_jwk = serde_json::json!({
+            "kty": "RSA", "kid": "rsa",
+            "n": b64(rsa.public_key().modulus().big_endian_without_leading_zero()),
+            "e": b64(rsa.public_key().exponent().big_endian_without_leading_zero()),
+        });
+        let rsa_signature = |encoding: &'static dyn signature::RsaEncoding| {
+            let mut out = vec![0; rsa.public_modulus_len()];
+            rsa.sign(encoding, &rng, message, &mut out).unwrap();
+            out
+        };
+        let ec = |signing, curve: &str, kid: &str| {
+            let pair = EcdsaKeyPair::generate(signing).unwrap();
+            let point = pair.public_key().as_ref().to_vec();
+            let half = (point.len() - 1) / 2;
+            let jwk = serde_json::json!({
+                "kty": "EC", "kid": kid, "crv": curve,
+                "x": b64(&point[1..=half]), "y": b64(&point[half + 1..]),
+            });
+            (jwk, pair.sign(&rng, message).unwrap().as_ref().to_vec())
+        };
+        let (p256_jwk, es256) = ec(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", "p256");
+        let (p384_jwk, es384) = ec(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", "p384");
+        let ed = Ed25519KeyPair::generate().unwrap();
+        let ed_jwk = serde_json::json!({
+            "kty": "OKP", "kid": "ed", "crv": "Ed25519", "x": b64(ed.public_key().as_ref())
+        });
+        let set = parse(vec![rsa_jwk, p256_jwk, p384_jwk, ed_jwk]).unwrap();
+        let cases = [
+            (
+                "rsa",
+                Algorithm::RS256,
+                rsa_signature(&signature::RSA_PKCS1_SHA256),
+            ),
+            (
+                "rsa",
+                Algorithm::RS384,
+                rsa_signature(&signature::RSA_PKCS1_SHA384),
+            ),
+            (
+                "rsa",
+                Algorithm::RS512,
+                rsa_signature(&signature::RSA_PKCS1_SHA512),
+            ),
+            (
+                "rsa",
+                Algorithm::PS256,
+                rsa_signature(&signature::RSA_PSS_SHA256),
+            ),
+            (
+                "rsa",
+                Algorithm::PS384,
+                rsa_signature(&signature::RSA_PSS_SHA384),
+            ),
+            (
+                "rsa",
+                Algorithm::PS512,
+                rsa_signature(&signature::RSA_PSS_SHA512),
+            ),
+            ("p256", Algorithm::ES256, es256),
+            ("p384", Algorithm::ES384, es384),
+            ("ed", Algorithm::EdDSA, ed.sign(message).as_ref().to_vec()),
+        ];
+        let every_alg: Vec<Algorithm> = cases.iter().map(|(_, alg, _)| *alg).collect();
+        for (kid, alg, sig) in &cases {
+            let key = set.get(Some(kid)).unwrap();
+            for other in &every_alg {
+                assert_eq!(
+                    key.verify(*other, message, sig),
+                    other == alg,
+                    "{kid} signed with {alg:?}, checked as {other:?}"
+                );
+            }
+            assert!(!key.verify(*alg, b"header.payloaD", sig), "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn a_pinned_alg_is_the_only_one_accepted() {
+        let set = parse(vec![rsa_jwk(
+            "pinned",
+            256,
+            serde_json::json!({"alg": "PS256"}),
+        )])
+        .unwrap();
+        let key = set.get(Some("pinned")).unwrap();
+        assert!(key.accepts(Algorithm::PS256));
+        assert!(!key.accepts(Algorithm::RS256));
+        assert!(parse(vec![rsa_jwk(
+            "odd",
+            256,
+            serde_json::json!({"alg": "ES256"})
+        )])
+        .is_err());
     }
 
     #[test]

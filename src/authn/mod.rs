@@ -158,14 +158,7 @@ impl Authenticator {
         if !key.accepts(alg) {
             return Err(AuthnError::AlgorithmNotAllowed);
         }
-        let valid = jsonwebtoken::crypto::verify(
-            parsed.signature,
-            parsed.signing_input.as_bytes(),
-            &key.decoding,
-            alg,
-        )
-        .unwrap_or(false);
-        if !valid {
+        if !key.verify(alg, parsed.signing_input.as_bytes(), &parsed.signature) {
             return Err(AuthnError::BadSignature);
         }
         let expires_at = issuer.rules.check(&parsed.header, &parsed.claims, now)?;
