@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::HeaderMap;
 
 use crate::authn::{bearer_token, AuthnError, VerifiedToken};
-use crate::authz::{authorize, principal_entity, Caller, Decision, Principal, RequestFacts};
+use crate::authz::{authorize, BuiltPrincipal, Caller, Decision, RequestFacts};
 use crate::canonical::{canonicalize, canonicalize_host, HostError, TargetError};
 use crate::routes::Lookup;
 use crate::snapshot::{AuthMode, EnforcementMode, Gateway, Snapshot, Upstream};
@@ -75,7 +75,7 @@ pub struct Outcome {
     /// The Cedar request that was evaluated (for `portcullis explain`).
     pub cedar_request: Option<cedar_policy::Request>,
     /// The principal entity it was evaluated with, when built from a token.
-    pub principal_entity: Option<Arc<(u64, Principal)>>,
+    pub principal_entity: Option<BuiltPrincipal>,
     /// `iss` of the verified token.
     pub issuer: Option<String>,
     /// Time spent building the Cedar request and evaluating the policies.
@@ -198,11 +198,14 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
                 "{}::{:?}",
                 identity.principal_type, identity.principal_id
             ));
-            // Built once per token and snapshot: cached tokens carry their principal.
+            // Built once per identity and snapshot: cached tokens carry their principal, and
+            // the snapshot remembers it for other tokens of the same identity.
             let principal = match token.principal_for(snapshot.version) {
                 Some(built) => Ok(built),
-                None => principal_entity(&snapshot.bundle, identity)
-                    .map(|principal| token.remember_principal(snapshot.version, principal)),
+                None => snapshot
+                    .principals
+                    .principal(snapshot.version, &snapshot.bundle, identity)
+                    .map(|built| token.remember_principal(built)),
             };
             outcome.principal_entity = principal.as_ref().ok().cloned();
             Some(principal)

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::authn::Authenticator;
-use crate::authz::{PolicyBundle, RouteAuthz};
+use crate::authz::{PolicyBundle, PrincipalMemo, RouteAuthz};
 use crate::config::{load_snapshot, ConfigError, Settings};
 use crate::metrics::Metrics;
 use crate::reload::fingerprint;
@@ -66,6 +66,8 @@ pub struct Snapshot {
     pub version: u64,
     pub routes: RouteTable<CompiledRoute>,
     pub bundle: PolicyBundle,
+    /// Principals built for this snapshot, by identity.
+    pub principals: PrincipalMemo,
 }
 
 /// The running gateway's state.

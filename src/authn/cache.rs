@@ -16,7 +16,7 @@ use arc_swap::ArcSwapOption;
 use serde_json::{Map, Value};
 
 use super::Identity;
-use crate::authz::Principal;
+use crate::authz::{BuiltPrincipal, Principal};
 
 /// SHA-256 of a token.
 pub type TokenDigest = [u8; 32];
@@ -52,15 +52,14 @@ impl VerifiedToken {
     }
 
     /// The principal entity built for snapshot `version`, if one was remembered.
-    pub fn principal_for(&self, version: u64) -> Option<Arc<(u64, Principal)>> {
+    pub fn principal_for(&self, version: u64) -> Option<BuiltPrincipal> {
         self.principal
             .load_full()
             .filter(|built| built.0 == version)
     }
 
-    /// Remembers the principal entity built for snapshot `version`.
-    pub fn remember_principal(&self, version: u64, principal: Principal) -> Arc<(u64, Principal)> {
-        let built = Arc::new((version, principal));
+    /// Remembers the principal entity built for a snapshot (with that snapshot's version).
+    pub fn remember_principal(&self, built: BuiltPrincipal) -> BuiltPrincipal {
         self.principal.store(Some(built.clone()));
         built
     }

@@ -5,6 +5,7 @@
 
 pub mod bundle;
 pub mod context;
+pub mod principals;
 pub mod request;
 pub mod schema_info;
 pub mod slice;
@@ -13,6 +14,7 @@ use cedar_policy::{Authorizer, Decision as CedarDecision, Entities, Request};
 
 pub use bundle::PolicyBundle;
 pub use context::{RequestFacts, CONTEXT_KINDS};
+pub use principals::{BuiltPrincipal, PrincipalMemo};
 pub use request::{principal_entity, Caller, Principal, ResourceSpec, RouteAuthz};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -23,7 +23,7 @@ use crate::authn::{
     Authenticator, ClaimMapping, ClaimRules, FetchPolicy, Issuer, KeySource, KeyStore, ParentClaim,
     TenantClaim, ASYMMETRIC_ALGORITHMS,
 };
-use crate::authz::{PolicyBundle, ResourceSpec, RouteAuthz, CONTEXT_KINDS};
+use crate::authz::{PolicyBundle, PrincipalMemo, ResourceSpec, RouteAuthz, CONTEXT_KINDS};
 use crate::canonical::canonicalize_host;
 use crate::routes::{PathTemplate, RouteSpec, RouteTable};
 use crate::snapshot::{AuthMode, CompiledRoute, EnforcementMode, Snapshot, Upstream};
@@ -551,6 +551,7 @@ pub fn load_snapshot(settings: &Settings, version: u64) -> Result<Snapshot, Conf
         version,
         routes,
         bundle,
+        principals: PrincipalMemo::default(),
     })
 }
 

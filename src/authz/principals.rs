@@ -1,0 +1,111 @@
+//! Principals remembered by identity, per snapshot.
+//!
+//! A principal is a function of the snapshot and of the identity's principal type, id, parents
+//! and attributes, not of the token that carried them. A new token for a caller already seen
+//! (a refreshed token, a second session, a machine client fetching a token per job) reuses
+//! the principal built for the first one instead of building the entity and its store again
+//! (tens of microseconds). Bounded: past the limit, an arbitrary entry makes room.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::{principal_entity, AuthzError, PolicyBundle, Principal};
+use crate::authn::Identity;
+
+/// How many distinct identities a snapshot remembers.
+const REMEMBERED_IDENTITIES: usize = 4096;
+
+/// A principal with the version of the snapshot it was built for.
+pub type BuiltPrincipal = Arc<(u64, Principal)>;
+
+#[derive(Debug, Default)]
+pub struct PrincipalMemo {
+    by_identity: Mutex<HashMap<String, BuiltPrincipal>>,
+}
+
+impl PrincipalMemo {
+    /// The principal for `identity` in the snapshot of `version` and `bundle`: remembered, or
+    /// built now and remembered.
+    pub fn principal(
+        &self,
+        version: u64,
+        bundle: &PolicyBundle,
+        identity: &Identity,
+    ) -> Result<BuiltPrincipal, AuthzError> {
+        // Everything `principal_entity` reads from the identity; serde_json writes it the same
+        // way every time, so equal keys mean equal principals.
+        let key = serde_json::to_string(&(
+            &identity.principal_type,
+            &identity.principal_id,
+            &identity.parents,
+            &identity.attributes,
+        ))
+        .map_err(|e| AuthzError::Principal(e.to_string()))?;
+        if let Some(built) = self.remembered().get(&key) {
+            return Ok(built.clone());
+        }
+        let built = Arc::new((version, principal_entity(bundle, identity)?));
+        let mut remembered = self.remembered();
+        if remembered.len() >= REMEMBERED_IDENTITIES {
+            if let Some(evicted) = remembered.keys().next().cloned() {
+                remembered.remove(&evicted);
+            }
+        }
+        remembered.insert(key, built.clone());
+        Ok(built)
+    }
+
+    /// The map; a panic elsewhere while it was held leaves it usable (entries are whole).
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, BuiltPrincipal>> {
+        self.by_identity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map};
+
+    fn identity(issuer: &str, role: &str, email: &str) -> Identity {
+        let mut attributes = Map::new();
+        attributes.insert("email".into(), json!(email));
+        Identity {
+            issuer: issuer.into(),
+            principal_type: "User".into(),
+            principal_id: "alice".into(),
+            roles: vec![role.into()],
+            tenant: None,
+            scopes: vec!["tasks:read".into()],
+            parents: vec![("Role".into(), role.into())],
+            attributes,
+        }
+    }
+
+    #[test]
+    fn equal_identities_share_a_principal_and_any_difference_builds_another() {
+        let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let bundle = PolicyBundle::load(&policies).unwrap();
+        let memo = PrincipalMemo::default();
+        let principal = |identity: &Identity| memo.principal(7, &bundle, identity).unwrap();
+        let first = principal(&identity("https://a/", "viewer", "a@example.com"));
+        assert_eq!(first.0, 7);
+        // Another token of the same caller (issuer and scopes do not enter the entity).
+        let again = principal(&identity("https://b/", "viewer", "a@example.com"));
+        assert!(Arc::ptr_eq(&first, &again));
+        let other_role = principal(&identity("https://a/", "manager", "a@example.com"));
+        let other_email = principal(&identity("https://a/", "viewer", "b@example.com"));
+        // Cedar's entity equality compares uids only; the JSON form compares everything.
+        let json = |built: &BuiltPrincipal| built.1.entity.to_json_value().unwrap();
+        for other in [&other_role, &other_email] {
+            assert!(!Arc::ptr_eq(&first, other));
+            assert_ne!(json(&first), json(other));
+        }
+        let built = principal_entity(&bundle, &identity("https://a/", "manager", "a@example.com"));
+        assert_eq!(
+            json(&other_role),
+            built.unwrap().entity.to_json_value().unwrap()
+        );
+    }
+}
