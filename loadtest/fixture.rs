@@ -6,8 +6,9 @@
 //! - a development issuer serving its JWKS, which the gateway fetches at start;
 //! - token files minted with that issuer: `warm.txt` (one token allowed by the policies),
 //!   `deny.txt` (a valid token the tenant-isolation policy forbids), `cold.txt` (a pool of
-//!   distinct allowed tokens, one per line) and `rsa_public.pem` (the verification key, for
-//!   the HAProxy peer).
+//!   distinct allowed tokens of alice, one per line), `cold_callers.txt` (as many allowed
+//!   tokens, each of a different caller) and `rsa_public.pem` (the verification key, for the
+//!   HAProxy peer).
 //!
 //! `GET /` on the stats address answers `{"accepts": .., "requests": ..}`. The fixture prints
 //! `ready` once every listener is bound and every file written.
@@ -46,7 +47,7 @@ struct Args {
     /// Directory the token files are written to.
     #[arg(long)]
     tokens: PathBuf,
-    /// Number of distinct tokens in `cold.txt`.
+    /// Number of distinct tokens in `cold.txt` and in `cold_callers.txt`.
     #[arg(long, default_value_t = 20_000)]
     cold_tokens: usize,
     /// Worker threads of the upstream.
@@ -97,10 +98,11 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// Claims of the demo's `alice` (manager at acme), who may read acme's tasks, with a `jti`
-/// that makes each token distinct.
-fn allowed_claims(issuer_url: &str, jti: usize) -> Value {
-    let mut claims = demo_claims(issuer_url, AUDIENCE, "alice", &["manager"], "org_acme");
+/// Claims of a manager at acme, who may read acme's tasks, with a `jti` that makes each token
+/// distinct. The demo's `alice` is in the directory; other callers are known from their
+/// tokens only.
+fn allowed_claims(issuer_url: &str, subject: &str, jti: usize) -> Value {
+    let mut claims = demo_claims(issuer_url, AUDIENCE, subject, &["manager"], "org_acme");
     claims["jti"] = json!(format!("loadtest-{jti}"));
     claims
 }
@@ -114,27 +116,44 @@ fn write_tokens(issuer: &DevIssuer, issuer_url: &str, args: &Args) -> anyhow::Re
     };
     write(
         "warm.txt",
-        issuer.mint(SigningAlg::Rs256, &allowed_claims(issuer_url, 0))?,
+        issuer.mint(SigningAlg::Rs256, &allowed_claims(issuer_url, "alice", 0))?,
     )?;
     // carol is an admin of globex: the tenant-isolation policy forbids acme's tasks to her.
     let carol = demo_claims(issuer_url, AUDIENCE, "carol", &["admin"], "org_globex");
     write("deny.txt", issuer.mint(SigningAlg::Rs256, &carol)?)?;
     write("rsa_public.pem", issuer.rsa_public_key_pem()?)?;
+    write(
+        "cold.txt",
+        mint_pool(issuer, args.cold_tokens, |i| {
+            allowed_claims(issuer_url, "alice", i + 1)
+        })?,
+    )?;
+    write(
+        "cold_callers.txt",
+        mint_pool(issuer, args.cold_tokens, |i| {
+            allowed_claims(issuer_url, &format!("caller-{i}"), i + 1)
+        })?,
+    )
+}
 
-    // RSA signing is slow (about 1 ms a token): mint the pool on every core.
+/// `count` RS256 tokens, one a line, the i-th with `claims(i)`. RSA signing is slow (about
+/// 1 ms a token): the pool is minted on every core.
+fn mint_pool(
+    issuer: &DevIssuer,
+    count: usize,
+    claims: impl Fn(usize) -> Value + Sync,
+) -> anyhow::Result<String> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = args.cold_tokens.div_ceil(threads).max(1);
+    let chunk = count.div_ceil(threads).max(1);
+    let claims = &claims;
     let minted: Vec<anyhow::Result<Vec<String>>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..args.cold_tokens)
+        let workers: Vec<_> = (0..count)
             .step_by(chunk)
             .map(|start| {
-                let end = (start + chunk).min(args.cold_tokens);
+                let end = (start + chunk).min(count);
                 scope.spawn(move || {
                     (start..end)
-                        .map(|i| {
-                            Ok(issuer
-                                .mint(SigningAlg::Rs256, &allowed_claims(issuer_url, i + 1))?)
-                        })
+                        .map(|i| Ok(issuer.mint(SigningAlg::Rs256, &claims(i))?))
                         .collect()
                 })
             })
@@ -148,12 +167,12 @@ fn write_tokens(issuer: &DevIssuer, issuer_url: &str, args: &Args) -> anyhow::Re
             })
             .collect()
     });
-    let mut cold = String::new();
+    let mut pool = String::new();
     for tokens in minted {
         for token in tokens? {
-            cold.push_str(&token);
-            cold.push('\n');
+            pool.push_str(&token);
+            pool.push('\n');
         }
     }
-    write("cold.txt", cold)
+    Ok(pool)
 }

@@ -10,6 +10,7 @@ CPUs while the generator, the upstream and the issuer share the others:
   bare     wrk -> bare pingora (loadtest/bare_pingora.rs) -> upstream
   warm     wrk -> Portcullis -> upstream, one token repeated (verified-token cache hits)
   cold     wrk -> Portcullis -> upstream, a new RS256 token every request (cache misses)
+  cold-callers  as cold, and every token of a different caller (no principal is reused)
   deny     wrk -> Portcullis, a valid token the policies forbid (403, nothing forwarded)
   401      wrk -> Portcullis, a malformed token (401, nothing forwarded)
   haproxy  wrk -> HAProxy (loadtest/peers/haproxy.cfg: jwt_verify + one role rule) -> upstream
@@ -49,17 +50,19 @@ VARIANTS = {
     "bare": ("bare", 200, {}),
     "warm": ("gateway", 200, {"TOKEN_FILE": "warm.txt"}),
     "cold": ("gateway", 200, {"TOKENS_FILE": "cold.txt"}),
+    "cold-callers": ("gateway", 200, {"TOKENS_FILE": "cold_callers.txt"}),
     "deny": ("gateway", 403, {"TOKEN_FILE": "deny.txt"}),
     "401": ("gateway", 401, {"AUTHORIZATION": MALFORMED_AUTHORIZATION}),
     "haproxy": ("haproxy", 200, {"TOKEN_FILE": "warm.txt"}),
 }
 # A new token every request cannot be sent by oha, which repeats its headers.
-NO_OPEN_LOOP = {"cold"}
+NO_OPEN_LOOP = {"cold", "cold-callers"}
 
 TARGETS = [
     # (label, variant, measure, comparison, bound)
     ("warm throughput / bare", "warm", "throughput_ratio", ">=", 0.90),
     ("cold throughput / bare", "cold", "throughput_ratio", ">=", 0.50),
+    ("cold, a new caller every request, throughput / bare", "cold-callers", "throughput_ratio", ">=", 0.50),
     ("403 throughput / bare", "deny", "throughput_ratio", ">=", 1.00),
     ("401 throughput / bare", "401", "throughput_ratio", ">=", 0.95),
     ("warm added p50 at 50 % load (µs)", "warm", "added_p50_us", "<=", 30),
@@ -183,7 +186,7 @@ class Harness:
 
     def start(self) -> None:
         log(f"proxy CPUs {cpu_list(self.proxy_cpus)} ({self.threads} threads); generator, upstream and issuer on {cpu_list(self.other_cpus)}")
-        log(f"minting {self.args.cold_tokens} RS256 tokens for the cold variant")
+        log(f"minting 2 × {self.args.cold_tokens} RS256 tokens for the cold variants")
         fixture = self.spawn("fixture", self.other_cpus, [
             str(RELEASE / "examples" / "loadtest-fixture"),
             "--upstream", f"127.0.0.1:{self.ports['upstream']}",
