@@ -197,10 +197,9 @@ fn verification_key(jwk: &Jwk) -> Result<VerificationKey, String> {
         }
         _ => return Err("unknown key type".to_string()),
     };
-    let verifiers = public_key
-        .algorithms()
+    let verifiers = super::ASYMMETRIC_ALGORITHMS
         .iter()
-        .filter(|alg| pinned.is_none_or(|pinned| pinned == **alg))
+        .filter(|alg| public_key.fits(**alg) && pinned.is_none_or(|pinned| pinned == **alg))
         .map(|alg| public_key.parse(*alg).map(|key| (*alg, key)))
         .collect::<Result<Vec<_>, _>>()?;
     if verifiers.is_empty() {
@@ -225,24 +224,25 @@ enum PublicKey {
 }
 
 impl PublicKey {
-    /// The algorithms a key of this type can verify.
-    fn algorithms(&self) -> &'static [Algorithm] {
-        match self {
-            PublicKey::Rsa { .. } => &[
-                Algorithm::RS256,
-                Algorithm::RS384,
-                Algorithm::RS512,
-                Algorithm::PS256,
-                Algorithm::PS384,
-                Algorithm::PS512,
-            ],
-            PublicKey::EcP256(_) => &[Algorithm::ES256],
-            PublicKey::EcP384(_) => &[Algorithm::ES384],
-            PublicKey::Ed25519(_) => &[Algorithm::EdDSA],
-        }
+    /// Can a key of this type verify `alg` signatures?
+    fn fits(&self, alg: Algorithm) -> bool {
+        matches!(
+            (self, alg),
+            (
+                PublicKey::Rsa { .. },
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            ) | (PublicKey::EcP256(_), Algorithm::ES256)
+                | (PublicKey::EcP384(_), Algorithm::ES384)
+                | (PublicKey::Ed25519(_), Algorithm::EdDSA)
+        )
     }
 
-    /// The key parsed for `alg`, one of [`Self::algorithms`]. JWS ECDSA signatures are the
+    /// The key parsed for `alg`, which it [fits](Self::fits). JWS ECDSA signatures are the
     /// fixed-size `r || s` (RFC 7518 §3.4).
     fn parse(&self, alg: Algorithm) -> Result<ParsedPublicKey, String> {
         let parsed = match self {
@@ -253,6 +253,7 @@ impl PublicKey {
                     Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
                     Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
                     Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+                    // PS512: `fits` admits no other algorithm for an RSA key.
                     _ => &signature::RSA_PSS_2048_8192_SHA512,
                 };
                 signature::RsaPublicKeyComponents {
