@@ -170,9 +170,9 @@ fn verification_key(jwk: &Jwk) -> Result<VerificationKey, String> {
             }
         }
         AlgorithmParameters::EllipticCurve(ec) => {
-            let coordinate_bytes = match ec.curve {
-                EllipticCurve::P256 => 32,
-                EllipticCurve::P384 => 48,
+            let (coordinate_bytes, key): (usize, fn(Vec<u8>) -> PublicKey) = match ec.curve {
+                EllipticCurve::P256 => (32, PublicKey::EcP256),
+                EllipticCurve::P384 => (48, PublicKey::EcP384),
                 ref other => return Err(format!("curve {other:?} is not supported")),
             };
             let (x, y) = (decode("x", &ec.x)?, decode("y", &ec.y)?);
@@ -182,11 +182,7 @@ fn verification_key(jwk: &Jwk) -> Result<VerificationKey, String> {
                 ));
             }
             // SEC 1 uncompressed point: 0x04 || x || y.
-            let point = [&[4u8][..], &x, &y].concat();
-            match ec.curve {
-                EllipticCurve::P256 => PublicKey::EcP256(point),
-                _ => PublicKey::EcP384(point),
-            }
+            key([&[4u8][..], &x, &y].concat())
         }
         AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
             EllipticCurve::Ed25519 => PublicKey::Ed25519(decode("x", &okp.x)?),
@@ -197,17 +193,14 @@ fn verification_key(jwk: &Jwk) -> Result<VerificationKey, String> {
         }
         _ => return Err("unknown key type".to_string()),
     };
+    if let Some(pinned) = pinned.filter(|pinned| !public_key.fits(*pinned)) {
+        return Err(format!("its alg {pinned:?} does not fit its key type"));
+    }
     let verifiers = super::ASYMMETRIC_ALGORITHMS
         .iter()
         .filter(|alg| public_key.fits(**alg) && pinned.is_none_or(|pinned| pinned == **alg))
         .map(|alg| public_key.parse(*alg).map(|key| (*alg, key)))
         .collect::<Result<Vec<_>, _>>()?;
-    if verifiers.is_empty() {
-        return Err(format!(
-            "its alg {:?} does not fit its key type",
-            pinned.unwrap_or(Algorithm::RS256)
-        ));
-    }
     Ok(VerificationKey { verifiers })
 }
 

@@ -18,7 +18,7 @@
 //! tenant-based policy sets have few of them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use cedar_policy::{
     ActionConstraint, Entities, EntityUid, Policy, PolicySet, PrincipalConstraint,
@@ -41,9 +41,9 @@ struct ActionSlice {
     all: Arc<PolicySet>,
     /// Each policy with the scope entities it requires, as indexes into the maps below.
     policies: Vec<ScopedPolicy>,
-    /// The entities named by principal scopes, numbered from 0.
+    /// The entities named by principal scopes, and those named by resource scopes, numbered
+    /// from one sequence: a number stands for one entity of one of the two maps.
     principal_scopes: HashMap<EntityUid, u32>,
-    /// The entities named by resource scopes, numbered after the principal ones.
     resource_scopes: HashMap<EntityUid, u32>,
     /// Sets already built, by scope key (sorted indexes).
     by_key: RwLock<HashMap<Vec<u32>, Arc<PolicySet>>>,
@@ -104,35 +104,30 @@ impl PolicySlices {
         for action in schema.actions() {
             let mut in_scope: Vec<&EntityUid> = vec![action];
             in_scope.extend(hierarchy.ancestors(action).into_iter().flatten());
-            let applicable: Vec<&Policy> = policies
-                .policies()
-                .filter(|policy| match policy.action_constraint() {
-                    ActionConstraint::Any => true,
-                    ActionConstraint::Eq(only) => only == *action,
-                    ActionConstraint::In(groups) => groups.iter().any(|g| in_scope.contains(&g)),
-                })
-                .collect();
+            let applicable =
+                policies
+                    .policies()
+                    .filter(|policy| match policy.action_constraint() {
+                        ActionConstraint::Any => true,
+                        ActionConstraint::Eq(only) => only == *action,
+                        ActionConstraint::In(groups) => {
+                            groups.iter().any(|g| in_scope.contains(&g))
+                        }
+                    });
             let mut all = PolicySet::new();
-            let mut principal_scopes = HashMap::new();
+            let mut sliced = Vec::new();
+            let (mut principal_scopes, mut resource_scopes) = (HashMap::new(), HashMap::new());
             let mut next = 0;
-            let mut principal_numbers = Vec::new();
-            for policy in &applicable {
-                all.add((*policy).clone()).ok()?;
-                principal_numbers.push(
-                    principal_scope(policy).map(|e| number(&mut principal_scopes, e, &mut next)),
-                );
-            }
-            let mut resource_scopes = HashMap::new();
-            let sliced = applicable
-                .into_iter()
-                .zip(principal_numbers)
-                .map(|(policy, principal)| ScopedPolicy {
+            for policy in applicable {
+                all.add(policy.clone()).ok()?;
+                sliced.push(ScopedPolicy {
                     policy: policy.clone(),
-                    principal,
+                    principal: principal_scope(policy)
+                        .map(|e| number(&mut principal_scopes, e, &mut next)),
                     resource: resource_scope(policy)
                         .map(|e| number(&mut resource_scopes, e, &mut next)),
-                })
-                .collect();
+                });
+            }
             by_action.insert(
                 action.clone(),
                 ActionSlice {
@@ -175,9 +170,14 @@ impl PolicySlices {
         scope_numbers(&slice.resource_scopes, resource, entities, &mut key);
         key.sort_unstable();
         key.dedup();
-        // A poisoned lock only means another request panicked while inserting: the whole
-        // slice is still exact.
-        if let Some(set) = slice.by_key.read().ok()?.get(&key) {
+        // A poisoned lock only means another request panicked while inserting; the entries
+        // are whole sets, so the map stays usable.
+        if let Some(set) = slice
+            .by_key
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
             return Some(set.clone());
         }
         let mut set = PolicySet::new();
@@ -187,10 +187,9 @@ impl PolicySlices {
             }
         }
         let set = Arc::new(set);
-        if let Ok(mut remembered) = slice.by_key.write() {
-            if remembered.len() < REMEMBERED_KEYS {
-                remembered.insert(key, set.clone());
-            }
+        let mut remembered = slice.by_key.write().unwrap_or_else(PoisonError::into_inner);
+        if remembered.len() < REMEMBERED_KEYS {
+            remembered.insert(key, set.clone());
         }
         Some(set)
     }
