@@ -50,7 +50,9 @@ fn pipeline(c: &mut Criterion) {
             target: TARGET.as_bytes(),
             headers: &headers,
             host_required: true,
+            authority: None,
             client_ip: Some(IpAddr::from([10, 0, 0, 7])),
+            transport: Default::default(),
         };
         let expected_forward = name == "allow";
         group.bench_function(BenchmarkId::from_parameter(name), |b| {

@@ -2,7 +2,8 @@
 //!
 //! Every request flows one way: canonicalize → route → authenticate → build the Cedar request
 //! → authorize → forward or deny → log. The stages are pure modules (`canonical`, `routes`,
-//! `authn`, `authz`, `pipeline`, `response`); `proxy` and `server` are the thin pingora glue.
+//! `authn`, `authz`, `pipeline`, `response`); `proxy` and `server` are the thin pingora glue,
+//! and `upstream` holds the pools behind it.
 
 pub mod admin;
 pub mod authn;
@@ -26,4 +27,6 @@ pub mod routes;
 pub mod server;
 pub mod snapshot;
 pub mod telemetry;
+pub mod tls;
 pub mod trust;
+pub mod upstream;

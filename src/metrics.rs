@@ -32,8 +32,8 @@ pub struct RequestObservation<'a> {
     pub status: u16,
     pub duration: Duration,
     pub authorization: Option<Duration>,
-    /// The request was forwarded and the upstream exchange failed.
-    pub upstream_error: bool,
+    /// The request was forwarded and the upstream exchange failed, with the cause.
+    pub upstream_error: Option<&'a str>,
 }
 
 pub struct Metrics {
@@ -47,6 +47,7 @@ pub struct Metrics {
     last_reload_success: Gauge,
     snapshot_version: IntGauge,
     decision_records: IntCounterVec,
+    certificate_reloads: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -86,9 +87,9 @@ impl Metrics {
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 "portcullis_upstream_errors_total",
-                "Permitted requests whose upstream exchange failed, by route.",
+                "Permitted requests whose upstream exchange failed, by route and cause (no_healthy_address, unreachable, timeout, bad_response, other).",
             ),
-            &["route"],
+            &["route", "cause"],
         )
         .expect("valid metric definition");
         let in_flight = IntGauge::new(
@@ -122,7 +123,16 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric definition");
-        let collectors: [Box<dyn Collector>; 9] = [
+        let certificate_reloads = IntCounterVec::new(
+            Opts::new(
+                "portcullis_tls_certificate_reloads_total",
+                "Reloads of the TLS certificates after their files changed, by result (success, failure).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric definition");
+        let collectors: [Box<dyn Collector>; 10] = [
+            Box::new(certificate_reloads.clone()),
             Box::new(requests.clone()),
             Box::new(request_seconds.clone()),
             Box::new(authorization_seconds.clone()),
@@ -144,6 +154,7 @@ impl Metrics {
         }
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
+            certificate_reloads.with_label_values(&[result]);
         }
         Metrics {
             registry,
@@ -156,6 +167,7 @@ impl Metrics {
             last_reload_success,
             snapshot_version,
             decision_records,
+            certificate_reloads,
         }
     }
 
@@ -178,9 +190,9 @@ impl Metrics {
             self.authorization_seconds
                 .observe(authorization.as_secs_f64());
         }
-        if request.upstream_error {
+        if let Some(cause) = request.upstream_error {
             self.upstream_errors
-                .with_label_values(&[request.route])
+                .with_label_values(&[request.route, cause])
                 .inc();
         }
     }
@@ -199,6 +211,11 @@ impl Metrics {
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.last_reload_success.set(now);
+    }
+
+    pub fn certificates_reloaded(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.certificate_reloads.with_label_values(&[result]).inc();
     }
 
     pub fn reload_failed(&self) {

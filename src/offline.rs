@@ -19,7 +19,7 @@ use crate::authn::jwks::KeySet;
 use crate::authn::KeyStore;
 use crate::config::{load_snapshot, ConfigError, Settings};
 use crate::demo::{DevIssuer, SigningAlg};
-use crate::pipeline::{evaluate, Incoming, Outcome};
+use crate::pipeline::{evaluate, Incoming, Outcome, Transport};
 use crate::server::load_gateway;
 use crate::snapshot::{Gateway, Snapshot};
 
@@ -94,7 +94,7 @@ impl OfflineGateway {
                 i.rules.audiences.first().cloned().unwrap_or_default(),
             )
         });
-        let snapshot = load_snapshot(&settings, 1)?;
+        let snapshot = load_snapshot(&settings, 1, None)?;
         Ok(OfflineGateway {
             gateway: Gateway::new(settings, authenticator, snapshot),
             signers,
@@ -127,7 +127,7 @@ impl OfflineGateway {
     /// entity store) per snapshot version, so two snapshots must never share one.
     pub fn snapshot_with(&self, entities: &[Value]) -> Result<Snapshot, OfflineError> {
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
-        let mut snapshot = load_snapshot(&self.gateway.settings, version)?;
+        let mut snapshot = load_snapshot(&self.gateway.settings, version, None)?;
         let extra = cedar_policy::Entities::from_json_value(
             Value::Array(entities.to_vec()),
             Some(&snapshot.bundle.schema),
@@ -238,7 +238,14 @@ impl OfflineGateway {
             target: request.target.as_bytes(),
             headers: &headers,
             host_required: false,
+            authority: None,
             client_ip: Some(request.client_ip),
+            // Evaluated as the request would be once it reached the gateway over HTTPS: a
+            // plaintext redirect is not a decision to explain.
+            transport: Transport {
+                secure: true,
+                sni: None,
+            },
         };
         Ok(evaluate(&self.gateway, snapshot, &incoming).await)
     }

@@ -15,7 +15,8 @@ use crate::authn::{bearer_token, AuthnError, VerifiedToken};
 use crate::authz::{authorize, BuiltPrincipal, Caller, Decision, RequestFacts};
 use crate::canonical::{canonicalize, canonicalize_host, HostError, TargetError};
 use crate::routes::Lookup;
-use crate::snapshot::{AuthMode, EnforcementMode, Gateway, Snapshot, Upstream};
+use crate::snapshot::{AuthMode, EnforcementMode, Gateway, Snapshot};
+use crate::upstream::Pool;
 
 /// The parts of an incoming request the pipeline looks at.
 #[derive(Debug, Clone)]
@@ -28,17 +29,34 @@ pub struct Incoming<'a> {
     /// HTTP/1.1 requests must carry a `Host` (RFC 9112 §3.2); HTTP/1.0 ones and offline
     /// evaluations need not.
     pub host_required: bool,
+    /// HTTP/2's `:authority`, which stands for `Host` (RFC 9113 §8.3.1).
+    pub authority: Option<&'a str>,
     pub client_ip: Option<IpAddr>,
+    /// How the connection was made: TLS or not, and the SNI it named.
+    pub transport: Transport<'a>,
+}
+
+/// The connection a request came in on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Transport<'a> {
+    /// Over TLS.
+    pub secure: bool,
+    /// The server name the TLS client hello asked for.
+    pub sni: Option<&'a str>,
 }
 
 /// A permitted request.
 #[derive(Debug, Clone)]
 pub struct Forward {
-    pub upstream: Arc<Upstream>,
+    pub upstream: Arc<Pool>,
     /// Canonical path plus the query (without `_method` parameters).
     pub path_and_query: String,
     /// The caller's token, absent on anonymous routes.
     pub token: Option<Arc<VerifiedToken>>,
+    /// The request asks for a protocol upgrade the route allows: `Upgrade` is passed on.
+    pub upgrade: bool,
+    /// Largest request body the route forwards.
+    pub max_body_bytes: u64,
 }
 
 /// Why a request is refused.
@@ -58,6 +76,39 @@ pub enum Denial {
     Unauthenticated(AuthnError),
     #[error("forbidden by the policies")]
     Forbidden,
+    #[error("the Host names {host:?}, but the TLS connection was made for {sni:?}")]
+    Misdirected { host: String, sni: String },
+    #[error("plaintext requests are redirected to HTTPS")]
+    RedirectToHttps { location: String },
+    #[error("the request body is larger than the {limit} bytes this route accepts")]
+    BodyTooLarge { limit: u64 },
+    #[error("the upstream failed: {0}")]
+    Upstream(UpstreamFailure),
+}
+
+/// Why a permitted request got no upstream response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamFailure {
+    #[error("no healthy upstream address")]
+    NoHealthyAddress,
+    #[error("the upstream could not be reached")]
+    Unreachable,
+    #[error("the upstream did not answer in time")]
+    Timeout,
+    #[error("the upstream's response was broken")]
+    BadResponse,
+}
+
+impl UpstreamFailure {
+    /// The label used in metrics and the decision log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::NoHealthyAddress => "no_healthy_address",
+            UpstreamFailure::Unreachable => "unreachable",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::BadResponse => "bad_response",
+        }
+    }
 }
 
 /// What happened to a request, for the response and the decision log.
@@ -110,6 +161,17 @@ impl Outcome {
 /// application could route by different ones.
 fn request_host(incoming: &Incoming<'_>) -> Result<Option<String>, HostError> {
     let mut hosts = incoming.headers.get_all(http::header::HOST).iter();
+    if let Some(authority) = incoming.authority {
+        // HTTP/2: `:authority` is the host; a `Host` beside it must name the same one.
+        let host = canonicalize_host(authority)?;
+        for other in hosts {
+            let other = other.to_str().map_err(|_| HostError::Invalid)?;
+            if canonicalize_host(other)? != host {
+                return Err(HostError::Duplicate);
+            }
+        }
+        return Ok(Some(host));
+    }
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err(HostError::Duplicate),
         (None, _) if incoming.host_required => Err(HostError::Missing),
@@ -144,6 +206,9 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
         Err(e) => return outcome.deny(Denial::BadTarget(e)),
     };
     outcome.canonical_path = Some(target.path.clone());
+    if let Some(denial) = transport_denial(settings, incoming.transport, host.as_deref(), &target) {
+        return outcome.deny(denial);
+    }
 
     let (route, params) =
         match snapshot
@@ -159,6 +224,16 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
     outcome.route_id = Some(route.id.clone());
     outcome.action = Some(route.authz.action.to_string());
     outcome.mode = Some(route.mode);
+    let declared_length = incoming
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > route.max_body_bytes) {
+        return outcome.deny(Denial::BodyTooLarge {
+            limit: route.max_body_bytes,
+        });
+    }
 
     let token = match route.auth {
         AuthMode::Anonymous => None,
@@ -236,10 +311,50 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
     if !allowed && route.mode == EnforcementMode::Enforce {
         return outcome.deny(Denial::Forbidden);
     }
+    let upgrade = incoming
+        .headers
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|asked| {
+            route
+                .upgrades
+                .iter()
+                .any(|allowed| asked.trim().eq_ignore_ascii_case(allowed))
+        });
     outcome.verdict = Ok(Forward {
         upstream: route.upstream.clone(),
         path_and_query: target.path_and_query(),
         token,
+        upgrade,
+        max_body_bytes: route.max_body_bytes,
     });
     outcome
+}
+
+/// What the connection alone decides: a plaintext request redirected to HTTPS, or a request
+/// whose `Host` is not the name its TLS connection was made for (421, RFC 9110 §15.5.20: the
+/// certificate, and any route chosen by host, belong to the SNI).
+fn transport_denial(
+    settings: &crate::config::Settings,
+    transport: Transport<'_>,
+    host: Option<&str>,
+    target: &crate::canonical::CanonicalTarget,
+) -> Option<Denial> {
+    if !transport.secure {
+        let tls = settings.tls.as_ref().filter(|tls| tls.redirect_plaintext)?;
+        let port = match tls.https_port {
+            443 => String::new(),
+            port => format!(":{port}"),
+        };
+        let host = host.unwrap_or("localhost");
+        return Some(Denial::RedirectToHttps {
+            location: format!("https://{host}{port}{}", target.path_and_query()),
+        });
+    }
+    let (sni, host) = (transport.sni?, host?);
+    let sni = canonicalize_host(sni).ok()?;
+    (sni != host).then(|| Denial::Misdirected {
+        host: host.to_string(),
+        sni,
+    })
 }

@@ -48,8 +48,50 @@ pub fn fingerprint(routes_file: &Path, policies_dir: &Path) -> Vec<u8> {
 }
 
 /// Reloads now and logs the result; `why` says what triggered it.
-pub fn reload_and_log(gateway: &Gateway, why: &str) {
+fn reload_and_log(gateway: &Gateway, why: &str) {
     log_reload(gateway, why, gateway.reload());
+}
+
+/// Reloads routes and policies (every file, or only if they changed) and the TLS certificates
+/// on a blocking-pool thread: validating thousands of policies must not hold up the runtime
+/// that runs key refreshes and signal handling.
+pub async fn reload_in_background(gateway: Arc<Gateway>, why: &'static str, always: bool) {
+    let finished = tokio::task::spawn_blocking(move || {
+        reload_certificates(&gateway, why);
+        if always {
+            reload_and_log(&gateway, why);
+        } else if let Some(result) = gateway.reload_if_changed() {
+            log_reload(&gateway, why, result);
+        }
+    })
+    .await;
+    if let Err(e) = finished {
+        log::error!("{why}: the reload did not finish: {e}");
+    }
+}
+
+/// Reloads the TLS listener's certificates if their files changed; on error the running ones
+/// stay.
+fn reload_certificates(gateway: &Gateway, why: &str) {
+    let Some(tls) = &gateway.settings.tls else {
+        return;
+    };
+    match tls.certificates.reload_if_changed() {
+        None => {}
+        Some(Ok(())) => {
+            gateway.metrics.certificates_reloaded(true);
+            log::info!(
+                "{why}: TLS certificates reloaded (serving {})",
+                tls.certificates.current().names().join(", ")
+            );
+        }
+        Some(Err(e)) => {
+            gateway.metrics.certificates_reloaded(false);
+            log::error!(
+                "{why}: TLS certificates not reloaded, still serving the previous ones: {e}"
+            );
+        }
+    }
 }
 
 fn log_reload(gateway: &Gateway, why: &str, result: Result<u64, ConfigError>) {
@@ -62,21 +104,29 @@ fn log_reload(gateway: &Gateway, why: &str, result: Result<u64, ConfigError>) {
     }
 }
 
-/// Watches the routes, policies and settings directories until the process ends, reloading
-/// after each burst of changes to the routes or policies. A changed `portcullis.toml` is only
+/// Watches the routes, policies, settings and certificate directories until the process ends,
+/// reloading after each burst of changes to the routes, policies or certificates. A changed `portcullis.toml` is only
 /// reported: its settings (listeners, issuers, limits) need a restart.
 pub async fn watch(gateway: Arc<Gateway>, debounce: Duration) -> notify::Result<()> {
     let settings = &gateway.settings;
     let policies_dir = canonical(&settings.policies_dir);
+    let certificate_files: Vec<&Path> = settings
+        .tls
+        .iter()
+        .flat_map(|tls| tls.certificates.files())
+        .flat_map(|pair| [pair.cert.as_path(), pair.key.as_path()])
+        .collect();
     let mut directories = vec![
         canonical(&parent_dir(&settings.routes_file)),
         policies_dir.clone(),
         canonical(&parent_dir(&settings.file)),
     ];
+    directories.extend(certificate_files.iter().map(|f| canonical(&parent_dir(f))));
     directories.sort();
     directories.dedup();
-    let names: Vec<OsString> = [&settings.routes_file, &settings.file]
-        .iter()
+    let names: Vec<OsString> = [settings.routes_file.as_path(), settings.file.as_path()]
+        .into_iter()
+        .chain(certificate_files.iter().copied())
         .filter_map(|f| f.file_name().map(OsString::from))
         .collect();
     // Only what can change the inputs counts: anything in the policies directory, the routes
@@ -127,9 +177,7 @@ pub async fn watch(gateway: Arc<Gateway>, debounce: Duration) -> notify::Result<
             );
             restart_reported = true;
         }
-        if let Some(result) = gateway.reload_if_changed() {
-            log_reload(&gateway, "files changed", result);
-        }
+        reload_in_background(gateway.clone(), "files changed", false).await;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 
 use crate::authn::AuthnError;
 use crate::canonical::TargetError;
-use crate::pipeline::Denial;
+use crate::pipeline::{Denial, UpstreamFailure};
 
 /// A response the gateway writes itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,80 @@ fn quoted(value: &str) -> String {
     out
 }
 
+/// The JSON refusal for `denial`.
 pub fn deny_response(denial: &Denial, request_id: &str, realm: &str) -> DenyResponse {
+    let (status, error, message, mut headers) = classify(denial, realm);
+    let body = serde_json::json!({
+        "error": error,
+        "message": message,
+        "request_id": request_id,
+    });
+    headers.push(("content-type", "application/json".to_string()));
+    headers.push(("cache-control", "no-store".to_string()));
+    DenyResponse {
+        status,
+        headers,
+        body: body.to_string().into_bytes(),
+    }
+}
+
+/// The HTTP status a refusal is answered with (before any gRPC reshaping).
+pub fn refusal_status(denial: &Denial) -> u16 {
+    classify(denial, "").0
+}
+
+/// Whether a request is gRPC (`application/grpc`, `application/grpc+proto`, ...), whose
+/// client reads the outcome from `grpc-status`, not from the HTTP status.
+pub fn is_grpc(content_type: Option<&[u8]>) -> bool {
+    content_type.is_some_and(|value| {
+        let value = value.strip_prefix(b"application/grpc").unwrap_or(b"-");
+        value.is_empty() || value[0] == b'+' || value[0] == b';'
+    })
+}
+
+/// The refusal for a gRPC request: a trailers-only response (HTTP 200, no body) whose
+/// `grpc-status` follows gRPC's HTTP-to-gRPC mapping, as Envoy's ext_authz and jwt_authn
+/// answer. The request id travels in `grpc-message` and its own header.
+pub fn grpc_deny_response(denial: &Denial, request_id: &str, realm: &str) -> DenyResponse {
+    let (status, _, message, mut headers) = classify(denial, realm);
+    let code = match status {
+        400 | 413 | 414 | 431 => GRPC_INTERNAL,
+        401 => GRPC_UNAUTHENTICATED,
+        403 => GRPC_PERMISSION_DENIED,
+        404 | 405 => GRPC_UNIMPLEMENTED,
+        502..=504 => GRPC_UNAVAILABLE,
+        _ => GRPC_UNKNOWN,
+    };
+    let message = format!("{message} (request id {request_id})");
+    headers.push(("content-type", "application/grpc".to_string()));
+    headers.push(("grpc-status", code.to_string()));
+    headers.push(("grpc-message", percent_encode_grpc(&message)));
+    DenyResponse {
+        status: 200,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+const GRPC_UNKNOWN: u8 = 2;
+const GRPC_PERMISSION_DENIED: u8 = 7;
+const GRPC_UNIMPLEMENTED: u8 = 12;
+const GRPC_INTERNAL: u8 = 13;
+const GRPC_UNAVAILABLE: u8 = 14;
+const GRPC_UNAUTHENTICATED: u8 = 16;
+
+/// `grpc-message` is percent-encoded: every byte outside printable ASCII, and `%` itself
+/// (gRPC over HTTP/2, "Responses").
+fn percent_encode_grpc(message: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+    const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
+    utf8_percent_encode(message, GRPC_MESSAGE).to_string()
+}
+
+type Classified = (u16, &'static str, String, Vec<(&'static str, String)>);
+
+/// Status, error code, message and extra headers of a refusal, whatever its shape.
+fn classify(denial: &Denial, realm: &str) -> Classified {
     let mut headers = Vec::new();
     let (status, error, message) = match denial {
         Denial::BadTarget(TargetError::TooLong) => {
@@ -94,19 +167,22 @@ pub fn deny_response(denial: &Denial, request_id: &str, realm: &str) -> DenyResp
             "forbidden",
             "the policy does not permit this request".to_string(),
         ),
+        Denial::Misdirected { .. } => (421, "misdirected_request", denial.to_string()),
+        Denial::RedirectToHttps { location } => {
+            headers.push(("location", location.clone()));
+            (308, "https_required", denial.to_string())
+        }
+        Denial::BodyTooLarge { .. } => (413, "body_too_large", denial.to_string()),
+        Denial::Upstream(failure) => {
+            let status = match failure {
+                UpstreamFailure::NoHealthyAddress => 503,
+                UpstreamFailure::Timeout => 504,
+                UpstreamFailure::Unreachable | UpstreamFailure::BadResponse => 502,
+            };
+            (status, failure.as_str(), failure.to_string())
+        }
     };
-    let body = serde_json::json!({
-        "error": error,
-        "message": message,
-        "request_id": request_id,
-    });
-    headers.push(("content-type", "application/json".to_string()));
-    headers.push(("cache-control", "no-store".to_string()));
-    DenyResponse {
-        status,
-        headers,
-        body: body.to_string().into_bytes(),
-    }
+    (status, error, message, headers)
 }
 
 #[cfg(test)]
@@ -171,6 +247,65 @@ mod tests {
             .status,
             400
         );
+    }
+
+    #[test]
+    fn grpc_refusals_carry_grpc_status() {
+        assert!(is_grpc(Some(b"application/grpc")));
+        assert!(is_grpc(Some(b"application/grpc+proto")));
+        assert!(!is_grpc(Some(b"application/grpcx")));
+        assert!(!is_grpc(Some(b"application/json")));
+        let r = grpc_deny_response(
+            &Denial::Unauthenticated(AuthnError::MissingToken),
+            "rid",
+            "api",
+        );
+        assert_eq!((r.status, header(&r, "grpc-status")), (200, Some("16")));
+        assert_eq!(
+            header(&r, "grpc-message"),
+            Some("a bearer token is required (request id rid)")
+        );
+        let r = grpc_deny_response(&Denial::Forbidden, "rid", "api");
+        assert_eq!(header(&r, "grpc-status"), Some("7"));
+        let r = grpc_deny_response(&Denial::Upstream(UpstreamFailure::Timeout), "r", "x");
+        assert_eq!(header(&r, "grpc-status"), Some("14"));
+        assert_eq!(percent_encode_grpc("100% é"), "100%25 %C3%A9");
+    }
+
+    #[test]
+    fn edge_statuses() {
+        let misdirected = Denial::Misdirected {
+            host: "a".into(),
+            sni: "b".into(),
+        };
+        assert_eq!(deny_response(&misdirected, "r", "x").status, 421);
+        let redirect = deny_response(
+            &Denial::RedirectToHttps {
+                location: "https://a/".into(),
+            },
+            "r",
+            "x",
+        );
+        assert_eq!(
+            (redirect.status, header(&redirect, "location")),
+            (308, Some("https://a/"))
+        );
+        assert_eq!(
+            deny_response(&Denial::BodyTooLarge { limit: 1 }, "r", "x").status,
+            413
+        );
+        for (failure, status) in [
+            (UpstreamFailure::NoHealthyAddress, 503),
+            (UpstreamFailure::Unreachable, 502),
+            (UpstreamFailure::Timeout, 504),
+        ] {
+            let r = deny_response(&Denial::Upstream(failure), "rid", "x");
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(
+                (r.status, body["request_id"].as_str()),
+                (status, Some("rid"))
+            );
+        }
     }
 
     #[test]

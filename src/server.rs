@@ -19,17 +19,19 @@ use pingora_core::services::listening::Service;
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use pingora_core::listeners::tls::Acceptor;
+
 use crate::admin::serve_admin;
 use crate::config::{load_snapshot, ConfigError, Settings};
 use crate::decision_log::{DecisionLog, OpenError};
-use crate::proxy::{ConnectionLimits, GatewayApp, Proxy};
+use crate::proxy::{tls_settings, ConnectionLimits, Edge, GatewayApp, Proxy};
 use crate::snapshot::Gateway;
 
 /// Loads and validates `portcullis.toml`, `routes.toml` and `policies/`.
 pub fn load_gateway(config: &Path) -> Result<Gateway, ConfigError> {
     let settings = Settings::load(config)?;
     let authenticator = settings.authenticator()?;
-    let snapshot = load_snapshot(&settings, 1)?;
+    let snapshot = load_snapshot(&settings, 1, None)?;
     Ok(Gateway::new(settings, authenticator, snapshot))
 }
 
@@ -39,6 +41,8 @@ pub enum ServeError {
     Runtime(#[from] std::io::Error),
     #[error(transparent)]
     DecisionLog(#[from] OpenError),
+    #[error("cannot set up the TLS listener: {0}")]
+    Tls(#[from] Box<pingora_core::Error>),
 }
 
 /// Opens the configured decision log sink and starts its writer.
@@ -68,12 +72,20 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
         .thread_name("portcullis-background")
         .enable_all()
         .build()?;
+    // The probes get a thread of their own: nothing else (a reload validating thousands of
+    // policies, a slow key fetch) can delay their answers. Started before the first key fetch,
+    // so /readyz answers 503 until the keys are in.
+    let admin_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let admin_gateway = gateway.clone();
+    std::thread::Builder::new()
+        .name("portcullis-admin".to_string())
+        .spawn(move || admin_runtime.block_on(admin_listener(admin_gateway)))?;
     {
-        // Before the (possibly slow) first key fetch: a SIGHUP must not kill the process, and
-        // the probes must get answers (/readyz: 503 until the keys are in).
+        // Before the (possibly slow) first key fetch: a SIGHUP must not kill the process.
         let _guard = runtime.enter();
         tokio::spawn(reload_on_hangup(gateway.clone(), decision_log.clone())?);
-        tokio::spawn(admin_listener(gateway.clone()));
     }
     let missing = runtime.block_on(gateway.fetch_keys());
     for issuer in missing {
@@ -82,6 +94,7 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
     {
         let _guard = runtime.enter();
         gateway.spawn_key_refresh();
+        gateway.start_pools();
         if let Some(debounce) = gateway.settings.reload_debounce {
             let watched = gateway.clone();
             tokio::spawn(async move {
@@ -123,8 +136,12 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
         gateway_app(&server.configuration, gateway.clone(), decision_log.clone()),
     );
     service.add_tcp(&gateway.settings.listen.to_string());
-    server.add_service(service);
     log::info!("listening on {}", gateway.settings.listen);
+    if let Some(tls) = &gateway.settings.tls {
+        service.add_tls_with_settings(&tls.listen.to_string(), None, tls_settings(tls)?);
+        log::info!("listening for TLS on {}", tls.listen);
+    }
+    server.add_service(service);
     write_pid_file(&lifecycle.pid_file);
     server.run(RunArgs::default());
     remove_pid_file(&lifecycle.pid_file);
@@ -207,7 +224,7 @@ fn reload_on_hangup(
     Ok(async move {
         while hangups.recv().await.is_some() {
             decision_log.reopen();
-            crate::reload::reload_and_log(&gateway, "SIGHUP");
+            crate::reload::reload_in_background(gateway.clone(), "SIGHUP", true).await;
         }
     })
 }
@@ -217,23 +234,57 @@ fn gateway_app(
     conf: &Arc<ServerConf>,
     gateway: Arc<Gateway>,
     decision_log: Arc<DecisionLog>,
-) -> GatewayApp {
+) -> Edge {
+    let settings = &gateway.settings;
     let limits = ConnectionLimits {
-        request_head: gateway.settings.request_head_timeout,
-        idle: gateway.settings.idle_timeout,
+        request_head: settings.request_head_timeout,
+        idle: settings.idle_timeout,
+        h2c: settings.h2c,
+        max_header_bytes: settings.max_header_bytes,
     };
-    GatewayApp::new(
+    Edge::new(GatewayApp::new(
         pingora_proxy::http_proxy(conf, Proxy::new(gateway, decision_log)),
         limits,
-    )
+    ))
 }
 
-/// Serves the proxy on `listener` in the current tokio runtime until the task is dropped.
+/// Serves the proxy on `listener` (plaintext) in the current tokio runtime until the task is
+/// dropped; also starts the upstream pools' discovery and health checks.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
     decision_log: Arc<DecisionLog>,
 ) {
+    serve_connections(listener, gateway, decision_log, None).await;
+}
+
+/// `serve` for the TLS listener of `[server.tls]`, with the same certificates, SNI and ALPN
+/// settings as `run`. Returns at once when no TLS is configured.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    decision_log: Arc<DecisionLog>,
+) {
+    let Some(tls) = &gateway.settings.tls else {
+        return;
+    };
+    let acceptor = match tls_settings(tls) {
+        Ok(settings) => Arc::new(settings.build()),
+        Err(e) => {
+            log::error!("cannot set up the TLS listener: {e}");
+            return;
+        }
+    };
+    serve_connections(listener, gateway, decision_log, Some(acceptor)).await;
+}
+
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    decision_log: Arc<DecisionLog>,
+    tls: Option<Arc<Acceptor>>,
+) {
+    gateway.start_pools();
     let app = Arc::new(gateway_app(
         &Arc::new(ServerConf::default()),
         gateway,
@@ -250,13 +301,24 @@ pub async fn serve(
         };
         let app = app.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
             // A fresh digest's peer address is unset; ignoring the impossible error is fine.
             let _ = digest.peer_addr.set(Some(peer.into()));
             let mut stream = Stream::from(tcp);
             stream.set_socket_digest(digest);
-            let mut next = app.process_new(Box::new(stream), &shutdown).await;
+            let stream: pingora_core::protocols::Stream = match tls {
+                None => Box::new(stream),
+                Some(acceptor) => match acceptor.tls_handshake(stream).await {
+                    Ok(tls_stream) => Box::new(tls_stream),
+                    Err(e) => {
+                        log::debug!("TLS handshake failed: {e}");
+                        return;
+                    }
+                },
+            };
+            let mut next = app.process_new(stream, &shutdown).await;
             while let Some(stream) = next {
                 next = app.process_new(stream, &shutdown).await;
             }

@@ -15,6 +15,7 @@ use crate::config::{load_snapshot, ConfigError, Settings};
 use crate::metrics::Metrics;
 use crate::reload::fingerprint;
 use crate::routes::RouteTable;
+use crate::upstream::{Pool, Pools};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
@@ -42,23 +43,19 @@ impl EnforcementMode {
     }
 }
 
-#[derive(Debug)]
-pub struct Upstream {
-    pub name: String,
-    /// Resolved when the snapshot is built, never on the request path.
-    pub address: std::net::SocketAddr,
-}
-
 /// A route as the request path needs it.
 #[derive(Debug)]
 pub struct CompiledRoute {
     pub id: String,
     /// Line of the route in routes.toml.
     pub line: usize,
-    pub upstream: Arc<Upstream>,
+    pub upstream: Arc<Pool>,
     pub auth: AuthMode,
     pub mode: EnforcementMode,
     pub authz: RouteAuthz,
+    /// Protocol upgrades tunneled after a permit (`"websocket"`); empty: `Upgrade` is stripped.
+    pub upgrades: Vec<String>,
+    pub max_body_bytes: u64,
 }
 
 /// Routes and policies, compiled together.
@@ -68,6 +65,8 @@ pub struct Snapshot {
     pub bundle: PolicyBundle,
     /// Principals built for this snapshot, by identity.
     pub principals: PrincipalMemo,
+    /// The upstream pools the routes send to.
+    pub pools: Pools,
 }
 
 /// The running gateway's state.
@@ -81,6 +80,9 @@ pub struct Gateway {
     last_inputs: Mutex<Vec<u8>>,
     /// Set once a shutdown or upgrade has begun.
     draining: AtomicBool,
+    /// Set once upstream pools run their discovery and health checks; the pools of every
+    /// later snapshot are started as it is swapped in.
+    pools_started: AtomicBool,
 }
 
 impl Gateway {
@@ -95,6 +97,7 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             last_inputs: Mutex::new(inputs),
             draining: AtomicBool::new(false),
+            pools_started: AtomicBool::new(false),
         }
     }
 
@@ -140,10 +143,21 @@ impl Gateway {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Starts the upstream pools' discovery and health checks on the current tokio runtime,
+    /// now and for every snapshot swapped in later.
+    pub fn start_pools(&self) {
+        self.pools_started.store(true, Ordering::Release);
+        self.snapshot.load().pools.start();
+    }
+
     fn load_next(&self) -> Result<u64, ConfigError> {
-        let version = self.snapshot.load().version + 1;
-        match load_snapshot(&self.settings, version) {
+        let current = self.snapshot.load_full();
+        let version = current.version + 1;
+        match load_snapshot(&self.settings, version, Some(&current)) {
             Ok(snapshot) => {
+                if self.pools_started.load(Ordering::Acquire) {
+                    snapshot.pools.start();
+                }
                 self.snapshot.store(Arc::new(snapshot));
                 self.metrics.snapshot_loaded(version);
                 Ok(version)

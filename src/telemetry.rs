@@ -21,9 +21,24 @@ pub fn decision_label(outcome: Option<&Outcome>) -> &'static str {
         Some(Err(Denial::Unauthenticated(_))) => "unauthenticated",
         Some(Err(Denial::NotFound)) => "no_route",
         Some(Err(Denial::MethodNotAllowed(_))) => "method_not_allowed",
-        Some(Err(Denial::BadTarget(_) | Denial::BadHost(_) | Denial::HeadersTooLarge)) => {
-            "bad_request"
-        }
+        Some(Err(
+            Denial::BadTarget(_)
+            | Denial::BadHost(_)
+            | Denial::HeadersTooLarge
+            | Denial::BodyTooLarge { .. },
+        )) => "bad_request",
+        Some(Err(Denial::Misdirected { .. })) => "misdirected",
+        Some(Err(Denial::RedirectToHttps { .. })) => "redirect",
+        Some(Err(Denial::Upstream(_))) => "upstream_error",
+    }
+}
+
+/// The label of a failure after the decision, for metrics and the decision log.
+pub fn failure_label(failure: &Denial) -> &'static str {
+    match failure {
+        Denial::Upstream(cause) => cause.as_str(),
+        Denial::BodyTooLarge { .. } => "body_too_large",
+        _ => "other",
     }
 }
 
@@ -35,14 +50,19 @@ pub fn decision_record(
     outcome: Option<&Outcome>,
     status: u16,
     error: Option<String>,
+    failure: Option<&Denial>,
     latency: Duration,
 ) -> String {
     let reason = outcome.and_then(|o| match &o.verdict {
         Err(Denial::Unauthenticated(e)) => Some(e.to_string()),
         Err(Denial::BadTarget(e)) => Some(e.to_string()),
         Err(Denial::BadHost(e)) => Some(e.to_string()),
+        Err(denial @ (Denial::Misdirected { .. } | Denial::BodyTooLarge { .. })) => {
+            Some(denial.to_string())
+        }
         _ => None,
     });
+    let upstream_failure = failure.map(failure_label);
     let decision = outcome.and_then(|o| o.decision.as_ref());
     let record = DecisionRecord {
         time: rfc3339_utc(SystemTime::now()),
@@ -64,6 +84,7 @@ pub fn decision_record(
         errors: decision.map_or(&[], |d| &d.errors),
         status,
         proxy_error: error,
+        upstream_failure,
         latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         snapshot: outcome.map(|o| o.snapshot_version),
     };
@@ -91,6 +112,8 @@ struct DecisionRecord<'a> {
     errors: &'a [String],
     status: u16,
     proxy_error: Option<String>,
+    /// Why a permitted request failed after the decision (`unreachable`, `timeout`, ...).
+    upstream_failure: Option<&'static str>,
     latency_us: u64,
     snapshot: Option<u64>,
 }

@@ -6,6 +6,7 @@
 
 pub mod raw;
 pub mod source;
+mod upstreams;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -26,8 +27,10 @@ use crate::authn::{
 use crate::authz::{PolicyBundle, PrincipalMemo, ResourceSpec, RouteAuthz, CONTEXT_KINDS};
 use crate::canonical::canonicalize_host;
 use crate::routes::{PathTemplate, RouteSpec, RouteTable};
-use crate::snapshot::{AuthMode, CompiledRoute, EnforcementMode, Snapshot, Upstream};
+use crate::snapshot::{AuthMode, CompiledRoute, EnforcementMode, Snapshot};
+use crate::tls::{CertificateFiles, CertificateStore};
 use crate::trust::Cidr;
+use crate::upstream::{Pool, Pools};
 use raw::{RawGatewayFile, RawIssuer, RawMode, RawRoute, RawRouteDefaults, RawRoutesFile, RawSink};
 pub use source::{ConfigError, ConfigProblem, SourceFile};
 
@@ -45,6 +48,19 @@ pub struct Lifecycle {
     pub graceful_shutdown_timeout: Duration,
     pub upgrade_socket: String,
     pub pid_file: String,
+}
+
+/// The TLS listener and its certificates.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    /// ALPN offers `h2`.
+    pub h2: bool,
+    /// Requests on the plaintext listener are redirected to this listener.
+    pub redirect_plaintext: bool,
+    /// The port redirects name.
+    pub https_port: u16,
+    pub certificates: Arc<CertificateStore>,
 }
 
 /// Names of the identity headers set on forwarded requests.
@@ -89,6 +105,12 @@ pub struct Settings {
     pub request_head_timeout: Duration,
     /// Keep-alive idle timeout between requests on one connection.
     pub idle_timeout: Duration,
+    /// Largest request body, unless a route sets its own.
+    pub max_body_bytes: u64,
+    /// HTTP/2 with prior knowledge on the plaintext listener.
+    pub h2c: bool,
+    /// The TLS listener, when configured.
+    pub tls: Option<TlsListener>,
     /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`).
     pub admin_listen: SocketAddr,
     pub decision_sink: DecisionSink,
@@ -214,6 +236,12 @@ impl Settings {
             ));
         }
 
+        let tls = raw
+            .server
+            .tls
+            .as_ref()
+            .and_then(|tls| tls_listener(tls, &file, base, &mut problems));
+
         let max_token_bytes = *raw.tokens.max_bytes.get_ref();
         if max_token_bytes < 256 {
             problems.push(file.problem(
@@ -278,6 +306,9 @@ impl Settings {
                 max_header_count: raw.limits.max_header_count,
                 request_head_timeout: Duration::from_secs(raw.limits.request_head_timeout_seconds),
                 idle_timeout: Duration::from_secs(raw.limits.idle_timeout_seconds),
+                max_body_bytes: raw.limits.max_body_bytes,
+                h2c: raw.server.h2c,
+                tls,
                 admin_listen,
                 decision_sink,
                 decision_buffer: raw.decision_log.buffer_records,
@@ -338,6 +369,56 @@ impl Settings {
             self.token_cache_entries,
         ))
     }
+}
+
+/// `[server.tls]`: the listener address and every certificate pair, loaded now so that a
+/// broken pair is reported at its line.
+fn tls_listener(
+    raw: &raw::RawTls,
+    file: &SourceFile,
+    base: &Path,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<TlsListener> {
+    let listen = match raw.listen.get_ref().parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.push(file.problem(
+                Some(raw.listen.span()),
+                format!(
+                    "server.tls.listen = {:?} is not an address like \"0.0.0.0:8443\"",
+                    raw.listen.get_ref()
+                ),
+            ));
+            None
+        }
+    };
+    if raw.certificates.get_ref().is_empty() {
+        problems.push(file.problem(
+            Some(raw.certificates.span()),
+            "server.tls.certificates must list at least one { cert = \"...\", key = \"...\" }",
+        ));
+        return None;
+    }
+    let mut pairs = Vec::new();
+    for pair in raw.certificates.get_ref() {
+        let files = CertificateFiles {
+            cert: base.join(&pair.get_ref().cert),
+            key: base.join(&pair.get_ref().key),
+            hosts: pair.get_ref().hosts.clone(),
+        };
+        if let Err(e) = crate::tls::CertificateSet::load(std::slice::from_ref(&files)) {
+            problems.push(file.problem(Some(pair.span()), e.to_string()));
+        }
+        pairs.push(files);
+    }
+    let certificates = CertificateStore::load(pairs).ok()?;
+    Some(TlsListener {
+        listen: listen?,
+        h2: raw.h2,
+        redirect_plaintext: raw.redirect_plaintext,
+        https_port: raw.https_port,
+        certificates: Arc::new(certificates),
+    })
 }
 
 fn issuer_settings(
@@ -463,7 +544,11 @@ fn issuer_settings(
 
 /// Loads `routes.toml` and `policies/` into a snapshot, checking every route against the
 /// schema. Reports every problem found.
-pub fn load_snapshot(settings: &Settings, version: u64) -> Result<Snapshot, ConfigError> {
+pub fn load_snapshot(
+    settings: &Settings,
+    version: u64,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, ConfigError> {
     let bundle = PolicyBundle::load(&settings.policies_dir);
     let routes = SourceFile::read(&settings.routes_file)
         .and_then(|file| file.parse_toml::<RawRoutesFile>().map(|raw| (file, raw)));
@@ -477,25 +562,28 @@ pub fn load_snapshot(settings: &Settings, version: u64) -> Result<Snapshot, Conf
     };
 
     let mut problems = claim_mapping_problems(settings, &bundle);
-    let mut upstreams = BTreeMap::new();
+    let routes_dir = settings.routes_file.parent().unwrap_or(Path::new("."));
+    let mut specs = BTreeMap::new();
     for (name, upstream) in &raw.upstreams {
-        let address = upstream.get_ref().address.get_ref();
-        match resolve(address) {
-            Ok(resolved) => {
-                upstreams.insert(
-                    name.clone(),
-                    Arc::new(Upstream {
-                        name: name.clone(),
-                        address: resolved,
-                    }),
-                );
+        match upstreams::compile_upstream(name, upstream, &routes_file, routes_dir) {
+            Ok(spec) => {
+                specs.insert(name.clone(), spec);
             }
-            Err(reason) => problems.push(routes_file.problem(
-                Some(upstream.get_ref().address.span()),
-                format!("upstream {name:?}: {reason}"),
-            )),
+            Err(mut p) => problems.append(&mut p),
         }
     }
+    let pools = match Pools::build(&specs, previous.map(|p| &p.pools)) {
+        Ok(pools) => pools,
+        Err((name, e)) => {
+            let span = raw.upstreams.get(&name).map(|u| u.span());
+            problems.push(routes_file.problem(span, format!("upstream {name:?}: {e}")));
+            Pools::default()
+        }
+    };
+    let upstreams: BTreeMap<String, Arc<Pool>> = specs
+        .keys()
+        .filter_map(|name| pools.get(name).map(|pool| (name.clone(), pool.clone())))
+        .collect();
 
     let authenticated_types = settings.authenticated_principal_types();
     let anonymous_types = vec![settings.anonymous_principal.type_name().to_string()];
@@ -511,6 +599,7 @@ pub fn load_snapshot(settings: &Settings, version: u64) -> Result<Snapshot, Conf
             bundle: &bundle,
             authenticated_types: &authenticated_types,
             anonymous_types: &anonymous_types,
+            max_body_bytes: settings.max_body_bytes,
         };
         match compile_route(route.get_ref(), line, &shared) {
             Ok(spec) => {
@@ -552,6 +641,7 @@ pub fn load_snapshot(settings: &Settings, version: u64) -> Result<Snapshot, Conf
         routes,
         bundle,
         principals: PrincipalMemo::default(),
+        pools,
     })
 }
 
@@ -618,22 +708,6 @@ fn claim_mapping_problems(settings: &Settings, bundle: &PolicyBundle) -> Vec<Con
     problems
 }
 
-/// Resolves `host:port` once, at load.
-fn resolve(address: &str) -> Result<SocketAddr, String> {
-    use std::net::ToSocketAddrs;
-    let valid = address
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if !valid {
-        return Err(format!("address {address:?} must be host:port"));
-    }
-    address
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {address:?}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{address:?} resolves to no address"))
-}
-
 /// The context kinds a route selects, checked against [`CONTEXT_KINDS`].
 fn context_kinds(
     selection: Option<&toml::Spanned<Vec<String>>>,
@@ -661,10 +735,11 @@ fn context_kinds(
 struct RouteInputs<'a> {
     defaults: &'a RawRouteDefaults,
     file: &'a SourceFile,
-    upstreams: &'a BTreeMap<String, Arc<Upstream>>,
+    upstreams: &'a BTreeMap<String, Arc<Pool>>,
     bundle: &'a PolicyBundle,
     authenticated_types: &'a [String],
     anonymous_types: &'a [String],
+    max_body_bytes: u64,
 }
 
 fn compile_route(
@@ -679,6 +754,7 @@ fn compile_route(
         bundle,
         authenticated_types,
         anonymous_types,
+        max_body_bytes,
     } = *inputs;
     let mut problems = Vec::new();
     let template = PathTemplate::parse(route.path.get_ref())
@@ -773,6 +849,17 @@ fn compile_route(
         }
         canonical
     });
+    let mut upgrades = Vec::new();
+    for protocol in route.upgrade.iter().flat_map(|u| u.get_ref()) {
+        if protocol.eq_ignore_ascii_case("websocket") {
+            upgrades.push("websocket".to_string());
+        } else if let Some(list) = &route.upgrade {
+            problems.push(file.problem(
+                Some(list.span()),
+                format!("upgrade {protocol:?} is not supported; the only upgrade is \"websocket\""),
+            ));
+        }
+    }
     match (template, upstream, authz) {
         (Some(template), Some(upstream), Some(authz)) if problems.is_empty() => {
             let id = route
@@ -790,6 +877,8 @@ fn compile_route(
                     auth,
                     mode,
                     authz,
+                    upgrades,
+                    max_body_bytes: route.max_body_bytes.unwrap_or(max_body_bytes),
                 },
             })
         }

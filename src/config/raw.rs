@@ -109,6 +109,10 @@ impl Default for RawReload {
     }
 }
 
+fn default_https_port() -> u16 {
+    443
+}
+
 fn default_true() -> bool {
     true
 }
@@ -134,6 +138,9 @@ pub struct RawLimits {
     /// How long a kept-alive connection may wait for its next request.
     #[serde(default = "default_idle_timeout_seconds")]
     pub idle_timeout_seconds: u64,
+    /// Largest request body forwarded, unless a route sets its own; larger → 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
 }
 
 impl Default for RawLimits {
@@ -143,6 +150,7 @@ impl Default for RawLimits {
             max_header_count: default_max_header_count(),
             request_head_timeout_seconds: default_request_head_timeout_seconds(),
             idle_timeout_seconds: default_idle_timeout_seconds(),
+            max_body_bytes: default_max_body_bytes(),
         }
     }
 }
@@ -161,6 +169,10 @@ fn default_request_head_timeout_seconds() -> u64 {
 
 fn default_idle_timeout_seconds() -> u64 {
     60
+}
+
+fn default_max_body_bytes() -> u64 {
+    10 * 1024 * 1024
 }
 
 /// Limits and caching that apply to every bearer token.
@@ -218,6 +230,45 @@ pub struct RawServer {
     /// Where the pid is written (for sending SIGQUIT/SIGHUP).
     #[serde(default = "default_pid_file")]
     pub pid_file: String,
+    /// Accept HTTP/2 with prior knowledge (h2c) on the plaintext listener.
+    #[serde(default)]
+    pub h2c: bool,
+    /// The TLS listener.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+}
+
+/// TLS termination: a listener and the certificates it serves, chosen by SNI.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// `host:port` of the TLS listener.
+    pub listen: Spanned<String>,
+    /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`).
+    #[serde(default = "default_true")]
+    pub h2: bool,
+    /// Answer every request on the plaintext listener with a redirect to HTTPS.
+    #[serde(default)]
+    pub redirect_plaintext: bool,
+    /// The port clients reach the TLS listener on (behind a LoadBalancer Service, not
+    /// necessarily `listen`'s), for redirects.
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
+    /// Certificate/key pairs; the first is the default (served to unknown or absent SNI).
+    pub certificates: Spanned<Vec<Spanned<RawCertificate>>>,
+}
+
+/// One PEM certificate chain and its key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM certificate chain, leaf first (`tls.crt` of a Kubernetes TLS Secret).
+    pub cert: String,
+    /// PEM private key (`tls.key`).
+    pub key: String,
+    /// Names served; default: the certificate's subjectAltName DNS names.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 fn default_grace_period_seconds() -> u64 {
@@ -510,11 +561,169 @@ pub enum RawMode {
     Audit,
 }
 
-#[derive(Debug, Deserialize)]
+/// An upstream: a pool of addresses, how one is chosen, how it is checked and reached.
+#[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    /// `host:port` of the upstream (plain HTTP/1.1).
-    pub address: Spanned<String>,
+    /// One `host:port`; a DNS name is resolved at run time and again every
+    /// `resolve_interval_seconds` (a headless Service's pods are followed).
+    #[serde(default)]
+    pub address: Option<Spanned<String>>,
+    /// Several `host:port`s, each resolved like `address`.
+    #[serde(default)]
+    pub addresses: Option<Spanned<Vec<String>>>,
+    #[serde(default = "default_resolve_interval_seconds")]
+    pub resolve_interval_seconds: u64,
+    /// `http1` (default), `h2` (HTTP/2 over TLS) or `h2c` (HTTP/2 over plaintext, as gRPC uses).
+    #[serde(default)]
+    pub protocol: RawUpstreamProtocol,
+    /// TLS to the upstream; `protocol = "h2"` implies it.
+    #[serde(default)]
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+    /// `round_robin` (default), `least_connections`, `random`, or `consistent_hash`.
+    #[serde(default)]
+    pub selection: RawSelection,
+    /// For `consistent_hash`: `"principal"` or `"header:<name>"`.
+    #[serde(default)]
+    pub hash_key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    /// Consecutive connect failures that eject an address; 0 turns passive ejection off.
+    #[serde(default = "default_eject_after_failures")]
+    pub eject_after_failures: u32,
+    #[serde(default = "default_ejection_seconds")]
+    pub ejection_seconds: u64,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Further attempts after a connect failure, for idempotent methods only.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawUpstreamProtocol {
+    #[default]
+    Http1,
+    H2,
+    H2c,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawSelection {
+    #[default]
+    RoundRobin,
+    LeastConnections,
+    Random,
+    ConsistentHash,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// SNI and the name the certificate must carry; default: the host of the address.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// PEM file of the CA certificates to trust instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
+    /// `false` skips certificate verification (logged loudly at every load).
+    #[serde(default = "default_true")]
+    pub verify: bool,
+}
+
+/// Active health checks: an HTTP GET of `path` on every address.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: String,
+    #[serde(default = "default_health_interval_seconds")]
+    pub interval_seconds: u64,
+    /// Consecutive successes that make an address healthy again.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: usize,
+    /// Consecutive failures that make it unhealthy.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: usize,
+    #[serde(default = "default_health_timeout_milliseconds")]
+    pub timeout_milliseconds: u64,
+}
+
+/// Upstream timeouts (milliseconds).
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    #[serde(default = "default_connect_milliseconds")]
+    pub connect_milliseconds: u64,
+    /// Longest wait for any one read from the upstream.
+    #[serde(default = "default_read_milliseconds")]
+    pub read_milliseconds: u64,
+    /// Longest wait for any one write to the upstream.
+    #[serde(default = "default_write_milliseconds")]
+    pub write_milliseconds: u64,
+    /// The whole upstream exchange, as Envoy's route timeout.
+    #[serde(default = "default_total_milliseconds")]
+    pub total_milliseconds: u64,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts {
+            connect_milliseconds: default_connect_milliseconds(),
+            read_milliseconds: default_read_milliseconds(),
+            write_milliseconds: default_write_milliseconds(),
+            total_milliseconds: default_total_milliseconds(),
+        }
+    }
+}
+
+fn default_resolve_interval_seconds() -> u64 {
+    5
+}
+
+fn default_eject_after_failures() -> u32 {
+    3
+}
+
+fn default_ejection_seconds() -> u64 {
+    30
+}
+
+fn default_retries() -> u32 {
+    1
+}
+
+fn default_health_interval_seconds() -> u64 {
+    5
+}
+
+fn default_healthy_threshold() -> usize {
+    2
+}
+
+fn default_unhealthy_threshold() -> usize {
+    3
+}
+
+fn default_health_timeout_milliseconds() -> u64 {
+    1_000
+}
+
+fn default_connect_milliseconds() -> u64 {
+    2_000
+}
+
+fn default_read_milliseconds() -> u64 {
+    15_000
+}
+
+fn default_write_milliseconds() -> u64 {
+    15_000
+}
+
+fn default_total_milliseconds() -> u64 {
+    15_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -538,6 +747,12 @@ pub struct RawRoute {
     /// Kinds of request facts that may enter the Cedar context; defaults to `[defaults]`.
     #[serde(default)]
     pub context: Option<Spanned<Vec<String>>>,
+    /// Protocol upgrades passed through after a permit (only `"websocket"`).
+    #[serde(default)]
+    pub upgrade: Option<Spanned<Vec<String>>>,
+    /// Largest request body; defaults to `limits.max_body_bytes` of portcullis.toml.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -81,8 +81,13 @@ pub async fn run_demo(config: &Path) -> Result<(), DemoError> {
     let tasks_address = routes
         .upstreams
         .get("tasks")
-        .map(|u| u.get_ref().address.get_ref().clone())
-        .ok_or_else(|| DemoError::Setup("routes.toml needs an upstream named \"tasks\"".into()))?;
+        .and_then(|u| u.get_ref().address.as_ref())
+        .map(|address| address.get_ref().clone())
+        .ok_or_else(|| {
+            DemoError::Setup(
+                "routes.toml needs an upstream named \"tasks\" with one address".into(),
+            )
+        })?;
     let tasks_listener = TcpListener::bind(&tasks_address).await?;
     tokio::spawn(serve_tasks_api(tasks_listener));
 

@@ -63,21 +63,66 @@ fn loosely_equal(a: &str, b: &str) -> bool {
         })
 }
 
+/// A request id accepted from a trusted proxy: 1 to 128 visible characters of the kinds request
+/// ids are made of (letters, digits, `-`, `_`, `.`, `:`).
+pub fn is_valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// What the upstream request says about the downstream connection.
+pub struct Downstream<'a> {
+    pub names: &'a IdentityHeaders,
+    pub request_id: &'a str,
+    pub peer_ip: Option<IpAddr>,
+    pub trusted_proxies: &'a [Cidr],
+    /// `https` or `http`: how the client reached the gateway.
+    pub scheme: &'static str,
+}
+
 pub fn prepare_upstream_request(
     request: &mut RequestHeader,
     forward: &Forward,
-    names: &IdentityHeaders,
-    request_id: &str,
-    peer_ip: Option<IpAddr>,
-    trusted_proxies: &[Cidr],
+    downstream: &Downstream<'_>,
 ) -> Result<()> {
+    let Downstream {
+        names,
+        request_id,
+        peer_ip,
+        trusted_proxies,
+        scheme,
+    } = *downstream;
     let peer_trusted = peer_ip.is_some_and(|peer| trust::is_trusted(peer, trusted_proxies));
+    // The host the client asked for (`Host`, or HTTP/2's `:authority`), before the URI is
+    // replaced by the canonical path.
+    let original_host = request
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| request.uri.authority().map(|a| a.to_string()));
     let uri = forward
         .path_and_query
         .parse::<http::Uri>()
         .map_err(|e| Error::because(ErrorType::InternalError, "canonical path is not a URI", e))?;
     request.set_uri(uri);
+    if let Some(host) = original_host
+        .as_ref()
+        .filter(|_| request.headers.get(http::header::HOST).is_none())
+    {
+        // An HTTP/2 request names its host only in the URI just replaced; an upstream (h2's
+        // `:authority`, h1's `Host`) still needs it.
+        request.insert_header(http::header::HOST, host)?;
+    }
 
+    // A permitted upgrade keeps `Upgrade` and a `Connection: upgrade` naming it; every other
+    // hop-by-hop header, and whatever `Connection` nominates, is removed.
+    let upgrade = forward
+        .upgrade
+        .then(|| request.headers.get(http::header::UPGRADE).cloned())
+        .flatten();
     let mut remove: Vec<HeaderName> = HOP_BY_HOP
         .iter()
         .map(|n| HeaderName::from_static(n))
@@ -110,6 +155,19 @@ pub fn prepare_upstream_request(
     for name in remove {
         request.remove_header(&name);
     }
+    if let Some(upgrade) = upgrade {
+        request.insert_header(http::header::UPGRADE, upgrade)?;
+        request.insert_header(CONNECTION, "upgrade")?;
+    }
+    // From a trusted proxy its own account of the original request stands; otherwise the
+    // client's headers were removed above and the gateway says what it saw.
+    if request.headers.get("x-forwarded-proto").is_none() {
+        request.insert_header("x-forwarded-proto", scheme)?;
+    }
+    if let Some(host) = original_host.filter(|_| request.headers.get("x-forwarded-host").is_none())
+    {
+        request.insert_header("x-forwarded-host", host)?;
+    }
 
     if let Some(identity) = forward.token.as_ref().map(|t| &t.identity) {
         request.insert_header(names.principal.clone(), &identity.principal_id)?;
@@ -141,6 +199,14 @@ pub fn prepare_upstream_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_from_trusted_proxies() {
+        assert!(is_valid_request_id("5f1c2a9e-77b1-4c2e-9a51-0d0b7a1f2c3d"));
+        assert!(!is_valid_request_id(""));
+        assert!(!is_valid_request_id("a b"));
+        assert!(!is_valid_request_id(&"x".repeat(129)));
+    }
 
     #[test]
     fn loose_header_equality() {

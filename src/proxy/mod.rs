@@ -2,33 +2,40 @@
 //!
 //! `request_filter` runs the whole decision and answers refusals itself; only a permitted
 //! request has a `Forward` in its context, and `upstream_peer` fails without one, so nothing
-//! reaches an upstream without a permit. `logging` runs for every request and writes the
+//! reaches an upstream without a permit. Every failure after the decision (no healthy address,
+//! connect failure, timeout, an oversized body) is answered by `fail_to_proxy` through the same
+//! `response.rs` mapping as the refusals. `logging` runs for every request and writes the
 //! decision log line.
 
 mod connection;
 mod forward;
 mod request_id;
+mod tls;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, Result};
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::decision_log::DecisionLog;
 use crate::metrics::{InFlight, RequestObservation, NO_ROUTE};
-use crate::pipeline::{evaluate, Forward, Incoming, Outcome};
-use crate::response::deny_response;
+use crate::pipeline::{evaluate, Denial, Forward, Incoming, Outcome, Transport, UpstreamFailure};
+use crate::response::{deny_response, grpc_deny_response, is_grpc, refusal_status, DenyResponse};
 use crate::snapshot::Gateway;
-use crate::telemetry::{decision_label, decision_record};
+use crate::telemetry::{decision_label, decision_record, failure_label};
 use crate::trust;
+use crate::upstream::{HashKey, InFlightRequest, Selection};
 
-pub use connection::{ConnectionLimits, GatewayApp};
+pub use connection::{ConnectionLimits, Edge, GatewayApp};
 pub use request_id::RequestIds;
+pub use tls::{tls_settings, ConnectionTls};
 
 /// The proxy application.
 pub struct Proxy {
@@ -45,6 +52,48 @@ impl Proxy {
             request_ids: RequestIds::new(),
         }
     }
+
+    /// Writes a refusal (JSON, or gRPC-shaped for gRPC requests) with the request id.
+    async fn write_refusal(
+        &self,
+        session: &mut Session,
+        ctx: &RequestContext,
+        denial: &Denial,
+    ) -> Result<()> {
+        let settings = &self.gateway.settings;
+        let grpc = is_grpc(
+            session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+        );
+        let response: DenyResponse = if grpc {
+            grpc_deny_response(denial, &ctx.request_id, &settings.realm)
+        } else {
+            deny_response(denial, &ctx.request_id, &settings.realm)
+        };
+        let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 2))?;
+        for (name, value) in &response.headers {
+            header.insert_header(*name, value)?;
+        }
+        header.insert_header(settings.headers.request_id.clone(), &ctx.request_id)?;
+        let is_head = session.req_header().method == http::Method::HEAD;
+        if grpc {
+            // A trailers-only gRPC response: the status is in the headers, no body follows.
+            return session.write_response_header(Box::new(header), true).await;
+        }
+        header.insert_header(http::header::CONTENT_LENGTH, response.body.len())?;
+        session
+            .write_response_header(Box::new(header), is_head)
+            .await?;
+        if !is_head {
+            session
+                .write_response_body(Some(Bytes::from(response.body)), true)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Per-request state.
@@ -54,6 +103,16 @@ pub struct RequestContext {
     outcome: Option<Outcome>,
     /// The TCP peer.
     peer_ip: Option<std::net::IpAddr>,
+    /// The upstream address of the current attempt, and its in-flight count.
+    upstream: Option<(SocketAddr, InFlightRequest)>,
+    /// Attempts made so far (a retry after a connect failure adds one).
+    attempts: u32,
+    /// When the first upstream attempt began (the total timeout counts from here).
+    upstream_started: Option<Instant>,
+    /// Request body bytes seen so far.
+    body_bytes: u64,
+    /// Why the request failed after the decision, when it did.
+    failure: Option<Denial>,
     _in_flight: InFlight,
 }
 
@@ -67,6 +126,38 @@ impl RequestContext {
     }
 }
 
+/// The refusal for an error that ended a permitted request.
+fn classify_failure(error: &Error) -> Denial {
+    use ErrorType::*;
+    let failure = match error.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout => UpstreamFailure::Timeout,
+        ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
+        | TLSHandshakeTimedout | InvalidCert | HandshakeError | ConnectProxyFailure
+        | SocketError | BindError | AcceptError => UpstreamFailure::Unreachable,
+        _ => UpstreamFailure::BadResponse,
+    };
+    Denial::Upstream(failure)
+}
+
+/// The consistent-hashing key of a request: the principal, or a header's value.
+fn hash_key(selection: &Selection, session: &Session, forward: &Forward) -> Vec<u8> {
+    match selection {
+        Selection::ConsistentHash(HashKey::Principal) => forward
+            .token
+            .as_ref()
+            .map(|t| t.identity.principal_id.as_bytes().to_vec())
+            .or_else(|| session.client_addr().map(|a| a.to_string().into_bytes()))
+            .unwrap_or_default(),
+        Selection::ConsistentHash(HashKey::Header(name)) => session
+            .req_header()
+            .headers
+            .get(name)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = RequestContext;
@@ -77,6 +168,11 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             outcome: None,
             peer_ip: None,
+            upstream: None,
+            attempts: 0,
+            upstream_started: None,
+            body_bytes: 0,
+            failure: None,
             _in_flight: self.gateway.metrics.request_started(),
         }
     }
@@ -88,12 +184,24 @@ impl ProxyHttp for Proxy {
     ) -> Result<bool> {
         connection::mark_head_received();
         let snapshot = self.gateway.snapshot();
+        let settings = &self.gateway.settings;
         ctx.peer_ip = session
             .client_addr()
             .and_then(|addr| addr.as_inet())
             .map(|addr| addr.ip());
+        let peer_trusted = ctx
+            .peer_ip
+            .is_some_and(|peer| trust::is_trusted(peer, &settings.trusted_proxies));
         let request = session.req_header();
-        let trusted = &self.gateway.settings.trusted_proxies;
+        // A trusted proxy's request id is kept, so one id follows the request end to end.
+        if let Some(id) = peer_trusted
+            .then(|| request.headers.get(&settings.headers.request_id))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| forward::is_valid_request_id(id))
+        {
+            ctx.request_id = id.to_string();
+        }
         let client_ip = ctx.peer_ip.map(|peer| {
             let forwarded_for: Vec<&str> = request
                 .headers
@@ -101,14 +209,28 @@ impl ProxyHttp for Proxy {
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .collect();
-            trust::client_address(peer, &forwarded_for, trusted)
+            trust::client_address(peer, &forwarded_for, &settings.trusted_proxies)
         });
+        let connection_tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .map(|ssl| ssl.extension.get::<ConnectionTls>());
+        let http2 = session.is_http2();
         let incoming = Incoming {
             method: request.method.as_str(),
             target: request.raw_path(),
             headers: &request.headers,
-            host_required: request.version >= http::Version::HTTP_11,
+            host_required: http2 || request.version >= http::Version::HTTP_11,
+            authority: if http2 {
+                request.uri.authority().map(|a| a.as_str())
+            } else {
+                None
+            },
             client_ip,
+            transport: Transport {
+                secure: connection_tls.is_some(),
+                sni: connection_tls.flatten().and_then(|t| t.sni.as_deref()),
+            },
         };
         let outcome = evaluate(&self.gateway, &snapshot, &incoming).await;
         let denial = outcome.verdict.as_ref().err().cloned();
@@ -116,56 +238,171 @@ impl ProxyHttp for Proxy {
         let Some(denial) = denial else {
             return Ok(false);
         };
-        let response = deny_response(&denial, &ctx.request_id, &self.gateway.settings.realm);
-        let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 2))?;
-        for (name, value) in &response.headers {
-            header.insert_header(*name, value)?;
+        if session.is_upgrade_req() {
+            // Whatever follows a refused upgrade's head must never be read as HTTP.
+            session.set_keepalive(None);
         }
-        header.insert_header(
-            self.gateway.settings.headers.request_id.clone(),
-            &ctx.request_id,
-        )?;
-        header.insert_header(http::header::CONTENT_LENGTH, response.body.len())?;
-        let is_head = session.req_header().method == http::Method::HEAD;
-        session
-            .write_response_header(Box::new(header), is_head)
-            .await?;
-        if !is_head {
-            session
-                .write_response_body(Some(Bytes::from(response.body)), true)
-                .await?;
-        }
+        self.write_refusal(session, ctx, &denial).await?;
         Ok(true)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        let limit = ctx.permit()?.max_body_bytes;
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_bytes > limit {
+            ctx.failure = Some(Denial::BodyTooLarge { limit });
+            return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<Box<HttpPeer>> {
         let forward = ctx.permit()?;
-        Ok(Box::new(HttpPeer::new(
-            forward.upstream.address,
-            false,
-            String::new(),
-        )))
+        let pool = forward.upstream.clone();
+        let key = hash_key(&pool.spec.selection, session, forward);
+        let Some(address) = pool.select(&key) else {
+            ctx.failure = Some(Denial::Upstream(UpstreamFailure::NoHealthyAddress));
+            return Error::e_explain(
+                ErrorType::ConnectNoRoute,
+                format!("upstream {:?} has no healthy address", pool.name),
+            );
+        };
+        ctx.attempts += 1;
+        ctx.upstream_started.get_or_insert_with(Instant::now);
+        ctx.upstream = Some((address, pool.begin_request(address)));
+        Ok(Box::new(pool.peer(address)))
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestContext,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Ok(forward) = ctx.permit() else {
+            return e;
+        };
+        let pool = forward.upstream.clone();
+        let upgrade = forward.upgrade;
+        if let Some((address, _)) = ctx.upstream.take() {
+            if pool.connect_failed(address) {
+                log::warn!(
+                    "upstream {:?}: {address} ejected for {:?} after {} connect failures",
+                    pool.name,
+                    pool.spec.ejection.map(|e| e.duration).unwrap_or_default(),
+                    pool.spec
+                        .ejection
+                        .map(|e| e.after_failures)
+                        .unwrap_or_default()
+                );
+            }
+        }
+        // Nothing reached the upstream yet; still, only idempotent requests are sent again.
+        let retry = session.req_header().method.is_idempotent()
+            && ctx.attempts <= pool.spec.retries
+            && !upgrade;
+        e.set_retry(retry);
+        e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&Digest>,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        if let (Ok(forward), Some((address, _))) = (ctx.permit(), &ctx.upstream) {
+            forward.upstream.connect_succeeded(*address);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestContext,
     ) -> Result<()> {
         let forward = ctx.permit()?;
+        let secure = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         forward::prepare_upstream_request(
             upstream_request,
             forward,
-            &self.gateway.settings.headers,
-            &ctx.request_id,
-            ctx.peer_ip,
-            &self.gateway.settings.trusted_proxies,
+            &forward::Downstream {
+                names: &self.gateway.settings.headers,
+                request_id: &ctx.request_id,
+                peer_ip: ctx.peer_ip,
+                trusted_proxies: &self.gateway.settings.trusted_proxies,
+                scheme: if secure { "https" } else { "http" },
+            },
         )
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestContext,
+    ) -> Result<Option<std::time::Duration>> {
+        let forward = ctx.permit()?;
+        let total = forward.upstream.spec.timeouts.total;
+        let expired = !forward.upgrade
+            && ctx
+                .upstream_started
+                .is_some_and(|started| started.elapsed() > total);
+        if expired {
+            return Error::e_explain(
+                ErrorType::ReadTimedout,
+                format!("upstream exchange exceeded the total timeout of {total:?}"),
+            );
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestContext,
+    ) -> FailToProxy {
+        let denial = match (&ctx.failure, e.esource()) {
+            (Some(denial), _) => denial.clone(),
+            (None, ErrorSource::Downstream) => {
+                // The client went away or sent a broken body: nobody to answer.
+                return FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                };
+            }
+            (None, _) => classify_failure(e),
+        };
+        ctx.failure = Some(denial.clone());
+        let status = refusal_status(&denial);
+        if session.response_written().is_none() {
+            if let Err(write_error) = self.write_refusal(session, ctx, &denial).await {
+                log::debug!("cannot answer a failed request: {write_error}");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(
@@ -185,7 +422,8 @@ impl ProxyHttp for Proxy {
             status,
             duration,
             authorization: outcome.and_then(|o| o.authorization_time),
-            upstream_error: error.is_some() && ctx.permit().is_ok(),
+            upstream_error: (error.is_some() && ctx.permit().is_ok())
+                .then(|| ctx.failure.as_ref().map_or("other", failure_label)),
         });
         self.decision_log.record(decision_record(
             &ctx.request_id,
@@ -193,6 +431,7 @@ impl ProxyHttp for Proxy {
             outcome,
             status,
             error.map(|e| e.to_string()),
+            ctx.failure.as_ref(),
             duration,
         ));
     }

@@ -16,7 +16,7 @@ use portcullis::admin::serve_admin;
 use portcullis::config::DecisionSink;
 use portcullis::demo::{demo_claims, serve_issuer, DevIssuer, SigningAlg, DEMO_USERS};
 use portcullis::http_server::{json_response, serve as serve_http};
-use portcullis::server::{load_gateway, serve, start_decision_log};
+use portcullis::server::{load_gateway, serve, serve_tls, start_decision_log};
 use portcullis::snapshot::Gateway;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -144,6 +144,8 @@ impl Response {
 /// Gateway, upstream and issuer, wired together with the repository's routes and policies.
 pub struct TestEnv {
     pub gateway: SocketAddr,
+    /// The TLS listener, when the configuration has `[server.tls]`.
+    pub gateway_tls: Option<SocketAddr>,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     pub admin: SocketAddr,
     /// The decision log file.
@@ -256,6 +258,7 @@ impl TestEnv {
         tasks.push(issuer_task);
         TestEnv {
             gateway: started.address,
+            gateway_tls: started.tls_address,
             admin: started.admin,
             decision_log: started.decision_log,
             state: started.state,
@@ -327,6 +330,7 @@ impl Drop for TestEnv {
 /// A gateway serving on ephemeral loopback ports.
 pub struct Started {
     pub address: SocketAddr,
+    pub tls_address: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub state: Arc<Gateway>,
     /// The decision log: always a file beside `config` in tests (`decisions.log`).
@@ -349,12 +353,19 @@ pub async fn start_gateway_with_admin(config: &Path) -> Started {
     let address = listener.local_addr().unwrap();
     let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = admin_listener.local_addr().unwrap();
-    let tasks = vec![
-        tokio::spawn(serve(listener, state.clone(), log)),
+    let mut tasks = vec![
+        tokio::spawn(serve(listener, state.clone(), log.clone())),
         tokio::spawn(serve_admin(admin_listener, state.clone())),
     ];
+    let mut tls_address = None;
+    if state.settings.tls.is_some() {
+        let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tls_address = Some(tls_listener.local_addr().unwrap());
+        tasks.push(tokio::spawn(serve_tls(tls_listener, state.clone(), log)));
+    }
     Started {
         address,
+        tls_address,
         admin,
         state,
         decision_log,

@@ -1,0 +1,219 @@
+//! HTTP/2 downstream: ALPN `h2` on TLS and h2c prior knowledge on plaintext, with every
+//! refusal class answered by the gateway (JSON body, request id) exactly as over HTTP/1.1, the
+//! identity-header and forwarding rules applied to h2 requests, and idle h2 connections closed.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::edge_env;
+use crate::support::{curl, eventually, resolve};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_class_is_answered_alike_over_http1_and_http2() {
+    let (env, ca) = edge_env().await;
+    let snapshot = env.state.snapshot();
+    let unhealthy = snapshot.pools.get("unhealthy").unwrap().clone();
+    eventually(
+        "the health check marks the dead address unhealthy",
+        async || unhealthy.members().iter().all(|(_, ready)| !ready),
+    )
+    .await;
+    let tls = env.gateway_tls.unwrap();
+    let ca = ca.to_str().unwrap();
+    let route = resolve("api.example.com", tls);
+    let url = |path: &str| format!("https://api.example.com:{}{path}", tls.port());
+    let carol = format!("Authorization: Bearer {}", env.token("carol"));
+    let alice = format!("Authorization: Bearer {}", env.token("alice"));
+    let many_headers: Vec<String> = (0..101).map(|i| format!("x-filler-{i}: {i}")).collect();
+    let big_body = "x".repeat(100);
+    let cases: Vec<(u16, Vec<String>)> = vec![
+        (400, vec!["--path-as-is".into(), url("/lists/a/../b")]),
+        (401, vec![url("/lists/acme-roadmap")]),
+        (
+            403,
+            vec!["-H".into(), carol.clone(), url("/lists/acme-roadmap")],
+        ),
+        (404, vec!["-H".into(), alice.clone(), url("/admin")]),
+        (
+            405,
+            vec!["-X".into(), "PUT".into(), url("/lists/acme-roadmap")],
+        ),
+        (413, vec!["--data".into(), big_body, url("/edge/upload")]),
+        (
+            431,
+            many_headers
+                .iter()
+                .flat_map(|h| ["-H".to_string(), h.clone()])
+                .chain([url("/health")])
+                .collect(),
+        ),
+        (502, vec![url("/edge/dead")]),
+        (503, vec![url("/edge/unhealthy")]),
+        (
+            504,
+            vec![
+                "-H".into(),
+                "x-echo-delay-ms: 5000".into(),
+                url("/edge/slow"),
+            ],
+        ),
+    ];
+    for (http, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        for (status, args) in &cases {
+            let mut all = vec![http, "--cacert", ca, "--resolve", &route];
+            all.extend(args.iter().map(String::as_str));
+            let response = curl(&all);
+            assert_eq!(
+                response.http_version, version,
+                "{status} over {http}: {response:?}"
+            );
+            response.assert_refusal(*status);
+        }
+    }
+    // Of all those, only the two slow requests reached an upstream.
+    assert_eq!(env.upstream.count(), 2);
+    let timeouts = || {
+        crate::support::decision_lines(&env.decision_log)
+            .into_iter()
+            .filter(|line| line["upstream_failure"] == "timeout")
+            .collect::<Vec<_>>()
+    };
+    eventually("both timeouts are logged", async || timeouts().len() == 2).await;
+    assert!(timeouts().iter().all(|line| line["status"] == 504));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_on_the_plaintext_listener() {
+    let (env, _) = edge_env().await;
+    let ok = curl(&[
+        "--http2-prior-knowledge",
+        &format!("http://{}/health", env.gateway),
+    ]);
+    assert_eq!((ok.status, ok.http_version.as_str()), (200, "2"), "{ok:?}");
+    let refused = curl(&[
+        "--http2-prior-knowledge",
+        &format!("http://{}/lists/acme-roadmap", env.gateway),
+    ]);
+    refused.assert_refusal(401);
+    assert!(refused
+        .header("www-authenticate")
+        .is_some_and(|v| v.starts_with("Bearer realm=")));
+    // HTTP/1.1 still works on the same listener.
+    let old = curl(&[&format!("http://{}/health", env.gateway)]);
+    assert_eq!((old.status, old.http_version.as_str()), (200, "1.1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_and_forwarding_headers_from_h2_clients_are_replaced() {
+    let (env, ca) = edge_env().await;
+    let tls = env.gateway_tls.unwrap();
+    let bob = format!("Authorization: Bearer {}", env.token("bob"));
+    let response = curl(&[
+        "--http2",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &resolve("api.example.com", tls),
+        "-H",
+        &bob,
+        "-H",
+        "x-portcullis-principal: admin",
+        "-H",
+        "x_portcullis_roles: admin",
+        "-H",
+        "x-forwarded-for: 10.0.0.1",
+        "-H",
+        "x-forwarded-host: admin.internal",
+        "-H",
+        "x-forwarded-proto: http",
+        "-H",
+        "x-http-method-override: DELETE",
+        "-H",
+        "x-request-id: forged",
+        &format!("https://api.example.com:{}/lists/acme-roadmap", tls.port()),
+    ]);
+    assert_eq!(response.status, 200, "{response:?}");
+    let seen = env.upstream.last();
+    assert_eq!(seen.header_values("x-portcullis-principal"), ["bob"]);
+    assert!(seen.header_values("x_portcullis_roles").is_empty());
+    assert_eq!(seen.header_values("x-portcullis-roles"), ["viewer"]);
+    assert_eq!(seen.header_values("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen.header_values("x-forwarded-proto"), ["https"]);
+    assert_eq!(
+        seen.header_values("x-forwarded-host"),
+        [format!("api.example.com:{}", tls.port())]
+    );
+    assert!(seen.header_values("x-http-method-override").is_empty());
+    assert_ne!(seen.header_values("x-request-id"), ["forged"]);
+    assert_eq!(
+        seen.header_values("host"),
+        [format!("api.example.com:{}", tls.port())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxys_request_id_and_forwarding_headers_are_kept() {
+    let env = crate::common::TestEnv::start_with(|dir, _| {
+        crate::support::add_to_server_section(dir, "trusted_proxies = [\"127.0.0.1/32\"]");
+    })
+    .await;
+    let response = curl(&[
+        "-H",
+        "x-request-id: 5f1c2a9e-77b1-4c2e",
+        "-H",
+        "x-forwarded-proto: https",
+        "-H",
+        "x-forwarded-host: api.example.com",
+        &format!("http://{}/health", env.gateway),
+    ]);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("x-request-id"), None);
+    let seen = env.upstream.last();
+    assert_eq!(seen.header_values("x-request-id"), ["5f1c2a9e-77b1-4c2e"]);
+    assert_eq!(seen.header_values("x-forwarded-proto"), ["https"]);
+    assert_eq!(seen.header_values("x-forwarded-host"), ["api.example.com"]);
+    let refused = curl(&[
+        "-H",
+        "x-request-id: 5f1c2a9e-77b1-4c2e",
+        &format!("http://{}/lists/acme-roadmap", env.gateway),
+    ]);
+    refused.assert_refusal(401);
+    assert_eq!(refused.json()["request_id"], "5f1c2a9e-77b1-4c2e");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2_connection_is_closed() {
+    let env = crate::common::TestEnv::start_with(|dir, _| {
+        crate::support::add_to_server_section(dir, "h2c = true");
+        let config = dir.join("portcullis.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace(
+                "\n[tokens]",
+                "\n[limits]\nidle_timeout_seconds = 1\n\n[tokens]",
+            ),
+        )
+        .unwrap();
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(env.gateway).await.unwrap();
+    // The client preface and an empty SETTINGS frame, then nothing.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle h2 connection stays open");
+    assert_eq!(env.upstream.count(), 0);
+}
