@@ -362,3 +362,77 @@ fn a_bad_trusted_proxy_range_names_its_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_missing_or_broken_certificate_names_its_line() {
+    let (ok, stderr) = check_with("portcullis.toml", |s| {
+        format!(
+            "{s}\n[server.tls]\nlisten = \"127.0.0.1:8443\"\ncertificates = [\n  \
+             {{ cert = \"tls/missing.crt\", key = \"tls/missing.key\" }},\n]\n"
+        )
+    });
+    assert!(!ok);
+    let lines = std::fs::read_to_string(repo_path("portcullis.toml"))
+        .unwrap()
+        .lines()
+        .count();
+    // The certificate entry is the fourth line appended after the file's own.
+    let line = lines + 5;
+    assert!(
+        stderr.contains(&format!("portcullis.toml:{line}:")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("missing.crt"), "{stderr}");
+    assert!(stderr.contains("not a PEM certificate chain"), "{stderr}");
+}
+
+#[test]
+fn upstream_mistakes_name_their_line_and_resolve_nothing() {
+    for (upstream, expected) in [
+        ("addresses = []", "addresses must not be empty"),
+        ("address = \"no-port\"", "must be host:port"),
+        (
+            "address = \"a:1\"\naddresses = [\"b:1\"]",
+            "either address or addresses",
+        ),
+        (
+            "address = \"a:1\"\nprotocol = \"h2c\"\ntls = { sni = \"a\" }",
+            "HTTP/2 without TLS",
+        ),
+        (
+            "address = \"a:1\"\nselection = \"consistent_hash\"",
+            "needs hash_key",
+        ),
+        (
+            "address = \"a:1\"\nhealth_check = { path = \"health\" }",
+            "health_check needs a path",
+        ),
+        (
+            "address = \"a:1\"\ntls = { ca_file = \"missing-ca.pem\" }",
+            "ca_file",
+        ),
+    ] {
+        let (ok, stderr) = check_with("routes.toml", |s| {
+            s.replace("address = \"127.0.0.1:9\"", upstream)
+        });
+        assert!(!ok, "{upstream}");
+        let text = std::fs::read_to_string(repo_path("routes.toml")).unwrap();
+        let line = line_of(&text, "[upstreams.tasks]");
+        assert!(
+            stderr.contains("routes.toml:") && stderr.contains(expected),
+            "{upstream}: {stderr}"
+        );
+        assert!(
+            (line..line + 4).any(|l| stderr.contains(&format!("routes.toml:{l}:"))),
+            "{upstream}: {stderr}"
+        );
+    }
+    // A name that resolves nowhere here is no error: it is resolved at run time.
+    let (ok, stderr) = check_with("routes.toml", |s| {
+        s.replace(
+            "address = \"127.0.0.1:9\"",
+            "address = \"tasks.default.svc.cluster.local:8080\"",
+        )
+    });
+    assert!(ok, "{stderr}");
+}

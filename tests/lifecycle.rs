@@ -1,7 +1,7 @@
 //! Process lifecycle of `portcullis run` (the real binary in a pingora Server, real sockets, a
 //! real dev issuer): SIGTERM drains in-flight requests and exits 0, SIGQUIT hands the listening
 //! socket to a process started with `--upgrade`, SIGHUP reloads policies and reopens a file
-//! decision log.
+//! decision log, and the probes keep answering while a reload validates 10,000 policies.
 //!
 //! Waits are generous upper bounds of polling loops, never timing assertions: the machine that
 //! runs these may be slow and busy.
@@ -561,4 +561,67 @@ async fn sighup_reloads_policies_and_reopens_the_decision_log() {
     let old = decision_records(&rotated);
     assert!(!task_records(&old, 200).is_empty(), "{old:#?}");
     assert!(task_records(&old, 403).is_empty(), "{old:#?}");
+}
+
+/// 10,000 policies valid against the example schema, each for its own user.
+fn many_policies() -> String {
+    (0..10_000)
+        .map(|i| {
+            format!(
+                "@id(\"bulk-{i}\")\npermit (principal == User::\"bulk-{i}\", action == Action::\"ReadList\", resource);\n"
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_answer_while_a_large_reload_is_validated() {
+    let env = Env::new().await;
+    let policies = env.copy_policies();
+    let mut gateway = env.spawn("gateway", false);
+    env.wait_until_serving(&mut gateway).await;
+    let readyz = |admin: SocketAddr| async move {
+        let response = try_exchange(
+            admin,
+            b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .ok()?;
+        let body: Value = serde_json::from_str(&response.body).ok()?;
+        Some((response.status, body["snapshot"].as_u64()?))
+    };
+    assert_eq!(readyz(env.admin).await, Some((200, 1)));
+
+    std::fs::write(policies.join("bulk.cedar"), many_policies()).unwrap();
+    gateway.signal("HUP");
+    // Until the new snapshot is in, every probe still answers, from the old one.
+    let mut answered_during_reload = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let answer = readyz(env.admin).await;
+        match answer {
+            Some((200, 1)) => answered_during_reload += 1,
+            Some((200, 2)) => break,
+            other => panic!("a probe went unanswered during the reload: {other:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reload never finished:\n{}",
+            gateway.output()
+        );
+    }
+    assert!(
+        answered_during_reload >= 3,
+        "only {answered_during_reload} probes were answered while 10,000 policies were validated"
+    );
+    // The log line follows the swap.
+    let output = || gateway.output();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            output().contains("SIGHUP: routes and policies reloaded (snapshot 2)")
+        })
+        .await,
+        "{}",
+        gateway.output()
+    );
 }

@@ -217,3 +217,25 @@ async fn an_idle_h2_connection_is_closed() {
     assert!(closed.is_ok(), "an idle h2 connection stays open");
     assert_eq!(env.upstream.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_over_the_limit_is_cut_off_with_413() {
+    let (env, _) = edge_env().await;
+    // Chunked: no Content-Length to refuse up front; the limit (16 bytes) is met mid-stream.
+    let request = b"POST /edge/upload HTTP/1.1\r\nHost: tasks.example.com\r\n\
+        Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+        a\r\n0123456789\r\na\r\n0123456789\r\n0\r\n\r\n";
+    let response = crate::common::raw_exchange(env.gateway, request).await;
+    assert_eq!(response.status, 413, "{}", response.body);
+    let body = response.json();
+    assert_eq!(body["error"], "body_too_large");
+    assert_eq!(response.header("x-request-id"), body["request_id"].as_str());
+    // Within the limit, the same stream is forwarded.
+    let small = b"POST /edge/upload HTTP/1.1\r\nHost: tasks.example.com\r\n\
+        Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+        a\r\n0123456789\r\n0\r\n\r\n";
+    assert_eq!(
+        crate::common::raw_exchange(env.gateway, small).await.status,
+        200
+    );
+}
