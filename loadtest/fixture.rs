@@ -8,7 +8,9 @@
 //!   `deny.txt` (a valid token the tenant-isolation policy forbids), `cold.txt` (a pool of
 //!   distinct allowed tokens of alice, one per line), `cold_callers.txt` (as many allowed
 //!   tokens, each of a different caller) and `rsa_public.pem` (the verification key, for the
-//!   HAProxy peer).
+//!   HAProxy peer);
+//! - `tls.crt` / `tls.key`: a self-signed certificate for `localhost` and `127.0.0.1`, made
+//!   anew each run, which the gateway and bare pingora terminate TLS with (`--tls`).
 //!
 //! `GET /` on the stats address answers `{"accepts": .., "requests": ..}`. The fixture prints
 //! `ready` once every listener is bound and every file written.
@@ -122,6 +124,12 @@ fn write_tokens(issuer: &DevIssuer, issuer_url: &str, args: &Args) -> anyhow::Re
     let carol = demo_claims(issuer_url, AUDIENCE, "carol", &["admin"], "org_globex");
     write("deny.txt", issuer.mint(SigningAlg::Rs256, &carol)?)?;
     write("rsa_public.pem", issuer.rsa_public_key_pem()?)?;
+    let key = rcgen::KeyPair::generate()?;
+    let certificate =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?
+            .self_signed(&key)?;
+    write("tls.crt", certificate.pem())?;
+    write("tls.key", key.serialize_pem())?;
     write(
         "cold.txt",
         mint_pool(issuer, args.cold_tokens, |i| {

@@ -19,6 +19,13 @@ Each round runs every variant closed loop (wrk, as fast as it goes), then open l
 fixed rate, 50 % of that round's bare-pingora throughput, latency corrected for coordinated
 omission). Rounds rotate the order of the variants; medians over rounds are reported, and
 ratios are taken per round against bare pingora of the same round.
+
+--tls: the gateway and bare pingora both terminate TLS (the fixture's self-signed certificate;
+the client speaks HTTP/1.1 over TLS, connections kept alive). --h2: the client speaks HTTP/2
+(oha, closed loop as well as open), over TLS with --tls, else h2c with prior knowledge. In
+either mode `direct` and the HAProxy peer are left out (the upstream speaks plaintext HTTP/1.1;
+the HAProxy configuration has no TLS), and with --h2 so are the cold variants (oha repeats one
+set of headers; a new token every request needs wrk's script).
 """
 
 from __future__ import annotations
@@ -156,7 +163,7 @@ class Harness:
         self.wrk = shutil.which("wrk")
         self.oha = args.oha or shutil.which("oha") or str(REPO / "target" / "loadtest-tools" / "bin" / "oha")
         self.haproxy = shutil.which("haproxy")
-        self.ports = {name: free_port() for name in ("upstream", "issuer", "stats", "gateway", "admin", "bare", "haproxy")}
+        self.ports = {name: free_port() for name in ("upstream", "issuer", "stats", "gateway", "gateway_plain", "admin", "bare", "haproxy")}
         self.pids: dict[str, int] = {}
 
     # ---- processes -------------------------------------------------------------------------
@@ -184,6 +191,10 @@ class Harness:
             except subprocess.TimeoutExpired:
                 process.kill()
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.args.tls else "http"
+
     def start(self) -> None:
         log(f"proxy CPUs {cpu_list(self.proxy_cpus)} ({self.threads} threads); generator, upstream and issuer on {cpu_list(self.other_cpus)}")
         log(f"minting 2 × {self.args.cold_tokens} RS256 tokens for the cold variants")
@@ -202,12 +213,17 @@ class Harness:
         config = self.write_gateway_config()
         self.spawn("gateway", self.proxy_cpus, [str(RELEASE / "portcullis"), "run", "--config", str(config)],
                    env={"RUST_LOG": "warn"})
-        self.spawn("bare", self.proxy_cpus, [
+        bare = [
             str(RELEASE / "examples" / "bare-pingora"),
             "--listen", f"127.0.0.1:{self.ports['bare']}",
             "--upstream", f"127.0.0.1:{self.ports['upstream']}",
             "--threads", str(self.threads),
-        ])
+        ]
+        if self.args.tls:
+            bare += ["--tls-cert", str(self.tokens / "tls.crt"), "--tls-key", str(self.tokens / "tls.key")]
+        elif self.args.h2:
+            bare.append("--h2c")
+        self.spawn("bare", self.proxy_cpus, bare)
         if "haproxy" in self.variants():
             self.spawn("haproxy", self.proxy_cpus, [self.haproxy, "-db", "-f", str(self.write_haproxy_config())])
         wait_until("the gateway", lambda: http_get(f"http://127.0.0.1:{self.ports['admin']}/readyz")[0] == 200)
@@ -226,9 +242,19 @@ class Harness:
         (self.work / "log").mkdir()
         # The repository's settings, with the cache smaller than the cold pool: cycling through
         # the pool then misses on every request (random eviction), while `warm` always hits.
+        # With --tls the measured listener is the TLS one; the plaintext one stays idle.
+        listen = self.ports["gateway_plain"] if self.args.tls else self.ports["gateway"]
+        tls = ""
+        if self.args.tls:
+            tls = f"""
+[server.tls]
+listen = "127.0.0.1:{self.ports['gateway']}"
+certificates = [{{ cert = "{self.tokens / 'tls.crt'}", key = "{self.tokens / 'tls.key'}" }}]
+"""
         config = f"""
 [server]
-listen = "127.0.0.1:{self.ports['gateway']}"
+listen = "127.0.0.1:{listen}"
+h2c = {"true" if self.args.h2 and not self.args.tls else "false"}
 threads = {self.threads}
 realm = "tasks"
 pid_file = "{self.work / 'portcullis.pid'}"
@@ -261,7 +287,7 @@ permissions = {{ claim = "permissions", entity_type = "Permission" }}
 tenant = {{ claim = "org_id", entity_type = "Tenant", attribute = "tenant" }}
 scopes = "scope"
 attributes = {{ email = "email" }}
-"""
+{tls}"""
         path = self.work / "portcullis.toml"
         path.write_text(config)
         return path
@@ -286,13 +312,22 @@ attributes = {{ email = "email" }}
 
     def variants(self) -> list[str]:
         chosen = self.args.variants.split(",") if self.args.variants else list(VARIANTS)
+        if self.args.tls or self.args.h2:
+            dropped = {"direct", "haproxy"} | (NO_OPEN_LOOP if self.args.h2 else set())
+            chosen = [v for v in chosen if v not in dropped]
         if "haproxy" in chosen and not self.haproxy:
             log("haproxy is not installed: the HAProxy peer is skipped (apt-get install haproxy to measure it)")
             chosen.remove("haproxy")
         return chosen
 
     def url(self, variant: str) -> str:
-        return f"http://127.0.0.1:{self.ports[VARIANTS[variant][0]]}{REQUEST_PATH}"
+        proxy = VARIANTS[variant][0]
+        scheme = self.scheme if proxy in ("gateway", "bare") else "http"
+        return f"{scheme}://127.0.0.1:{self.ports[proxy]}{REQUEST_PATH}"
+
+    def oha_flags(self) -> list[str]:
+        flags = ["--insecure"] if self.args.tls else []
+        return flags + (["--http2"] if self.args.h2 else [])
 
     def upstream_counters(self) -> dict:
         return json.loads(http_get(f"http://127.0.0.1:{self.ports['stats']}/")[1])
@@ -316,19 +351,10 @@ attributes = {{ email = "email" }}
         pid = self.pids.get(proxy)
         before = (self.upstream_counters(), cpu_seconds(pid) if pid else 0.0,
                   self.cache_lookups() if proxy == "gateway" else None)
-        command = ["taskset", "-c", cpu_list(self.other_cpus), self.wrk,
-                   "-t", str(len(self.other_cpus)), "-c", str(self.connections),
-                   "-d", f"{int(duration)}s", "--timeout", "5s",
-                   "-s", str(REPO / "loadtest" / "wrk" / "portcullis.lua"), self.url(variant)]
-        run = subprocess.run(command, capture_output=True, text=True,
-                             env={**os.environ, **self.generator_env(variant)})
-        # Requests the proxy had in flight when wrk stopped still reach the upstream: let them
-        # land before counting, so they are not charged to the next variant.
-        time.sleep(SETTLE_SECONDS)
-        line = next((l for l in run.stdout.splitlines() if l.startswith("LOADTEST ")), None)
-        if run.returncode != 0 or line is None:
-            raise SystemExit(f"[loadtest] wrk failed for {variant}: {run.stdout}{run.stderr}")
-        result = json.loads(line[len("LOADTEST "):])
+        if self.args.h2:
+            result = self.closed_loop_oha(variant, duration)
+        else:
+            result = self.closed_loop_wrk(variant, duration)
         counters = self.upstream_counters()
         seconds = result["duration_us"] / 1e6
         requests = result["requests"]
@@ -352,6 +378,57 @@ attributes = {{ email = "email" }}
         result["check"] = self.check(variant, result)
         return result
 
+    def closed_loop_wrk(self, variant: str, duration: float) -> dict:
+        command = ["taskset", "-c", cpu_list(self.other_cpus), self.wrk,
+                   "-t", str(len(self.other_cpus)), "-c", str(self.connections),
+                   "-d", f"{int(duration)}s", "--timeout", "5s",
+                   "-s", str(REPO / "loadtest" / "wrk" / "portcullis.lua"), self.url(variant)]
+        run = subprocess.run(command, capture_output=True, text=True,
+                             env={**os.environ, **self.generator_env(variant)})
+        # Requests the proxy had in flight when wrk stopped still reach the upstream: let them
+        # land before counting, so they are not charged to the next variant.
+        time.sleep(SETTLE_SECONDS)
+        line = next((l for l in run.stdout.splitlines() if l.startswith("LOADTEST ")), None)
+        if run.returncode != 0 or line is None:
+            raise SystemExit(f"[loadtest] wrk failed for {variant}: {run.stdout}{run.stderr}")
+        return json.loads(line[len("LOADTEST "):])
+
+    def closed_loop_oha(self, variant: str, duration: float) -> dict:
+        """HTTP/2 as fast as it goes: oha without a rate, one stream per connection, reported in
+        wrk's shape."""
+        report = self.oha_run(variant, duration, rate=None)
+        time.sleep(SETTLE_SECONDS)
+        statuses = report.get("statusCodeDistribution", {})
+        requests = sum(statuses.values())
+        percentiles = report["latencyPercentiles"]
+        errors = sum(report.get("errorDistribution", {}).values())
+        return {
+            "requests": requests,
+            "duration_us": report["summary"]["total"] * 1e6,
+            "p50_us": percentiles["p50"] * 1e6,
+            "p99_us": percentiles["p99"] * 1e6,
+            "p999_us": percentiles["p99.9"] * 1e6,
+            "connect_errors": errors, "read_errors": 0, "write_errors": 0, "timeouts": 0,
+            "non_2xx_3xx": sum(n for status, n in statuses.items() if not status.startswith(("2", "3"))),
+        }
+
+    def oha_run(self, variant: str, duration: float, rate) -> dict:
+        command = ["taskset", "-c", cpu_list(self.other_cpus), self.oha, "--no-tui",
+                   "--output-format", "json", "-z", f"{int(duration)}s", "-c", str(self.connections),
+                   *self.oha_flags()]
+        if rate is not None:
+            command += ["--latency-correction", "-w", "-q", str(int(rate))]
+        env = self.generator_env(variant)
+        if "TOKEN_FILE" in env:
+            command += ["-H", f"Authorization: Bearer {Path(env['TOKEN_FILE']).read_text().strip()}"]
+        elif "AUTHORIZATION" in env:
+            command += ["-H", f"Authorization: {env['AUTHORIZATION']}"]
+        command.append(self.url(variant))
+        run = subprocess.run(command, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise SystemExit(f"[loadtest] oha failed for {variant}: {run.stderr}")
+        return json.loads(run.stdout)
+
     def check(self, variant: str, result: dict) -> str:
         """What the run proves beyond speed: the expected status, and what reached the upstream."""
         expected = VARIANTS[variant][1]
@@ -372,19 +449,7 @@ attributes = {{ email = "email" }}
         return "; ".join(problems) or "ok"
 
     def open_loop(self, variant: str, rate: float, duration: float) -> dict:
-        command = ["taskset", "-c", cpu_list(self.other_cpus), self.oha, "--no-tui",
-                   "--output-format", "json", "--latency-correction", "-w",
-                   "-z", f"{int(duration)}s", "-q", str(int(rate)), "-c", str(self.connections)]
-        env = self.generator_env(variant)
-        if "TOKEN_FILE" in env:
-            command += ["-H", f"Authorization: Bearer {Path(env['TOKEN_FILE']).read_text().strip()}"]
-        elif "AUTHORIZATION" in env:
-            command += ["-H", f"Authorization: {env['AUTHORIZATION']}"]
-        command.append(self.url(variant))
-        run = subprocess.run(command, capture_output=True, text=True)
-        if run.returncode != 0:
-            raise SystemExit(f"[loadtest] oha failed for {variant}: {run.stderr}")
-        report = json.loads(run.stdout)
+        report = self.oha_run(variant, duration, rate)
         percentiles = report["latencyPercentiles"]
         statuses = report.get("statusCodeDistribution", {})
         expected = str(VARIANTS[variant][1])
@@ -456,6 +521,7 @@ attributes = {{ email = "email" }}
             "cold_tokens": self.args.cold_tokens,
             "cache_entries": self.args.cache_entries,
             "request": f"GET {REQUEST_PATH}",
+            "transport": ("TLS" if self.args.tls else "plaintext") + (", HTTP/2" if self.args.h2 else ", HTTP/1.1"),
         }
 
 
@@ -509,7 +575,7 @@ def markdown(report: dict) -> str:
         f"Proxy on CPU {settings['proxy_cpus']} ({settings['proxy_threads']} threads); wrk, oha, "
         f"upstream and issuer on CPU {settings['generator_cpus']}. {settings['connections']} "
         f"connections, {settings['rounds']} rounds of {settings['duration_s']} s per measurement, "
-        f"medians. `{settings['request']}`, 1 KiB response.",
+        f"medians. `{settings['request']}`, 1 KiB response; client to proxy: {settings.get('transport', 'plaintext, HTTP/1.1')}.",
         f"Tools: {machine['wrk']}; {machine['oha']}; {machine['haproxy'] or 'haproxy not installed'}.",
         "",
         "Closed loop (wrk, as fast as it goes):",
@@ -569,6 +635,8 @@ def main() -> None:
     parser.add_argument("--cache-entries", type=int, default=1024, help="the gateway's token cache size (smaller than the cold pool)")
     parser.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS)}")
     parser.add_argument("--oha", help="path of the oha binary")
+    parser.add_argument("--tls", action="store_true", help="the gateway and bare pingora terminate TLS")
+    parser.add_argument("--h2", action="store_true", help="the client speaks HTTP/2 (h2 with --tls, else h2c)")
     parser.add_argument("--out", default=str(REPO / "target" / "loadtest"))
     args = parser.parse_args()
 

@@ -239,3 +239,63 @@ async fn a_streamed_body_over_the_limit_is_cut_off_with_413() {
         200
     );
 }
+
+/// Sends `GET path` as HTTP/2 with prior knowledge; the status.
+async fn h2_get(gateway: std::net::SocketAddr, path: &str, token: &str) -> u16 {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tcp = tokio::net::TcpStream::connect(gateway).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("http://tasks.example.com{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_path_corpus_holds_over_http2() {
+    use crate::common::path_corpus::CORPUS;
+    let (env, _) = edge_env().await;
+    let token = env.token("dave");
+    let long = format!("/lists/{}", "a".repeat(9000));
+    let mut failures = Vec::new();
+    let mut sent = 0;
+    for (target, status, forwarded) in CORPUS {
+        let target = if *target == "/lists/LONG" {
+            long.as_str()
+        } else {
+            target
+        };
+        // `:path` is origin-form only, and a URI (what an HTTP/2 client can send): the
+        // non-origin forms and fragments of the corpus have no HTTP/2 spelling.
+        if !target.starts_with('/')
+            || target.contains('#')
+            || format!("http://tasks.example.com{target}")
+                .parse::<http::Uri>()
+                .is_err()
+        {
+            continue;
+        }
+        sent += 1;
+        let before = env.upstream.count();
+        let got = h2_get(env.gateway, target, &token).await;
+        let reached = env.upstream.count() > before;
+        let seen = reached.then(|| env.upstream.last().target);
+        let expected_seen = forwarded.map(str::to_string);
+        if got != *status || seen != expected_seen {
+            failures.push(format!(
+                "{target:?}: got {got} and upstream {seen:?}, expected {status} and {expected_seen:?}"
+            ));
+        }
+    }
+    assert!(sent >= 40, "only {sent} targets have an HTTP/2 spelling");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
