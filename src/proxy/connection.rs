@@ -4,7 +4,8 @@
 //! pingora bounds each *read* of a request head (by the keep-alive timeout) but not the head as
 //! a whole, so a client trickling one byte at a time could hold a connection for ever. Around
 //! pingora's serving, not in a loop of our own:
-//! - `Edge` waits at most the head deadline for a new plaintext connection's first byte;
+//! - `Edge` waits at most the head deadline for a new plaintext connection's first byte, and
+//!   for the HTTP/2 preface of a TLS connection that chose `h2` (`preface_deadline.rs`);
 //! - `GatewayApp` gives every HTTP/1 request head a total deadline from its first byte. Between
 //!   requests on a kept-alive connection it waits for the next first byte at most the idle
 //!   timeout (a peek); on TLS, which cannot be peeked, the next head's deadline is the idle
@@ -28,6 +29,7 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 
+use super::preface_deadline::bound_preface;
 use super::Proxy;
 
 tokio::task_local! {
@@ -190,14 +192,15 @@ impl ServerApp for Edge {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let deadline = self.app.limits.request_head;
         if stream.get_ssl_digest().is_none() {
             let mut first_byte = [0u8; 1];
-            let deadline = self.app.limits.request_head;
             let peeked = tokio::time::timeout(deadline, stream.try_peek(&mut first_byte)).await;
             if !matches!(peeked, Ok(Ok(true))) {
                 return None;
             }
         }
+        let stream = bound_preface(stream, deadline);
         self.app.process_new(stream, shutdown).await
     }
 

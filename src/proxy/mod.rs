@@ -9,6 +9,7 @@
 
 mod connection;
 mod forward;
+mod preface_deadline;
 mod request_id;
 mod tls;
 

@@ -4,7 +4,10 @@
 //! listener can redirect to HTTPS.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
 
 use crate::support::{curl, eventually, resolve, TestCa};
 use crate::{edge_env, edge_env_with};
@@ -232,4 +235,58 @@ async fn plaintext_requests_redirect_to_https_when_configured() {
         1,
         "the redirected request is not forwarded"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_that_chose_h2_and_sends_no_preface_is_disconnected() {
+    let ca = TestCa::new();
+    let env = crate::common::TestEnv::start_with(|dir, _| {
+        crate::write_certificates(&ca, &dir.join("certs"));
+        let config = dir.join("portcullis.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace(
+                "\n[tokens]",
+                "\n[limits]\nrequest_head_timeout_seconds = 1\n\n[tokens]",
+            ),
+        )
+        .unwrap();
+        crate::support::append_config(
+            dir,
+            "\n[server.tls]\nlisten = \"127.0.0.1:0\"\n\
+             certificates = [{ cert = \"certs/api.crt\", key = \"certs/api.key\" }]\n",
+        );
+    })
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(env.gateway_tls.unwrap())
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("api.example.com").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // Nothing is sent: the gateway must close the connection, well within this bound.
+    let mut buffer = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut tls, &mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a silent h2 client kept its TLS connection");
 }
