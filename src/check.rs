@@ -100,7 +100,25 @@ pub fn summary(gateway: &Gateway) -> String {
     let snapshot = gateway.snapshot();
     let mut out = String::new();
     let _ = writeln!(out, "configuration OK: {}", settings.file.display());
-    let _ = writeln!(out, "  listen: {}", settings.listen);
+    let _ = writeln!(
+        out,
+        "  listen: {}{}",
+        settings.listen,
+        if settings.h2c {
+            " (HTTP/1.1 and h2c)"
+        } else {
+            ""
+        }
+    );
+    if let Some(tls) = &settings.tls {
+        let _ = writeln!(
+            out,
+            "  tls: {} ({}), certificates for {}",
+            tls.listen,
+            if tls.h2 { "h2, http/1.1" } else { "http/1.1" },
+            tls.certificates.current().names().join(", ")
+        );
+    }
     for issuer in &settings.issuers {
         let _ = writeln!(
             out,

@@ -87,7 +87,7 @@ impl Metrics {
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 "portcullis_upstream_errors_total",
-                "Permitted requests whose upstream exchange failed, by route and cause (no_healthy_address, unreachable, timeout, bad_response, other).",
+                "Permitted requests that failed after the decision, by route and cause (no_healthy_address, unreachable, timeout, bad_response, body_too_large: a streamed body over the limit, other).",
             ),
             &["route", "cause"],
         )

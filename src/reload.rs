@@ -105,8 +105,9 @@ fn log_reload(gateway: &Gateway, why: &str, result: Result<u64, ConfigError>) {
 }
 
 /// Watches the routes, policies, settings and certificate directories until the process ends,
-/// reloading after each burst of changes to the routes, policies or certificates. A changed `portcullis.toml` is only
-/// reported: its settings (listeners, issuers, limits) need a restart.
+/// reloading after each burst of changes to the routes, policies or certificates. A changed
+/// `portcullis.toml` is only reported: its settings (listeners, issuers, limits) need a
+/// restart.
 pub async fn watch(gateway: Arc<Gateway>, debounce: Duration) -> notify::Result<()> {
     let settings = &gateway.settings;
     let policies_dir = canonical(&settings.policies_dir);

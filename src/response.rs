@@ -62,16 +62,17 @@ pub fn is_grpc(content_type: Option<&[u8]>) -> bool {
 }
 
 /// The refusal for a gRPC request: a trailers-only response (HTTP 200, no body) whose
-/// `grpc-status` follows gRPC's HTTP-to-gRPC mapping, as Envoy's ext_authz and jwt_authn
-/// answer. The request id travels in `grpc-message` and its own header.
+/// `grpc-status` follows gRPC's HTTP-to-gRPC status mapping (doc/http-grpc-status-mapping.md
+/// in the gRPC repository), as Envoy's ext_authz and jwt_authn answer. The request id travels
+/// in `grpc-message` and its own header.
 pub fn grpc_deny_response(denial: &Denial, request_id: &str, realm: &str) -> DenyResponse {
     let (status, _, message, mut headers) = classify(denial, realm);
     let code = match status {
-        400 | 413 | 414 | 431 => GRPC_INTERNAL,
+        400 => GRPC_INTERNAL,
         401 => GRPC_UNAUTHENTICATED,
         403 => GRPC_PERMISSION_DENIED,
-        404 | 405 => GRPC_UNIMPLEMENTED,
-        502..=504 => GRPC_UNAVAILABLE,
+        404 => GRPC_UNIMPLEMENTED,
+        429 | 502..=504 => GRPC_UNAVAILABLE,
         _ => GRPC_UNKNOWN,
     };
     let message = format!("{message} (request id {request_id})");

@@ -146,6 +146,8 @@ impl Gateway {
     /// Starts the upstream pools' discovery and health checks on the current tokio runtime,
     /// now and for every snapshot swapped in later.
     pub fn start_pools(&self) {
+        // Under the reload lock: a reload in between cannot swap in pools that nobody starts.
+        let _reloads = self.lock_reloads();
         self.pools_started.store(true, Ordering::Release);
         self.snapshot.load().pools.start();
     }

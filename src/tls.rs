@@ -41,6 +41,11 @@ pub enum CertificateError {
     },
 }
 
+/// Every pair that failed to load, by its index in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(|(_, e)| e.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct CertificateErrors(pub Vec<(usize, CertificateError)>);
+
 #[derive(Debug)]
 struct Served {
     key: Arc<CertifiedKey>,
@@ -55,10 +60,22 @@ pub struct CertificateSet {
 }
 
 impl CertificateSet {
-    /// Loads every pair; the first one is the default certificate.
-    pub fn load(files: &[CertificateFiles]) -> Result<Self, CertificateError> {
-        let served = files.iter().map(load_pair).collect::<Result<_, _>>()?;
-        Ok(CertificateSet { served })
+    /// Loads every pair; the first one is the default certificate. Every pair that fails is
+    /// reported.
+    pub fn load(files: &[CertificateFiles]) -> Result<Self, CertificateErrors> {
+        let mut served = Vec::with_capacity(files.len());
+        let mut errors = Vec::new();
+        for (index, pair) in files.iter().enumerate() {
+            match load_pair(pair) {
+                Ok(loaded) => served.push(loaded),
+                Err(e) => errors.push((index, e)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(CertificateSet { served })
+        } else {
+            Err(CertificateErrors(errors))
+        }
     }
 
     /// The certificate for a client hello naming `sni`: an exact name first, then a wildcard,
@@ -171,7 +188,7 @@ pub struct CertificateStore {
 }
 
 impl CertificateStore {
-    pub fn load(files: Vec<CertificateFiles>) -> Result<Self, CertificateError> {
+    pub fn load(files: Vec<CertificateFiles>) -> Result<Self, CertificateErrors> {
         let read = fingerprint(&files);
         let set = CertificateSet::load(&files)?;
         Ok(CertificateStore {
@@ -183,7 +200,7 @@ impl CertificateStore {
 
     /// Reloads every pair if any file changed since the last load; `None` when nothing did.
     /// On error the running set stays.
-    pub fn reload_if_changed(&self) -> Option<Result<(), CertificateError>> {
+    pub fn reload_if_changed(&self) -> Option<Result<(), CertificateErrors>> {
         let mut last_read = self
             .last_read
             .lock()
@@ -272,10 +289,10 @@ mod tests {
             key: b.key,
             hosts: Vec::new(),
         };
-        let error = CertificateSet::load(&[crossed]).unwrap_err();
+        let errors = CertificateSet::load(&[crossed]).unwrap_err();
         assert!(
-            matches!(error, CertificateError::Mismatch { .. }),
-            "{error}"
+            matches!(errors.0[..], [(0, CertificateError::Mismatch { .. })]),
+            "{errors}"
         );
     }
 
@@ -286,10 +303,11 @@ mod tests {
         let store = CertificateStore::load(vec![files.clone()]).unwrap();
         assert!(store.reload_if_changed().is_none());
         std::fs::write(&files.cert, "not pem").unwrap();
-        assert!(matches!(
-            store.reload_if_changed(),
-            Some(Err(CertificateError::File { .. }))
-        ));
+        let failed = store.reload_if_changed();
+        assert!(
+            matches!(&failed, Some(Err(CertificateErrors(e))) if matches!(e[..], [(0, CertificateError::File { .. })])),
+            "{failed:?}"
+        );
         assert_eq!(store.current().names(), ["a.test"]);
         write_pair(dir.path(), "a", &["renewed.test"]);
         assert!(matches!(store.reload_if_changed(), Some(Ok(()))));

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{raw_exchange, repo_path, use_own_policies, TestEnv};
+use common::{eventually, raw_exchange, repo_path, use_own_policies, TestEnv};
 use portcullis::reload;
 use serde_json::Value;
 
@@ -63,17 +63,6 @@ async fn metrics(env: &TestEnv) -> String {
         .header("content-type")
         .is_some_and(|t| t.starts_with("text/plain")));
     response.body
-}
-
-/// Polls `check` every 50 ms for at most 10 s.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what} did not happen within 10 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

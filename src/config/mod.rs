@@ -399,19 +399,26 @@ fn tls_listener(
         ));
         return None;
     }
-    let mut pairs = Vec::new();
-    for pair in raw.certificates.get_ref() {
-        let files = CertificateFiles {
+    let pairs = raw
+        .certificates
+        .get_ref()
+        .iter()
+        .map(|pair| CertificateFiles {
             cert: base.join(&pair.get_ref().cert),
             key: base.join(&pair.get_ref().key),
             hosts: pair.get_ref().hosts.clone(),
-        };
-        if let Err(e) = crate::tls::CertificateSet::load(std::slice::from_ref(&files)) {
-            problems.push(file.problem(Some(pair.span()), e.to_string()));
+        })
+        .collect();
+    let certificates = match CertificateStore::load(pairs) {
+        Ok(certificates) => certificates,
+        Err(errors) => {
+            for (index, error) in errors.0 {
+                let span = raw.certificates.get_ref().get(index).map(|p| p.span());
+                problems.push(file.problem(span, error.to_string()));
+            }
+            return None;
         }
-        pairs.push(files);
-    }
-    let certificates = CertificateStore::load(pairs).ok()?;
+    };
     Some(TlsListener {
         listen: listen?,
         h2: raw.h2,

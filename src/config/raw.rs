@@ -665,6 +665,9 @@ pub struct RawTimeouts {
     /// The whole upstream exchange, as Envoy's route timeout.
     #[serde(default = "default_total_milliseconds")]
     pub total_milliseconds: u64,
+    /// Read/write timeout of an upgraded (WebSocket) connection instead of the two above.
+    #[serde(default = "default_tunnel_idle_milliseconds")]
+    pub tunnel_idle_milliseconds: u64,
 }
 
 impl Default for RawTimeouts {
@@ -674,6 +677,7 @@ impl Default for RawTimeouts {
             read_milliseconds: default_read_milliseconds(),
             write_milliseconds: default_write_milliseconds(),
             total_milliseconds: default_total_milliseconds(),
+            tunnel_idle_milliseconds: default_tunnel_idle_milliseconds(),
         }
     }
 }
@@ -724,6 +728,10 @@ fn default_write_milliseconds() -> u64 {
 
 fn default_total_milliseconds() -> u64 {
     15_000
+}
+
+fn default_tunnel_idle_milliseconds() -> u64 {
+    3_600_000
 }
 
 #[derive(Debug, Deserialize)]

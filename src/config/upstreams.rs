@@ -15,6 +15,9 @@ use crate::upstream::{
     UpstreamSpec, UpstreamTls,
 };
 
+/// pingora stops after 16 attempts of one request, whatever the hook says.
+const MAX_RETRIES: u32 = 15;
+
 pub fn compile_upstream(
     name: &str,
     raw: &Spanned<RawUpstream>,
@@ -166,6 +169,7 @@ pub fn compile_upstream(
         t.read_milliseconds,
         t.write_milliseconds,
         t.total_milliseconds,
+        t.tunnel_idle_milliseconds,
     ]
     .contains(&0)
         || raw.resolve_interval_seconds == 0
@@ -180,7 +184,17 @@ pub fn compile_upstream(
         read: Duration::from_millis(t.read_milliseconds),
         write: Duration::from_millis(t.write_milliseconds),
         total: Duration::from_millis(t.total_milliseconds),
+        tunnel_idle: Duration::from_millis(t.tunnel_idle_milliseconds),
     };
+    if raw.retries > MAX_RETRIES {
+        problem(
+            span.clone(),
+            format!(
+                "retries = {} is more than pingora makes ({MAX_RETRIES})",
+                raw.retries
+            ),
+        );
+    }
     let ejection = (raw.eject_after_failures > 0).then(|| Ejection {
         after_failures: raw.eject_after_failures,
         duration: Duration::from_secs(raw.ejection_seconds.max(1)),

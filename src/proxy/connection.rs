@@ -4,8 +4,9 @@
 //! pingora bounds each *read* of a request head (by the keep-alive timeout) but not the head as
 //! a whole, so a client trickling one byte at a time could hold a connection for ever. Around
 //! pingora's serving, not in a loop of our own:
-//! - `Edge` waits at most the head deadline for a new plaintext connection's first byte, and
-//!   for the HTTP/2 preface of a TLS connection that chose `h2` (`preface_deadline.rs`);
+//! - `Edge` waits at most the head deadline for a new plaintext connection's first byte (its
+//!   first 24 with h2c on, which pingora then reads looking for the HTTP/2 preface), and for the
+//!   preface of a TLS connection that chose `h2` (`preface_deadline.rs`);
 //! - `GatewayApp` gives every HTTP/1 request head a total deadline from its first byte. Between
 //!   requests on a kept-alive connection it waits for the next first byte at most the idle
 //!   timeout (a peek); on TLS, which cannot be peeked, the next head's deadline is the idle
@@ -29,7 +30,7 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 
-use super::preface_deadline::bound_preface;
+use super::preface_deadline::{bound_preface, H2_PREFACE_BYTES};
 use super::Proxy;
 
 tokio::task_local! {
@@ -194,8 +195,16 @@ impl ServerApp for Edge {
     ) -> Option<Stream> {
         let deadline = self.app.limits.request_head;
         if stream.get_ssl_digest().is_none() {
-            let mut first_byte = [0u8; 1];
-            let peeked = tokio::time::timeout(deadline, stream.try_peek(&mut first_byte)).await;
+            // With h2c on, pingora next peeks for the 24-byte HTTP/2 preface without a
+            // timeout: those bytes must arrive within the deadline too.
+            let mut first_bytes = [0u8; H2_PREFACE_BYTES];
+            let wanted = if self.app.limits.h2c {
+                H2_PREFACE_BYTES
+            } else {
+                1
+            };
+            let peeked =
+                tokio::time::timeout(deadline, stream.try_peek(&mut first_bytes[..wanted])).await;
             if !matches!(peeked, Ok(Ok(true))) {
                 return None;
             }

@@ -38,6 +38,9 @@ pub use connection::{ConnectionLimits, Edge, GatewayApp};
 pub use request_id::RequestIds;
 pub use tls::{tls_settings, ConnectionTls};
 
+/// How much of a refused HTTP/2 request's body is read so that its stream closes cleanly.
+const MAX_DRAINED_BODY_BYTES: usize = 64 * 1024;
+
 /// The proxy application.
 pub struct Proxy {
     gateway: Arc<Gateway>,
@@ -93,7 +96,27 @@ impl Proxy {
                 .write_response_body(Some(Bytes::from(response.body)), true)
                 .await?;
         }
+        if session.is_http2() {
+            self.drain_refused_body(session).await;
+        }
         Ok(())
+    }
+
+    /// Reads what is left of a refused HTTP/2 request's body, a bounded amount for a bounded
+    /// time. An h2 stream dropped while its client still sends can be reset before the
+    /// refusal queued on it is flushed, and the client then sees a stream error instead of our
+    /// answer; a stream read to its end closes cleanly. Past the bounds the reset is accepted.
+    async fn drain_refused_body(&self, session: &mut Session) {
+        let drain = async {
+            let mut drained = 0usize;
+            while drained <= MAX_DRAINED_BODY_BYTES {
+                match session.read_request_body().await {
+                    Ok(Some(chunk)) => drained += chunk.len(),
+                    Ok(None) | Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.gateway.settings.request_head_timeout, drain).await;
     }
 }
 
@@ -104,6 +127,10 @@ pub struct RequestContext {
     outcome: Option<Outcome>,
     /// The TCP peer.
     peer_ip: Option<std::net::IpAddr>,
+    /// The client: the peer, or what a trusted proxy says it forwarded for.
+    client_ip: Option<std::net::IpAddr>,
+    /// The connection is TLS.
+    secure: bool,
     /// The upstream address of the current attempt, and its in-flight count.
     upstream: Option<(SocketAddr, InFlightRequest)>,
     /// Attempts made so far (a retry after a connect failure adds one).
@@ -140,14 +167,18 @@ fn classify_failure(error: &Error) -> Denial {
     Denial::Upstream(failure)
 }
 
-/// The consistent-hashing key of a request: the principal, or a header's value.
-fn hash_key(selection: &Selection, session: &Session, forward: &Forward) -> Vec<u8> {
+/// The consistent-hashing key of a request: the principal (the client's address for anonymous
+/// requests), or a header's value.
+fn hash_key(selection: &Selection, session: &Session, ctx: &RequestContext) -> Vec<u8> {
+    let Ok(forward) = ctx.permit() else {
+        return Vec::new();
+    };
     match selection {
         Selection::ConsistentHash(HashKey::Principal) => forward
             .token
             .as_ref()
             .map(|t| t.identity.principal_id.as_bytes().to_vec())
-            .or_else(|| session.client_addr().map(|a| a.to_string().into_bytes()))
+            .or_else(|| ctx.client_ip.map(|ip| ip.to_string().into_bytes()))
             .unwrap_or_default(),
         Selection::ConsistentHash(HashKey::Header(name)) => session
             .req_header()
@@ -169,6 +200,8 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             outcome: None,
             peer_ip: None,
+            client_ip: None,
+            secure: false,
             upstream: None,
             attempts: 0,
             upstream_started: None,
@@ -212,10 +245,12 @@ impl ProxyHttp for Proxy {
                 .collect();
             trust::client_address(peer, &forwarded_for, &settings.trusted_proxies)
         });
+        ctx.client_ip = client_ip;
         let connection_tls = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .map(|ssl| ssl.extension.get::<ConnectionTls>());
+        ctx.secure = connection_tls.is_some();
         let http2 = session.is_http2();
         let incoming = Incoming {
             method: request.method.as_str(),
@@ -229,7 +264,7 @@ impl ProxyHttp for Proxy {
             },
             client_ip,
             transport: Transport {
-                secure: connection_tls.is_some(),
+                secure: ctx.secure,
                 sni: connection_tls.flatten().and_then(|t| t.sni.as_deref()),
             },
         };
@@ -249,12 +284,16 @@ impl ProxyHttp for Proxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestContext,
     ) -> Result<()> {
         let limit = ctx.permit()?.max_body_bytes;
+        if session.was_upgraded() {
+            // What flows through a tunnel is no request body.
+            return Ok(());
+        }
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
         if ctx.body_bytes > limit {
             ctx.failure = Some(Denial::BodyTooLarge { limit });
@@ -269,8 +308,8 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestContext,
     ) -> Result<Box<HttpPeer>> {
         let forward = ctx.permit()?;
-        let pool = forward.upstream.clone();
-        let key = hash_key(&pool.spec.selection, session, forward);
+        let (pool, upgrade) = (forward.upstream.clone(), forward.upgrade);
+        let key = hash_key(&pool.spec.selection, session, ctx);
         let Some(address) = pool.select(&key) else {
             ctx.failure = Some(Denial::Upstream(UpstreamFailure::NoHealthyAddress));
             return Error::e_explain(
@@ -281,7 +320,7 @@ impl ProxyHttp for Proxy {
         ctx.attempts += 1;
         ctx.upstream_started.get_or_insert_with(Instant::now);
         ctx.upstream = Some((address, pool.begin_request(address)));
-        Ok(Box::new(pool.peer(address)))
+        Ok(Box::new(pool.peer(address, upgrade)))
     }
 
     fn fail_to_connect(
@@ -320,14 +359,15 @@ impl ProxyHttp for Proxy {
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        _reused: bool,
+        reused: bool,
         _peer: &HttpPeer,
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
         _digest: Option<&Digest>,
         ctx: &mut RequestContext,
     ) -> Result<()> {
-        if let (Ok(forward), Some((address, _))) = (ctx.permit(), &ctx.upstream) {
+        // Only a new connection says the address accepts connects.
+        if let (false, Ok(forward), Some((address, _))) = (reused, ctx.permit(), &ctx.upstream) {
             forward.upstream.connect_succeeded(*address);
         }
         Ok(())
@@ -335,12 +375,11 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestContext,
     ) -> Result<()> {
         let forward = ctx.permit()?;
-        let secure = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         forward::prepare_upstream_request(
             upstream_request,
             forward,
@@ -349,7 +388,7 @@ impl ProxyHttp for Proxy {
                 request_id: &ctx.request_id,
                 peer_ip: ctx.peer_ip,
                 trusted_proxies: &self.gateway.settings.trusted_proxies,
-                scheme: if secure { "https" } else { "http" },
+                scheme: if ctx.secure { "https" } else { "http" },
             },
         )
     }
@@ -382,18 +421,27 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut RequestContext,
     ) -> FailToProxy {
-        let denial = match (&ctx.failure, e.esource()) {
-            (Some(denial), _) => denial.clone(),
-            (None, ErrorSource::Downstream) => {
+        let refused = ctx
+            .outcome
+            .as_ref()
+            .and_then(|o| o.verdict.as_ref().err())
+            .cloned();
+        let denial = match (&ctx.failure, refused, e.esource()) {
+            (Some(denial), _, _) => denial.clone(),
+            // Answering a refusal failed: the refusal stands, never an upstream failure.
+            (None, Some(refusal), _) => refusal,
+            (None, None, ErrorSource::Downstream) => {
                 // The client went away or sent a broken body: nobody to answer.
                 return FailToProxy {
                     error_code: 0,
                     can_reuse_downstream: false,
                 };
             }
-            (None, _) => classify_failure(e),
+            (None, None, _) => classify_failure(e),
         };
-        ctx.failure = Some(denial.clone());
+        if ctx.permit().is_ok() {
+            ctx.failure = Some(denial.clone());
+        }
         let status = refusal_status(&denial);
         if session.response_written().is_none() {
             if let Err(write_error) = self.write_refusal(session, ctx, &denial).await {

@@ -21,7 +21,7 @@ use pingora_core::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 §3.4).
-const PREFACE_BYTES: usize = 24;
+pub(super) const H2_PREFACE_BYTES: usize = 24;
 
 #[derive(Debug)]
 pub(super) struct PrefaceDeadline {
@@ -55,7 +55,7 @@ impl AsyncRead for PrefaceDeadline {
         }
         if polled.is_ready() {
             this.read += buf.filled().len() - before;
-            if this.read >= PREFACE_BYTES {
+            if this.read >= H2_PREFACE_BYTES {
                 this.deadline = None;
             }
             return polled;

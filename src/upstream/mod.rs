@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http::HeaderName;
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -84,6 +85,8 @@ pub struct Timeouts {
     pub read: Duration,
     pub write: Duration,
     pub total: Duration,
+    /// Read and write timeout of an upgraded (WebSocket) connection, which may be quiet long.
+    pub tunnel_idle: Duration,
 }
 
 /// One `host:port` of an upstream, as written.
@@ -170,8 +173,14 @@ pub struct Pool {
     pub name: String,
     pub spec: UpstreamSpec,
     balancer: Balancer,
-    addresses: Mutex<HashMap<SocketAddr, Arc<AddressState>>>,
+    /// Bookkeeping per address, read on every selection: swapped, never locked, on the
+    /// request path; addresses no longer members are dropped as new ones come.
+    addresses: ArcSwap<HashMap<SocketAddr, Arc<AddressState>>>,
     ca: Option<Arc<[WrappedX509]>>,
+    /// SHA-256 of the CA file as loaded, so that a reload notices a CA rotated in place.
+    ca_fingerprint: Vec<u8>,
+    /// Where least-connections starts looking, so that ties rotate.
+    next_start: AtomicUsize,
     started: AtomicBool,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -193,24 +202,29 @@ impl Pool {
     /// Builds the pool; no I/O beyond reading the CA file. IP-literal addresses are members at
     /// once, DNS names after the first resolution in `start`.
     pub fn build(name: &str, spec: UpstreamSpec) -> Result<Self, PoolError> {
+        let ca_fingerprint = ca_fingerprint(&spec);
         let ca = match spec.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
             Some(path) => Some(load_ca(path)?),
             None => None,
         };
         let balancer = match &spec.selection {
             Selection::RoundRobin | Selection::LeastConnections => {
-                Balancer::RoundRobin(Arc::new(balancer(&spec)))
+                Balancer::RoundRobin(Arc::new(balancer(&spec, ca.as_ref())))
             }
-            Selection::Random => Balancer::Random(Arc::new(balancer(&spec))),
-            Selection::ConsistentHash(_) => Balancer::Consistent(Arc::new(balancer(&spec))),
+            Selection::Random => Balancer::Random(Arc::new(balancer(&spec, ca.as_ref()))),
+            Selection::ConsistentHash(_) => {
+                Balancer::Consistent(Arc::new(balancer(&spec, ca.as_ref())))
+            }
         };
         let (stop, _) = tokio::sync::watch::channel(false);
         Ok(Pool {
             name: name.to_string(),
             spec,
             balancer,
-            addresses: Mutex::new(HashMap::new()),
+            addresses: ArcSwap::from_pointee(HashMap::new()),
             ca,
+            ca_fingerprint,
+            next_start: AtomicUsize::new(0),
             started: AtomicBool::new(false),
             stop,
         })
@@ -247,23 +261,49 @@ impl Pool {
         backend.as_ref().and_then(backend_addr)
     }
 
+    /// The usable address with the fewest requests in flight; ties rotate, so that light
+    /// traffic is spread too.
     fn least_connections(&self, lb: &LoadBalancer<RoundRobin>, now: Instant) -> Option<SocketAddr> {
         let backends = lb.backends();
-        backends
-            .get_backend()
+        let members = backends.get_backend();
+        let usable: Vec<SocketAddr> = members
             .iter()
             .filter(|b| backends.ready(b))
             .filter_map(backend_addr)
             .filter(|addr| !self.is_ejected(*addr, now))
-            .min_by_key(|addr| self.state(*addr).in_flight.load(Ordering::Relaxed))
+            .collect();
+        if usable.is_empty() {
+            return None;
+        }
+        let start = self.next_start.fetch_add(1, Ordering::Relaxed) % usable.len();
+        usable
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(usable.len())
+            .min_by_key(|addr| self.state(**addr).in_flight.load(Ordering::Relaxed))
+            .copied()
     }
 
     fn state(&self, addr: SocketAddr) -> Arc<AddressState> {
-        let mut addresses = self
-            .addresses
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        addresses.entry(addr).or_default().clone()
+        if let Some(state) = self.addresses.load().get(&addr) {
+            return state.clone();
+        }
+        let members: Vec<SocketAddr> = self.members().into_iter().map(|(a, _)| a).collect();
+        self.addresses.rcu(|addresses| {
+            let mut kept: HashMap<SocketAddr, Arc<AddressState>> = addresses
+                .iter()
+                .filter(|(known, _)| members.contains(known))
+                .map(|(known, state)| (*known, state.clone()))
+                .collect();
+            kept.entry(addr).or_default();
+            kept
+        });
+        self.addresses
+            .load()
+            .get(&addr)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn is_ejected(&self, addr: SocketAddr, now: Instant) -> bool {
@@ -315,15 +355,25 @@ impl Pool {
     }
 
     /// The peer a request to `addr` is sent to: protocol, TLS and timeouts of this upstream.
-    pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
+    /// A request that may become a tunnel (`upgrade`) gets the tunnel's idle timeouts.
+    pub fn peer(&self, addr: SocketAddr, upgrade: bool) -> HttpPeer {
         let spec = &self.spec;
         let sni = spec.tls.as_ref().map(|t| t.sni.clone()).unwrap_or_default();
         let mut peer = HttpPeer::new(addr, spec.tls.is_some(), sni);
         let options = &mut peer.options;
-        options.connection_timeout = Some(spec.timeouts.connect);
-        options.total_connection_timeout = Some(spec.timeouts.connect * 2);
-        options.read_timeout = Some(spec.timeouts.read.min(spec.timeouts.total));
-        options.write_timeout = Some(spec.timeouts.write.min(spec.timeouts.total));
+        let timeouts = &spec.timeouts;
+        options.connection_timeout = Some(timeouts.connect);
+        options.total_connection_timeout = Some(timeouts.connect * 2);
+        let (read, write) = if upgrade {
+            (timeouts.tunnel_idle, timeouts.tunnel_idle)
+        } else {
+            (
+                timeouts.read.min(timeouts.total),
+                timeouts.write.min(timeouts.total),
+            )
+        };
+        options.read_timeout = Some(read);
+        options.write_timeout = Some(write);
         match spec.protocol {
             UpstreamProtocol::Http1 => options.alpn = ALPN::H1,
             UpstreamProtocol::H2 | UpstreamProtocol::H2c => {
@@ -377,7 +427,7 @@ fn backend_addr(backend: &Backend) -> Option<SocketAddr> {
     backend.addr.as_inet().copied()
 }
 
-fn balancer<S>(spec: &UpstreamSpec) -> LoadBalancer<S>
+fn balancer<S>(spec: &UpstreamSpec, ca: Option<&Arc<[WrappedX509]>>) -> LoadBalancer<S>
 where
     S: pingora_load_balancing::selection::BackendSelection + 'static,
     S::Iter: pingora_load_balancing::selection::BackendIter,
@@ -385,7 +435,7 @@ where
     let discovery = DnsDiscovery::new(spec.addresses.clone());
     let literal_only = discovery.is_literal();
     let mut backends = Backends::new(Box::new(discovery));
-    if let Some(check) = health_check(spec) {
+    if let Some(check) = health_check(spec, ca) {
         backends.set_health_check(check);
     }
     let mut lb = LoadBalancer::<S>::from_backends(backends);
@@ -401,7 +451,10 @@ where
     lb
 }
 
-fn health_check(spec: &UpstreamSpec) -> Option<Box<dyn HealthCheck + Send + Sync>> {
+fn health_check(
+    spec: &UpstreamSpec,
+    ca: Option<&Arc<[WrappedX509]>>,
+) -> Option<Box<dyn HealthCheck + Send + Sync>> {
     let check = spec.health_check.as_ref()?;
     let tls = spec.tls.is_some();
     let host = spec
@@ -424,8 +477,14 @@ fn health_check(spec: &UpstreamSpec) -> Option<Box<dyn HealthCheck + Send + Sync
     http.peer_template.options.connection_timeout = Some(check.timeout);
     http.peer_template.options.read_timeout = Some(check.timeout);
     if let Some(upstream_tls) = &spec.tls {
-        http.peer_template.options.verify_cert = upstream_tls.verify;
-        http.peer_template.options.verify_hostname = upstream_tls.verify;
+        // Checked the way requests are sent: the same CA, verification and protocol.
+        let options = &mut http.peer_template.options;
+        options.verify_cert = upstream_tls.verify;
+        options.verify_hostname = upstream_tls.verify;
+        options.ca = ca.cloned();
+        if spec.protocol == UpstreamProtocol::H2 {
+            options.alpn = ALPN::H2;
+        }
     }
     if let Ok(uri) = check.path.parse::<http::Uri>() {
         http.req.set_uri(uri);
@@ -439,6 +498,20 @@ where
     S::Iter: pingora_load_balancing::selection::BackendIter,
 {
     tokio::spawn(async move { lb.run(shutdown, None).await });
+}
+
+/// SHA-256 of the upstream's CA file (empty without one, or when it cannot be read).
+fn ca_fingerprint(spec: &UpstreamSpec) -> Vec<u8> {
+    let Some(path) = spec.tls.as_ref().and_then(|t| t.ca_file.as_ref()) else {
+        return Vec::new();
+    };
+    std::fs::read(path)
+        .map(|bytes| {
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes)
+                .as_ref()
+                .to_vec()
+        })
+        .unwrap_or_default()
 }
 
 fn load_ca(path: &PathBuf) -> Result<Arc<[WrappedX509]>, PoolError> {
@@ -480,7 +553,7 @@ impl Pools {
         for (name, spec) in specs {
             let kept = previous
                 .and_then(|p| p.0.get(name))
-                .filter(|pool| pool.spec == *spec)
+                .filter(|pool| pool.spec == *spec && pool.ca_fingerprint == ca_fingerprint(spec))
                 .cloned();
             let pool = match kept {
                 Some(pool) => pool,
@@ -531,6 +604,7 @@ mod tests {
                 read: Duration::from_secs(1),
                 write: Duration::from_secs(1),
                 total: Duration::from_secs(1),
+                tunnel_idle: Duration::from_secs(60),
             },
             retries: 1,
         }
@@ -576,8 +650,12 @@ mod tests {
             spec(&["127.0.0.1:1", "127.0.0.1:2"], Selection::LeastConnections),
         )
         .unwrap();
-        let _busy = pool.begin_request("127.0.0.1:1".parse().unwrap());
+        let busy = pool.begin_request("127.0.0.1:1".parse().unwrap());
         assert!((0..4).all(|_| pool.select(b"").unwrap().port() == 2));
+        drop(busy);
+        // Idle addresses tie: the choice rotates over them.
+        let picks: Vec<_> = (0..4).map(|_| pool.select(b"").unwrap().port()).collect();
+        assert!(picks.contains(&1) && picks.contains(&2), "{picks:?}");
     }
 
     #[test]

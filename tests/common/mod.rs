@@ -475,3 +475,31 @@ pub fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+/// Polls `check` every 50 ms for at most 15 s; panics naming `what` if it never holds.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within 15 s");
+}
+
+/// The decision log lines written to `path` so far, as JSON.
+pub fn decision_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Appends `text` (upstreams and routes) to `<dir>/routes.toml`.
+pub fn append_routes(dir: &Path, text: &str) {
+    let routes = dir.join("routes.toml");
+    let mut current = std::fs::read_to_string(&routes).unwrap();
+    current.push_str(text);
+    std::fs::write(&routes, current).unwrap();
+}

@@ -111,10 +111,7 @@ async fn grpc_env() -> TestEnv {
     let grpc = start_grpc_upstream().await;
     TestEnv::start_with(move |dir, _| {
         crate::support::add_to_server_section(dir, "h2c = true");
-        let routes = dir.join("routes.toml");
-        let mut text = std::fs::read_to_string(&routes).unwrap();
-        text.push_str(&GRPC_ROUTES.replace("{grpc}", &grpc.to_string()));
-        std::fs::write(&routes, text).unwrap();
+        crate::common::append_routes(dir, &GRPC_ROUTES.replace("{grpc}", &grpc.to_string()));
     })
     .await
 }

@@ -105,14 +105,12 @@ certificates = [
 "#
             ),
         );
-        let routes = dir.join("routes.toml");
-        let mut text = std::fs::read_to_string(&routes).unwrap();
-        text.push_str(
+        common::append_routes(
+            dir,
             &EDGE_ROUTES
                 .replace("{dead}", &dead.to_string())
                 .replace("{upstream}", &upstream.to_string()),
         );
-        std::fs::write(&routes, text).unwrap();
     })
     .await;
     (env, ca_file)

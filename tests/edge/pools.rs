@@ -3,8 +3,9 @@
 //! resolves them), and TLS to the upstream verifies its certificate against a CA file.
 
 use crate::closed_port;
+use crate::common::eventually;
 use crate::common::{run_portcullis, TestEnv};
-use crate::support::{curl, eventually, TestCa};
+use crate::support::{curl, TestCa};
 
 /// The repository's routes with the `tasks` upstream replaced by `upstream` (a TOML table body).
 fn with_tasks_upstream(dir: &std::path::Path, upstream: &str) {
@@ -157,20 +158,56 @@ async fn tls_to_the_upstream_verifies_its_certificate() {
     })
     .await;
     let backend_tls = backend.gateway_tls.unwrap();
+    let check =
+        "health_check = { path = \"/health\", interval_seconds = 1, unhealthy_threshold = 1 }";
     let trusted = TestEnv::start_with(|dir, _| {
         with_tasks_upstream(
             dir,
             &format!(
-                "address = \"{backend_tls}\"\ntls = {{ sni = \"backend.internal\", ca_file = {ca_file:?} }}"
+                "address = \"{backend_tls}\"\ntls = {{ sni = \"backend.internal\", ca_file = {ca_file:?} }}\n{check}"
+            ),
+        );
+        // The same backend without the CA: its health checks must fail.
+        crate::common::append_routes(
+            dir,
+            &format!(
+                "\n[upstreams.untrusted]\naddress = \"{backend_tls}\"\ntls = {{ sni = \"backend.internal\" }}\n{check}\n"
             ),
         );
     })
     .await;
-    // The backend is a TLS front end itself: the Host must be the name its SNI carries.
+    // Health checks are made the way requests are: with the CA, the check passes; without it,
+    // it fails (checks of both pools run on the same schedule).
+    let snapshot = trusted.state.snapshot();
+    let untrusted_pool = snapshot.pools.get("untrusted").unwrap().clone();
+    eventually("the check without the CA fails", async || {
+        untrusted_pool.members().iter().all(|(_, ready)| !ready)
+    })
+    .await;
+    let trusted_pool = snapshot.pools.get("tasks").unwrap();
+    assert!(trusted_pool.members().iter().all(|(_, ready)| *ready));
+    // The backend is a TLS front end itself: the Host must be the name its SNI carries. Its
+    // health checks reach the backend too; the client's requests are told apart by a header.
     let host = "Host: backend.internal";
-    let response = curl(&["-H", host, &format!("http://{}/health", trusted.gateway)]);
+    let marked = || {
+        backend
+            .upstream
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| !r.header_values("x-test-client").is_empty())
+            .count()
+    };
+    let response = curl(&[
+        "-H",
+        host,
+        "-H",
+        "x-test-client: 1",
+        &format!("http://{}/health", trusted.gateway),
+    ]);
     assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(backend.upstream.count(), 1);
+    assert_eq!(marked(), 1);
 
     // The system roots do not know the test CA: the upstream's certificate is refused.
     let untrusted = TestEnv::start_with(|dir, _| {
@@ -180,7 +217,13 @@ async fn tls_to_the_upstream_verifies_its_certificate() {
         );
     })
     .await;
-    let refused = curl(&["-H", host, &format!("http://{}/health", untrusted.gateway)]);
+    let refused = curl(&[
+        "-H",
+        host,
+        "-H",
+        "x-test-client: 1",
+        &format!("http://{}/health", untrusted.gateway),
+    ]);
     refused.assert_refusal(502);
-    assert_eq!(backend.upstream.count(), 1);
+    assert_eq!(marked(), 1);
 }

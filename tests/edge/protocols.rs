@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::common::eventually;
 use crate::edge_env;
-use crate::support::{curl, eventually, resolve};
+use crate::support::{curl, resolve};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_class_is_answered_alike_over_http1_and_http2() {
@@ -74,7 +75,7 @@ async fn every_refusal_class_is_answered_alike_over_http1_and_http2() {
     // Of all those, only the two slow requests reached an upstream.
     assert_eq!(env.upstream.count(), 2);
     let timeouts = || {
-        crate::support::decision_lines(&env.decision_log)
+        crate::common::decision_lines(&env.decision_log)
             .into_iter()
             .filter(|line| line["upstream_failure"] == "timeout")
             .collect::<Vec<_>>()

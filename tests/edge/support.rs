@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -157,24 +156,4 @@ pub fn curl(args: &[&str]) -> CurlResponse {
 /// `--resolve` so that `host` reaches `address` with SNI `host`.
 pub fn resolve(host: &str, address: SocketAddr) -> String {
     format!("{host}:{}:{}", address.port(), address.ip())
-}
-
-/// Polls `check` every 50 ms for at most 15 s.
-pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what} did not happen within 15 s");
-}
-
-/// The decision log lines written so far.
-pub fn decision_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 
-use crate::support::{curl, eventually, resolve, TestCa};
+use crate::common::eventually;
+use crate::support::{curl, resolve, TestCa};
 use crate::{edge_env, edge_env_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

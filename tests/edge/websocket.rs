@@ -75,10 +75,7 @@ async fn start_echo_server() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 async fn ws_env() -> (TestEnv, Arc<Mutex<Vec<String>>>) {
     let (events, principals) = start_echo_server().await;
     let env = TestEnv::start_with(move |dir, _| {
-        let routes = dir.join("routes.toml");
-        let mut text = std::fs::read_to_string(&routes).unwrap();
-        text.push_str(&WS_ROUTES.replace("{events}", &events.to_string()));
-        std::fs::write(&routes, text).unwrap();
+        crate::common::append_routes(dir, &WS_ROUTES.replace("{events}", &events.to_string()));
     })
     .await;
     (env, principals)
@@ -112,7 +109,7 @@ async fn a_permitted_upgrade_is_tunneled_with_the_identity_headers() {
     .await
     .unwrap();
     assert_eq!(response.status(), 101);
-    for text in ["one", "two"] {
+    for text in ["one", "two", &"x".repeat(1000), &"y".repeat(1000)] {
         socket.send(Message::text(text)).await.unwrap();
         let echoed = socket.next().await.unwrap().unwrap();
         assert_eq!(echoed.into_text().unwrap().as_str(), text);
