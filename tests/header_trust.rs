@@ -4,31 +4,8 @@
 
 mod common;
 
+use common::spoofed_headers::{FORWARDING, METHOD_OVERRIDES};
 use common::TestEnv;
-
-/// Headers a client may send that claim something about the client or the request.
-const FORWARDING: &[(&str, &str)] = &[
-    ("X-Forwarded-For", "10.0.0.1"),
-    ("Forwarded", "for=10.0.0.1;proto=https;host=admin.internal"),
-    ("X-Forwarded-Host", "admin.internal"),
-    ("X-Forwarded-Proto", "https"),
-    ("X-Forwarded-Port", "443"),
-    ("X-Forwarded-Prefix", "/admin"),
-    ("X-Real-IP", "10.0.0.1"),
-    ("X-Client-IP", "10.0.0.1"),
-    ("X-Original-URL", "/admin/delete-everything"),
-    ("X-Rewrite-URL", "/admin/delete-everything"),
-    ("X_Forwarded_Host", "admin.internal"),
-    ("x.real.ip", "10.0.0.1"),
-];
-
-/// Headers that would change the method after authorization.
-const METHOD_OVERRIDES: &[(&str, &str)] = &[
-    ("X-HTTP-Method-Override", "DELETE"),
-    ("X-HTTP-Method", "DELETE"),
-    ("X-Method-Override", "DELETE"),
-    ("X_HTTP_Method_Override", "DELETE"),
-];
 
 fn sent(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let token = format!("Bearer {}", env.token("bob"));

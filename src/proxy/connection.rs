@@ -64,13 +64,12 @@ pub struct GatewayApp {
     options: HttpServerOptions,
 }
 
-/// Whether the next request's first byte was seen before its session began.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NextHead {
-    Arrived,
-    /// The stream cannot be peeked (TLS): the head deadline includes the idle wait.
-    Unknown,
-}
+/// Left for the next session of a kept-alive connection whose first byte was peeked: its head
+/// deadline starts now. (A zero-sized marker: boxing it allocates nothing.)
+struct FirstByteArrived;
+
+/// Left when the stream cannot be peeked (TLS): the head deadline includes the idle wait.
+struct FirstByteUnknown;
 
 impl GatewayApp {
     pub fn new(proxy: HttpProxy<Proxy>, limits: ConnectionLimits) -> Self {
@@ -85,21 +84,21 @@ impl GatewayApp {
     }
 
     /// Waits for the first byte of the next request on a kept-alive connection, at most the
-    /// idle timeout. `None` when the client closed, went idle too long, or the server is
-    /// shutting down.
+    /// idle timeout: whether it was seen (`false`: the stream cannot be peeked). `None` when
+    /// the client closed, went idle too long, or the server is shutting down.
     async fn next_request_arrives(
         &self,
         stream: &mut Stream,
         shutdown: &ShutdownWatch,
-    ) -> Option<NextHead> {
+    ) -> Option<bool> {
         let mut first_byte = [0u8; 1];
         let mut shutdown = shutdown.clone();
         tokio::select! {
             peeked = tokio::time::timeout(self.limits.idle, stream.try_peek(&mut first_byte)) => {
                 match peeked {
-                    Ok(Ok(true)) => Some(NextHead::Arrived),
+                    Ok(Ok(true)) => Some(true),
                     // Not peekable: pingora's keep-alive timeout bounds the wait instead.
-                    Ok(Ok(false)) => Some(NextHead::Unknown),
+                    Ok(Ok(false)) => Some(false),
                     Ok(Err(_)) | Err(_) => None,
                 }
             }
@@ -122,8 +121,7 @@ impl HttpServerApp for GatewayApp {
         // head has already arrived (plaintext: peeked) or may still be on its way (TLS).
         let waited_for_first_byte = session
             .take_connection_user_context()
-            .and_then(|context| context.downcast::<NextHead>().ok())
-            .is_none_or(|next| *next == NextHead::Arrived);
+            .is_none_or(|context| !context.is::<FirstByteUnknown>());
         let deadline = if waited_for_first_byte {
             self.limits.request_head
         } else {
@@ -149,9 +147,13 @@ impl HttpServerApp for GatewayApp {
             }
         };
         let (mut stream, settings) = reusable?.consume();
-        let next = self.next_request_arrives(&mut stream, shutdown).await?;
+        let arrived = self.next_request_arrives(&mut stream, shutdown).await?;
         let settings = settings.map(|mut settings| {
-            settings.set_user_context(Box::new(next));
+            if arrived {
+                settings.set_user_context(Box::new(FirstByteArrived));
+            } else {
+                settings.set_user_context(Box::new(FirstByteUnknown));
+            }
             settings
         });
         Some(ReusedHttpStream::new(stream, settings))

@@ -161,12 +161,14 @@ pub fn prepare_upstream_request(
     }
     // From a trusted proxy its own account of the original request stands; otherwise the
     // client's headers were removed above and the gateway says what it saw.
-    if request.headers.get("x-forwarded-proto").is_none() {
-        request.insert_header("x-forwarded-proto", scheme)?;
+    // Names as constants: pingora parses a `&str` name on every insert.
+    const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    if !request.headers.contains_key(&FORWARDED_PROTO) {
+        request.insert_header(FORWARDED_PROTO, scheme)?;
     }
-    if let Some(host) = original_host.filter(|_| request.headers.get("x-forwarded-host").is_none())
-    {
-        request.insert_header("x-forwarded-host", host)?;
+    if let Some(host) = original_host.filter(|_| !request.headers.contains_key(&FORWARDED_HOST)) {
+        request.insert_header(FORWARDED_HOST, host)?;
     }
 
     if let Some(identity) = forward.token.as_ref().map(|t| &t.identity) {

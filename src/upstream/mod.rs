@@ -181,6 +181,8 @@ pub struct Pool {
     ca_fingerprint: Vec<u8>,
     /// Where least-connections starts looking, so that ties rotate.
     next_start: AtomicUsize,
+    /// Some address has been ejected at some point: only then are ejections looked up.
+    ejected_any: AtomicBool,
     started: AtomicBool,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -225,6 +227,7 @@ impl Pool {
             ca,
             ca_fingerprint,
             next_start: AtomicUsize::new(0),
+            ejected_any: AtomicBool::new(false),
             started: AtomicBool::new(false),
             stop,
         })
@@ -307,7 +310,7 @@ impl Pool {
     }
 
     fn is_ejected(&self, addr: SocketAddr, now: Instant) -> bool {
-        if self.spec.ejection.is_none() {
+        if !self.ejected_any.load(Ordering::Relaxed) {
             return false;
         }
         let state = self.state(addr);
@@ -318,11 +321,15 @@ impl Pool {
         until.is_some_and(|until| now < until)
     }
 
-    /// Counts a request sent to `addr` until the guard is dropped (least-connections).
+    /// Counts a request sent to `addr` until the guard is dropped; only least-connections
+    /// needs the count, so other pools count nothing.
     pub fn begin_request(&self, addr: SocketAddr) -> InFlightRequest {
+        if self.spec.selection != Selection::LeastConnections {
+            return InFlightRequest(None);
+        }
         let state = self.state(addr);
         state.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlightRequest(state)
+        InFlightRequest(Some(state))
     }
 
     /// A connect to `addr` failed; enough in a row eject it for a while. Returns whether this
@@ -337,6 +344,7 @@ impl Pool {
             return false;
         }
         state.consecutive_failures.store(0, Ordering::Release);
+        self.ejected_any.store(true, Ordering::Relaxed);
         *state
             .ejected_until
             .lock()
@@ -347,11 +355,19 @@ impl Pool {
 
     /// A connect to `addr` succeeded: its failure count starts again.
     pub fn connect_succeeded(&self, addr: SocketAddr) {
-        if self.spec.ejection.is_some() {
+        if self.spec.ejection.is_some() && self.has_failures(addr) {
             self.state(addr)
                 .consecutive_failures
                 .store(0, Ordering::Release);
         }
+    }
+
+    /// Whether `addr` has connect failures on record (without creating its state).
+    fn has_failures(&self, addr: SocketAddr) -> bool {
+        self.addresses
+            .load()
+            .get(&addr)
+            .is_some_and(|state| state.consecutive_failures.load(Ordering::Relaxed) > 0)
     }
 
     /// The peer a request to `addr` is sent to: protocol, TLS and timeouts of this upstream.
@@ -415,11 +431,13 @@ impl Pool {
 const H2_STREAMS_PER_CONNECTION: usize = 100;
 
 /// Ends the count of a request in flight to one address.
-pub struct InFlightRequest(Arc<AddressState>);
+pub struct InFlightRequest(Option<Arc<AddressState>>);
 
 impl Drop for InFlightRequest {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(state) = &self.0 {
+            state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

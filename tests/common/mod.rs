@@ -6,6 +6,7 @@
 
 pub mod idp;
 pub mod path_corpus;
+pub mod spoofed_headers;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -243,6 +243,16 @@ async fn a_streamed_body_over_the_limit_is_cut_off_with_413() {
 
 /// Sends `GET path` as HTTP/2 with prior knowledge; the status.
 async fn h2_get(gateway: std::net::SocketAddr, path: &str, token: &str) -> u16 {
+    h2_get_with(gateway, path, token, &[]).await
+}
+
+/// `h2_get` with extra header fields (their names lower-cased, as HTTP/2 requires).
+async fn h2_get_with(
+    gateway: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> u16 {
     use http_body_util::{BodyExt, Empty};
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let tcp = tokio::net::TcpStream::connect(gateway).await.unwrap();
@@ -251,10 +261,12 @@ async fn h2_get(gateway: std::net::SocketAddr, path: &str, token: &str) -> u16 {
             .await
             .unwrap();
     tokio::spawn(connection);
-    let request = http::Request::get(format!("http://tasks.example.com{path}"))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
+    let mut request = http::Request::get(format!("http://tasks.example.com{path}"))
+        .header("authorization", format!("Bearer {token}"));
+    for (name, value) in headers {
+        request = request.header(name.to_ascii_lowercase(), *value);
+    }
+    let request = request.body(Empty::<bytes::Bytes>::new()).unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
     let _ = response.into_body().collect().await;
@@ -299,4 +311,30 @@ async fn the_path_corpus_holds_over_http2() {
     }
     assert!(sent >= 40, "only {sent} targets have an HTTP/2 spelling");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_trust_cases_hold_over_http2() {
+    use crate::common::spoofed_headers::{FORWARDING, IDENTITY, METHOD_OVERRIDES};
+    let (env, _) = edge_env().await;
+    let token = env.token("bob");
+    for (name, value) in FORWARDING.iter().chain(METHOD_OVERRIDES).chain(IDENTITY) {
+        let status =
+            h2_get_with(env.gateway, "/lists/acme-roadmap", &token, &[(name, value)]).await;
+        assert_eq!(status, 200, "{name}");
+        let seen = env.upstream.last();
+        assert_eq!(seen.method, "GET", "{name}");
+        let leaked: Vec<_> = seen.headers.iter().filter(|(_, v)| v == value).collect();
+        assert!(leaked.is_empty(), "{name}: {leaked:?}");
+        assert_eq!(
+            seen.header_values("x-forwarded-for"),
+            ["127.0.0.1"],
+            "{name}"
+        );
+        assert_eq!(
+            seen.header_values("x-portcullis-principal"),
+            ["bob"],
+            "{name}"
+        );
+    }
 }
