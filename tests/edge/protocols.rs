@@ -187,16 +187,7 @@ async fn a_trusted_proxys_request_id_and_forwarding_headers_are_kept() {
 async fn an_idle_h2_connection_is_closed() {
     let env = crate::common::TestEnv::start_with(|dir, _| {
         crate::support::add_to_server_section(dir, "h2c = true");
-        let config = dir.join("portcullis.toml");
-        let text = std::fs::read_to_string(&config).unwrap();
-        std::fs::write(
-            &config,
-            text.replace(
-                "\n[tokens]",
-                "\n[limits]\nidle_timeout_seconds = 1\n\n[tokens]",
-            ),
-        )
-        .unwrap();
+        crate::support::set_limits(dir, "idle_timeout_seconds = 1");
     })
     .await;
     let mut stream = tokio::net::TcpStream::connect(env.gateway).await.unwrap();

@@ -60,6 +60,14 @@ pub fn add_to_server_section(dir: &Path, lines: &str) {
     .unwrap();
 }
 
+/// Adds a `[limits]` table with `lines` to `<dir>/portcullis.toml` (before `[tokens]`).
+pub fn set_limits(dir: &Path, lines: &str) {
+    let path = dir.join("portcullis.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let limits = format!("\n[limits]\n{lines}\n\n[tokens]");
+    std::fs::write(&path, text.replacen("\n[tokens]", &limits, 1)).unwrap();
+}
+
 /// Appends `text` to `<dir>/portcullis.toml`.
 pub fn append_config(dir: &Path, text: &str) {
     let path = dir.join("portcullis.toml");

@@ -243,16 +243,7 @@ async fn a_tls_client_that_chose_h2_and_sends_no_preface_is_disconnected() {
     let ca = TestCa::new();
     let env = crate::common::TestEnv::start_with(|dir, _| {
         crate::write_certificates(&ca, &dir.join("certs"));
-        let config = dir.join("portcullis.toml");
-        let text = std::fs::read_to_string(&config).unwrap();
-        std::fs::write(
-            &config,
-            text.replace(
-                "\n[tokens]",
-                "\n[limits]\nrequest_head_timeout_seconds = 1\n\n[tokens]",
-            ),
-        )
-        .unwrap();
+        crate::support::set_limits(dir, "request_head_timeout_seconds = 1");
         crate::support::append_config(
             dir,
             "\n[server.tls]\nlisten = \"127.0.0.1:0\"\n\
