@@ -55,6 +55,7 @@ SETTLE_SECONDS = 0.5
 VARIANTS = {
     "direct": ("upstream", 200, {}),
     "bare": ("bare", 200, {}),
+    "bare-token": ("bare", 200, {"TOKEN_FILE": "warm.txt"}),
     "warm": ("gateway", 200, {"TOKEN_FILE": "warm.txt"}),
     "cold": ("gateway", 200, {"TOKENS_FILE": "cold.txt"}),
     "cold-callers": ("gateway", 200, {"TOKENS_FILE": "cold_callers.txt"}),
