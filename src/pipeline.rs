@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::HeaderMap;
 
 use crate::authn::{bearer_token, AuthnError, VerifiedToken};
-use crate::authz::{authorize, BuiltPrincipal, Caller, Decision, RequestFacts};
+use crate::authz::{decide, BuiltPrincipal, Caller, Decision, RequestFacts};
 use crate::canonical::{canonicalize, canonicalize_host, HostError, TargetError};
 use crate::routes::Lookup;
 use crate::snapshot::{AuthMode, EnforcementMode, Gateway, Snapshot};
@@ -122,8 +122,11 @@ pub struct Outcome {
     pub action: Option<String>,
     /// The route's enforcement mode; with `Audit`, a denied request is forwarded anyway.
     pub mode: Option<EnforcementMode>,
-    pub decision: Option<Decision>,
-    /// The Cedar request that was evaluated (for `portcullis explain`).
+    pub decision: Option<Arc<Decision>>,
+    /// The resource the decision is about (`Type::"id"`).
+    pub resource: Option<Arc<str>>,
+    /// The Cedar request that was evaluated (for `portcullis explain`); absent when the
+    /// decision came from the decision cache.
     pub cedar_request: Option<cedar_policy::Request>,
     /// The principal entity it was evaluated with, when built from a token.
     pub principal_entity: Option<BuiltPrincipal>,
@@ -144,6 +147,7 @@ impl Outcome {
             action: None,
             mode: None,
             decision: None,
+            resource: None,
             cedar_request: None,
             principal_entity: None,
             issuer: None,
@@ -296,14 +300,21 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
             Ok(Caller::Anonymous(anonymous))
         }
     };
-    let built = caller.and_then(|caller| route.authz.build(&snapshot.bundle, caller, &facts));
-    let decision = match built {
-        Ok((request, entities)) => {
-            let decision = authorize(&snapshot.bundle, &request, &entities);
-            outcome.cedar_request = Some(request);
-            decision
+    let decision = match caller {
+        Ok(caller) => {
+            let decided = decide(
+                &snapshot.decisions,
+                &snapshot.bundle,
+                &route.id,
+                &route.authz,
+                caller,
+                &facts,
+            );
+            outcome.resource = Some(decided.resource);
+            outcome.cedar_request = decided.request;
+            decided.decision
         }
-        Err(e) => Decision::error(&e),
+        Err(e) => Arc::new(Decision::error(&e)),
     };
     outcome.authorization_time = Some(authorization_started.elapsed());
     let allowed = decision.allowed;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::authn::Authenticator;
-use crate::authz::{PolicyBundle, PrincipalMemo, RouteAuthz};
+use crate::authz::{DecisionCache, PolicyBundle, PrincipalMemo, RouteAuthz};
 use crate::config::{load_snapshot, ConfigError, Settings};
 use crate::metrics::Metrics;
 use crate::reload::fingerprint;
@@ -65,6 +65,8 @@ pub struct Snapshot {
     pub bundle: PolicyBundle,
     /// Principals built for this snapshot, by identity.
     pub principals: PrincipalMemo,
+    /// Decisions made with this snapshot, by everything they depend on.
+    pub decisions: DecisionCache,
     /// The upstream pools the routes send to.
     pub pools: Pools,
 }

@@ -73,10 +73,7 @@ pub fn decision_record(
         issuer: outcome.and_then(|o| o.issuer.as_deref()),
         principal: outcome.and_then(|o| o.principal.as_deref()),
         action: outcome.and_then(|o| o.action.as_deref()),
-        resource: outcome
-            .and_then(|o| o.cedar_request.as_ref())
-            .and_then(|r| r.resource())
-            .map(|r| r.to_string()),
+        resource: outcome.and_then(|o| o.resource.as_deref()),
         decision: decision_label(outcome),
         mode: outcome.and_then(|o| o.mode).map(|m| m.as_str()),
         reason,
@@ -104,7 +101,7 @@ struct DecisionRecord<'a> {
     issuer: Option<&'a str>,
     principal: Option<&'a str>,
     action: Option<&'a str>,
-    resource: Option<String>,
+    resource: Option<&'a str>,
     decision: &'a str,
     mode: Option<&'a str>,
     reason: Option<String>,

@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cedar_policy::RestrictedExpression;
 use http::HeaderMap;
 
+use super::decision_cache::{ContextReads, DecisionKey};
 use super::schema_info::{DeclaredAttribute, Scalar};
 use super::AuthzError;
 
@@ -204,6 +205,50 @@ impl ContextPlan {
             pairs.push(("headers".to_string(), record_of(record)?));
         }
         Ok(pairs)
+    }
+}
+
+impl ContextPlan {
+    /// Writes into `key` what of this request's context can change a decision: the attributes
+    /// `reads` names, and the inputs that can make the context fail to build (see
+    /// `decision_cache`). Path parameters are keyed by the route, not here.
+    pub fn write_key(&self, facts: &RequestFacts<'_>, reads: &ContextReads, key: &mut DecisionKey) {
+        if self.method && reads.reads("method") {
+            key.piece(facts.method.as_bytes());
+        }
+        if self.path && reads.reads("path") {
+            key.piece(facts.path.as_bytes());
+        }
+        if self.client_ip {
+            match facts.client_ip {
+                None => key.piece(b""),
+                Some(_) if !reads.reads("client_ip") => key.piece(b"known"),
+                Some(IpAddr::V4(ip)) => key.piece(&ip.octets()),
+                Some(IpAddr::V6(ip)) => key.piece(&ip.octets()),
+            }
+        }
+        if self.scopes && reads.reads("scopes") {
+            key.count(facts.scopes.len());
+            facts.scopes.iter().for_each(|s| key.piece(s.as_bytes()));
+        }
+        if self.time && reads.reads("time") {
+            let since = facts.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+            key.piece(&since.as_millis().to_le_bytes());
+        }
+        if self.query.is_some() {
+            match facts.query {
+                None => key.count(0),
+                Some(query) => {
+                    key.count(1);
+                    key.piece(query.as_bytes());
+                }
+            }
+        }
+        for field in self.headers.iter().flatten() {
+            let values = facts.headers.get_all(field.name.as_str());
+            key.count(values.iter().count());
+            values.iter().for_each(|v| key.piece(v.as_bytes()));
+        }
     }
 }
 

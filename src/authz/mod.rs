@@ -5,15 +5,21 @@
 
 pub mod bundle;
 pub mod context;
+pub mod decision_cache;
 pub mod principals;
 pub mod request;
 pub mod schema_info;
 pub mod slice;
+#[cfg(test)]
+mod test_rng;
+
+use std::sync::Arc;
 
 use cedar_policy::{Authorizer, Decision as CedarDecision, Entities, Request};
 
 pub use bundle::PolicyBundle;
 pub use context::{RequestFacts, CONTEXT_KINDS};
+pub use decision_cache::{CachedDecision, DecisionCache};
 pub use principals::{BuiltPrincipal, PrincipalMemo};
 pub use request::{principal_entity, Caller, Principal, ResourceSpec, RouteAuthz};
 
@@ -78,5 +84,58 @@ pub fn authorize(bundle: &PolicyBundle, request: &Request, entities: &Entities) 
         allowed: response.decision() == CedarDecision::Allow && errors.is_empty(),
         policies,
         errors,
+    }
+}
+
+/// A request's decision, and what it was made about.
+#[derive(Debug)]
+pub struct Decided {
+    pub decision: Arc<Decision>,
+    /// The resource, as `Type::"id"`.
+    pub resource: Arc<str>,
+    /// The Cedar request, when the policies were evaluated now (not on a cache hit).
+    pub request: Option<Request>,
+}
+
+/// The decision for `caller`'s request on the route `route_id`: remembered by `cache`, or
+/// evaluated now (and remembered unless it has errors).
+pub fn decide(
+    cache: &DecisionCache,
+    bundle: &PolicyBundle,
+    route_id: &str,
+    route: &RouteAuthz,
+    caller: Caller<'_>,
+    facts: &RequestFacts<'_>,
+) -> Decided {
+    let key = route.decision_key(route_id, caller, facts);
+    if let Some(cached) = cache.get(&key) {
+        return Decided {
+            decision: cached.decision.clone(),
+            resource: cached.resource.clone(),
+            request: None,
+        };
+    }
+    let resource: Arc<str> = route.resource_name(facts.params).into();
+    match route.build(bundle, caller, facts) {
+        Ok((request, entities)) => {
+            let decision = Arc::new(authorize(bundle, &request, &entities));
+            cache.insert(
+                key,
+                Arc::new(CachedDecision {
+                    decision: decision.clone(),
+                    resource: resource.clone(),
+                }),
+            );
+            Decided {
+                decision,
+                resource,
+                request: Some(request),
+            }
+        }
+        Err(e) => Decided {
+            decision: Arc::new(Decision::error(&e)),
+            resource,
+            request: None,
+        },
     }
 }

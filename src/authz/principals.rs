@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::request::identity_key;
 use super::{principal_entity, AuthzError, PolicyBundle, Principal};
 use crate::authn::Identity;
 
@@ -32,15 +33,7 @@ impl PrincipalMemo {
         bundle: &PolicyBundle,
         identity: &Identity,
     ) -> Result<BuiltPrincipal, AuthzError> {
-        // Everything `principal_entity` reads from the identity; serde_json writes it the same
-        // way every time, so equal keys mean equal principals.
-        let key = serde_json::to_string(&(
-            &identity.principal_type,
-            &identity.principal_id,
-            &identity.parents,
-            &identity.attributes,
-        ))
-        .map_err(|e| AuthzError::Principal(e.to_string()))?;
+        let key = identity_key(identity)?;
         if let Some(built) = self.remembered().get(&key) {
             return Ok(built.clone());
         }

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::bundle::PolicyBundle;
 use super::context::{ContextPlan, RequestFacts};
+use super::decision_cache::{ContextReads, DecisionKey};
 use super::AuthzError;
 use crate::authn::Identity;
 
@@ -98,6 +99,8 @@ pub const CACHED_STORE_MAX_ENTITIES: usize = 256;
 #[derive(Debug)]
 pub struct Principal {
     pub entity: Entity,
+    /// Everything the entity was built from (`identity_key`): equal keys, equal principals.
+    pub key: String,
     /// The directory with the principal added (small directories only, see
     /// [`CACHED_STORE_MAX_ENTITIES`]).
     store: Option<Entities>,
@@ -122,6 +125,7 @@ pub fn principal_entity(
         .collect();
     let entity = merged_entity(&bundle.entities, &uid, identity.attributes.clone(), parents)?;
     let entity = entity_from_json(entity, bundle).map_err(AuthzError::Principal)?;
+    let key = identity_key(identity)?;
     let store = if bundle.entities.len() <= CACHED_STORE_MAX_ENTITIES {
         Some(with_entities(
             &bundle.entities,
@@ -131,7 +135,19 @@ pub fn principal_entity(
     } else {
         None
     };
-    Ok(Principal { entity, store })
+    Ok(Principal { entity, key, store })
+}
+
+/// Everything `principal_entity` reads from an identity, as one string: serde_json writes it
+/// the same way every time, so equal keys mean equal principals.
+pub fn identity_key(identity: &Identity) -> Result<String, AuthzError> {
+    serde_json::to_string(&(
+        &identity.principal_type,
+        &identity.principal_id,
+        &identity.parents,
+        &identity.attributes,
+    ))
+    .map_err(|e| AuthzError::Principal(e.to_string()))
 }
 
 /// `base` with `added` inserted (or replacing entities of the same uid), checked against the
@@ -154,6 +170,8 @@ pub struct RouteAuthz {
     resource_id: IdTemplate,
     parents: Vec<(EntityTypeName, IdTemplate)>,
     context: ContextPlan,
+    /// The context attributes the action's policies read.
+    reads: ContextReads,
 }
 
 /// How a route names its resource, as written in routes.toml.
@@ -240,6 +258,11 @@ impl RouteAuthz {
                 context_kinds,
                 route_params,
             )?,
+            reads: bundle
+                .slices
+                .context_reads(&action_uid)
+                .cloned()
+                .unwrap_or_else(|| ContextReads::of(&bundle.policies)),
             action: action_uid,
         };
         let resource_type = compiled.resource_type.to_string();
@@ -279,6 +302,36 @@ impl RouteAuthz {
                 .map_err(|e| format!("{e}"))?;
         }
         Ok(compiled)
+    }
+
+    /// The decision cache's key for a request of `caller` on route `route_id` (see
+    /// `decision_cache`).
+    pub fn decision_key(
+        &self,
+        route_id: &str,
+        caller: Caller<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> Vec<u8> {
+        let mut key = DecisionKey::with_capacity(256);
+        key.piece(route_id.as_bytes());
+        match caller {
+            Caller::Anonymous(_) => key.count(0),
+            Caller::Authenticated(principal) => {
+                key.count(1);
+                key.piece(principal.key.as_bytes());
+            }
+        }
+        key.count(facts.params.len());
+        for (_, value) in facts.params {
+            key.piece(value.as_bytes());
+        }
+        self.context.write_key(facts, &self.reads, &mut key);
+        key.into_bytes()
+    }
+
+    /// The resource of a request, as the decision log names it.
+    pub fn resource_name(&self, params: &[(&str, String)]) -> String {
+        self.resource_uid(params).to_string()
     }
 
     fn resource_uid(&self, params: &[(&str, String)]) -> EntityUid {
@@ -471,6 +524,7 @@ mod tests {
             assert!(cached.store.is_some(), "the example directory is small");
             let per_request = Principal {
                 entity: cached.entity.clone(),
+                key: cached.key.clone(),
                 store: None,
             };
             for (list, task) in [

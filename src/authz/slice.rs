@@ -25,6 +25,8 @@ use cedar_policy::{
     ResourceConstraint, Schema,
 };
 
+use super::decision_cache::ContextReads;
+
 /// How many scope keys an action's slice remembers; beyond that (policies about thousands of
 /// single resources), the sets for new keys are built per request and not kept.
 const REMEMBERED_KEYS: usize = 4096;
@@ -39,6 +41,8 @@ pub struct PolicySlices {
 #[derive(Debug)]
 struct ActionSlice {
     all: Arc<PolicySet>,
+    /// The context attributes those policies read (what the decision cache keys on).
+    reads: ContextReads,
     /// Each policy with the scope entities it requires, as indexes into the maps below.
     policies: Vec<ScopedPolicy>,
     /// The entities named by principal scopes, and those named by resource scopes, numbered
@@ -131,6 +135,7 @@ impl PolicySlices {
             by_action.insert(
                 action.clone(),
                 ActionSlice {
+                    reads: ContextReads::of(&all),
                     all: Arc::new(all),
                     policies: sliced,
                     principal_scopes,
@@ -140,6 +145,12 @@ impl PolicySlices {
             );
         }
         Some(PolicySlices { by_action })
+    }
+
+    /// The context attributes the policies of `action` read; `None` when the action is not
+    /// sliced.
+    pub fn context_reads(&self, action: &EntityUid) -> Option<&ContextReads> {
+        self.by_action.get(action).map(|slice| &slice.reads)
     }
 
     /// The policies that can apply to `action`; `None` when the action is not sliced (unknown
@@ -222,20 +233,7 @@ mod tests {
     use cedar_policy::{Authorizer, Context, Entities, Request, Response};
     use std::str::FromStr;
 
-    /// A small deterministic generator (xorshift64*), so failures reproduce.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::authz::test_rng::Rng;
 
     const ACTIONS: u64 = 100;
     const GROUPS: u64 = 10;

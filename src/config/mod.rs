@@ -24,7 +24,9 @@ use crate::authn::{
     Authenticator, ClaimMapping, ClaimRules, FetchPolicy, Issuer, KeySource, KeyStore, ParentClaim,
     TenantClaim, ASYMMETRIC_ALGORITHMS,
 };
-use crate::authz::{PolicyBundle, PrincipalMemo, ResourceSpec, RouteAuthz, CONTEXT_KINDS};
+use crate::authz::{
+    DecisionCache, PolicyBundle, PrincipalMemo, ResourceSpec, RouteAuthz, CONTEXT_KINDS,
+};
 use crate::canonical::canonicalize_host;
 use crate::routes::{PathTemplate, RouteSpec, RouteTable};
 use crate::snapshot::{AuthMode, CompiledRoute, EnforcementMode, Snapshot};
@@ -648,6 +650,7 @@ pub fn load_snapshot(
         routes,
         bundle,
         principals: PrincipalMemo::default(),
+        decisions: DecisionCache::default(),
         pools,
     })
 }
