@@ -32,7 +32,10 @@ pub fn render(
     let _ = writeln!(
         out,
         "route:      {}{}",
-        outcome.route_id.clone().unwrap_or_else(none),
+        outcome
+            .route_id
+            .as_deref()
+            .map_or_else(none, str::to_string),
         outcome
             .mode
             .map(|m| format!(" (mode: {})", m.as_str()))
@@ -68,7 +71,7 @@ pub fn render(
     let _ = writeln!(
         out,
         "action:     {}",
-        outcome.action.clone().unwrap_or_else(none)
+        outcome.action.as_deref().map_or_else(none, str::to_string)
     );
     let resource = cedar.and_then(|r| r.resource().cloned());
     let _ = writeln!(

@@ -116,10 +116,10 @@ impl UpstreamFailure {
 pub struct Outcome {
     pub verdict: Result<Forward, Denial>,
     pub snapshot_version: u64,
-    pub route_id: Option<String>,
+    pub route_id: Option<Arc<str>>,
     pub canonical_path: Option<String>,
     pub principal: Option<String>,
-    pub action: Option<String>,
+    pub action: Option<Arc<str>>,
     /// The route's enforcement mode; with `Audit`, a denied request is forwarded anyway.
     pub mode: Option<EnforcementMode>,
     pub decision: Option<Arc<Decision>>,
@@ -226,7 +226,7 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
             Lookup::NotFound => return outcome.deny(Denial::NotFound),
         };
     outcome.route_id = Some(route.id.clone());
-    outcome.action = Some(route.authz.action.to_string());
+    outcome.action = Some(route.action_name.clone());
     outcome.mode = Some(route.mode);
     let declared_length = incoming
         .headers

@@ -46,7 +46,9 @@ impl EnforcementMode {
 /// A route as the request path needs it.
 #[derive(Debug)]
 pub struct CompiledRoute {
-    pub id: String,
+    pub id: Arc<str>,
+    /// The Cedar action, as the decision log names it.
+    pub action_name: Arc<str>,
     /// Line of the route in routes.toml.
     pub line: usize,
     pub upstream: Arc<Pool>,

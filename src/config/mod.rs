@@ -612,7 +612,7 @@ pub fn load_snapshot(
         };
         match compile_route(route.get_ref(), line, &shared) {
             Ok(spec) => {
-                if let Some(first) = ids.insert(spec.payload.id.clone(), line) {
+                if let Some(first) = ids.insert(spec.payload.id.to_string(), line) {
                     problems.push(routes_file.problem(
                         Some(route.span()),
                         format!(
@@ -881,7 +881,8 @@ fn compile_route(
                 methods,
                 template,
                 payload: CompiledRoute {
-                    id,
+                    id: id.into(),
+                    action_name: authz.action.to_string().into(),
                     line,
                     upstream,
                     auth,

@@ -1,6 +1,7 @@
 //! The upstream request: canonical path, trusted identity headers, hop-by-hop headers removed,
 //! forwarding headers believed only from trusted proxies, method overrides never passed on.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{HeaderName, CONNECTION};
@@ -118,38 +119,37 @@ pub fn prepare_upstream_request(
     }
 
     // A permitted upgrade keeps `Upgrade` and a `Connection: upgrade` naming it; every other
-    // hop-by-hop header, and whatever `Connection` nominates, is removed.
+    // hop-by-hop header, and whatever `Connection` nominates, is removed. One pass over the
+    // request's names; most requests have nothing to remove and allocate nothing here.
     let upgrade = forward
         .upgrade
         .then(|| request.headers.get(http::header::UPGRADE).cloned())
         .flatten();
-    let mut remove: Vec<HeaderName> = HOP_BY_HOP
-        .iter()
-        .map(|n| HeaderName::from_static(n))
-        .collect();
-    for value in request.headers.get_all(CONNECTION) {
-        let Ok(value) = value.to_str() else { continue };
-        for token in value.split(',') {
-            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
-                remove.push(name);
-            }
-        }
-    }
     let identity = [
         &names.principal,
         &names.roles,
         &names.tenant,
         &names.request_id,
     ];
+    let mut remove: Vec<HeaderName> = Vec::new();
     for name in request.headers.keys() {
         let name_str = name.as_str();
-        let spoofable = identity
-            .iter()
-            .any(|id| loosely_equal(name_str, id.as_str()))
+        let spoofable = HOP_BY_HOP.contains(&name_str)
+            || identity
+                .iter()
+                .any(|id| loosely_equal(name_str, id.as_str()))
             || METHOD_OVERRIDES.iter().any(|h| loosely_equal(name_str, h))
             || (!peer_trusted && FORWARDING.iter().any(|h| loosely_equal(name_str, h)));
         if spoofable {
             remove.push(name.clone());
+        }
+    }
+    for value in request.headers.get_all(CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                remove.push(name);
+            }
         }
     }
     for name in remove {
@@ -182,17 +182,19 @@ pub fn prepare_upstream_request(
     }
     request.insert_header(names.request_id.clone(), request_id)?;
     if let Some(ip) = peer_ip {
-        let ip = ip.to_string();
         // From a trusted proxy the chain is kept and the peer appended; otherwise the client's
         // own header was removed above and the chain starts at the peer.
-        let mut hops: Vec<&str> = request
+        let mut forwarded_for = String::new();
+        for hop in request
             .headers
             .get_all(FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .collect();
-        hops.push(&ip);
-        let forwarded_for = hops.join(", ");
+        {
+            forwarded_for.push_str(hop);
+            forwarded_for.push_str(", ");
+        }
+        let _ = write!(forwarded_for, "{ip}");
         request.insert_header(FORWARDED_FOR, forwarded_for)?;
     }
     Ok(())
