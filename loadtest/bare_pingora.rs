@@ -5,8 +5,21 @@
 //! request ids, metrics and the decision log cost. Upstream connections are pooled by pingora
 //! exactly as they are for the gateway. With `--tls-cert`/`--tls-key` it terminates TLS (ALPN
 //! h2 and http/1.1) as the gateway's `[server.tls]` does; with `--h2c` it takes h2c.
+//!
+//! Two flags add, one at a time, a piece of work every authorizing gateway does per forwarded
+//! request, and nothing else, so the load test can show what that piece alone costs bare
+//! pingora (issue 15's proof of a target that cannot be met):
+//! - `--rewrite-headers`: the gateway's upstream rewrite of the load test's request, with the
+//!   same pingora calls: one pass over the names looking for spoofable and hop-by-hop ones,
+//!   then the trusted identity headers (principal, roles, tenant, request id) and
+//!   `X-Forwarded-For`/`-Proto`/`-Host` inserted;
+//! - `--decision-log FILE`: one decision record per request, serialized as the gateway's and
+//!   handed to the gateway's own decision log writer (`portcullis::decision_log`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use clap::Parser;
@@ -16,7 +29,11 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::Result;
+use pingora_http::RequestHeader;
 use pingora_proxy::{ProxyHttp, Session};
+use portcullis::config::DecisionSink;
+use portcullis::decision_log::DecisionLog;
+use portcullis::proxy::RequestIds;
 
 #[derive(Parser)]
 struct Args {
@@ -38,20 +55,191 @@ struct Args {
     /// Accept HTTP/2 with prior knowledge on plaintext.
     #[arg(long)]
     h2c: bool,
+    /// Rewrite the upstream request's headers as the gateway does (see the module docs).
+    #[arg(long)]
+    rewrite_headers: bool,
+    /// Write one decision record per request to this file, as the gateway's decision log does.
+    #[arg(long)]
+    decision_log: Option<PathBuf>,
 }
 
 struct PassThrough {
     upstream: SocketAddr,
+    rewrite_headers: bool,
+    decision_log: Option<Arc<DecisionLog>>,
+    request_ids: RequestIds,
+}
+
+/// The names the gateway never forwards from a client: hop-by-hop, identity, method override
+/// and forwarding headers (`src/proxy/forward.rs`), compared the same loose way.
+const REMOVED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "x-portcullis-principal",
+    "x-portcullis-roles",
+    "x-portcullis-tenant",
+    "x-request-id",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-real-ip",
+    "x-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+];
+
+fn loosely_equal(a: &str, b: &str) -> bool {
+    let norm = |c: u8| match c {
+        b'_' | b'.' => b'-',
+        c => c.to_ascii_lowercase(),
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| norm(x) == norm(y))
+}
+
+/// The load test's caller, as the gateway's identity headers name them.
+fn rewrite(request: &mut RequestHeader, request_id: &str, peer: Option<SocketAddr>) -> Result<()> {
+    let host = request
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let removed: Vec<http::HeaderName> = request
+        .headers
+        .keys()
+        .filter(|name| REMOVED.iter().any(|r| loosely_equal(name.as_str(), r)))
+        .cloned()
+        .collect();
+    for name in removed {
+        request.remove_header(&name);
+    }
+    const FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+    const FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+    request.insert_header(FORWARDED_PROTO, "http")?;
+    if let Some(host) = host {
+        request.insert_header(FORWARDED_HOST, host)?;
+    }
+    request.insert_header("x-portcullis-principal", "alice")?;
+    request.insert_header("x-portcullis-roles", ["manager"].join(","))?;
+    request.insert_header("x-portcullis-tenant", "org_acme")?;
+    request.insert_header("x-request-id", request_id)?;
+    if let Some(peer) = peer {
+        request.insert_header("x-forwarded-for", peer.ip().to_string())?;
+    }
+    Ok(())
+}
+
+/// A record of the gateway's decision log shape (`src/telemetry.rs`), for the load test's
+/// request.
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    time: String,
+    request_id: &'a str,
+    method: &'a str,
+    path: &'a str,
+    route: &'a str,
+    issuer: &'a str,
+    principal: &'a str,
+    action: &'a str,
+    resource: &'a str,
+    decision: &'a str,
+    mode: &'a str,
+    reason: Option<String>,
+    policies: &'a [&'a str],
+    errors: &'a [&'a str],
+    status: u16,
+    proxy_error: Option<String>,
+    upstream_failure: Option<&'a str>,
+    latency_us: u64,
+    snapshot: u64,
+}
+
+/// Per request: its id and when it began.
+struct RequestState {
+    id: String,
+    started: Instant,
 }
 
 #[async_trait]
 impl ProxyHttp for PassThrough {
-    type CTX = ();
+    type CTX = Option<RequestState>;
 
-    fn new_ctx(&self) {}
+    fn new_ctx(&self) -> Option<RequestState> {
+        // Without either flag, nothing per request (the plain baseline).
+        (self.rewrite_headers || self.decision_log.is_some()).then(|| RequestState {
+            id: self.request_ids.next(),
+            started: Instant::now(),
+        })
+    }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Option<RequestState>,
+    ) -> Result<Box<HttpPeer>> {
         Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Option<RequestState>,
+    ) -> Result<()> {
+        match ctx {
+            Some(state) if self.rewrite_headers => {
+                let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+                rewrite(upstream_request, &state.id, peer)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn logging(
+        &self,
+        session: &mut Session,
+        _error: Option<&pingora_core::Error>,
+        ctx: &mut Option<RequestState>,
+    ) {
+        let (Some(log), Some(state)) = (&self.decision_log, ctx) else {
+            return;
+        };
+        let header = session.req_header();
+        let record = Record {
+            time: portcullis::authz::context::rfc3339_utc(std::time::SystemTime::now()),
+            request_id: &state.id,
+            method: header.method.as_str(),
+            path: header.uri.path(),
+            route: "read-task",
+            issuer: "http://127.0.0.1/",
+            principal: "User::\"alice\"",
+            action: "Action::\"ReadTask\"",
+            resource: "Task::\"t1\"",
+            decision: "allow",
+            mode: "enforce",
+            reason: None,
+            policies: &["viewers-read"],
+            errors: &[],
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            proxy_error: None,
+            upstream_failure: None,
+            latency_us: u64::try_from(state.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            snapshot: 1,
+        };
+        log.record(serde_json::to_string(&record).unwrap_or_default());
     }
 }
 
@@ -67,6 +255,23 @@ fn main() {
         &server.configuration,
         PassThrough {
             upstream: args.upstream,
+            rewrite_headers: args.rewrite_headers,
+            decision_log: args.decision_log.as_ref().map(|path| {
+                let counter = |name: &str| {
+                    prometheus::IntCounter::new(name, "decision records")
+                        .expect("a valid metric name")
+                };
+                Arc::new(
+                    DecisionLog::start(
+                        &DecisionSink::File(path.clone()),
+                        16_384,
+                        counter("written"),
+                        counter("dropped"),
+                    )
+                    .expect("the decision log file opens"),
+                )
+            }),
+            request_ids: RequestIds::new(),
         },
     );
     match (&args.tls_cert, &args.tls_key) {
