@@ -33,7 +33,15 @@ use pingora_http::RequestHeader;
 use pingora_proxy::{ProxyHttp, Session};
 use portcullis::config::DecisionSink;
 use portcullis::decision_log::DecisionLog;
-use portcullis::proxy::RequestIds;
+use portcullis::proxy::{never_forwarded, RequestIds};
+
+/// The gateway's default identity header names (`[headers]` in portcullis.toml).
+const IDENTITY_HEADERS: [&str; 4] = [
+    "x-portcullis-principal",
+    "x-portcullis-roles",
+    "x-portcullis-tenant",
+    "x-request-id",
+];
 
 #[derive(Parser)]
 struct Args {
@@ -70,46 +78,6 @@ struct PassThrough {
     request_ids: RequestIds,
 }
 
-/// The names the gateway never forwards from a client: hop-by-hop, identity, method override
-/// and forwarding headers (`src/proxy/forward.rs`), compared the same loose way.
-const REMOVED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "x-portcullis-principal",
-    "x-portcullis-roles",
-    "x-portcullis-tenant",
-    "x-request-id",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-real-ip",
-    "x-client-ip",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-uri",
-];
-
-fn loosely_equal(a: &str, b: &str) -> bool {
-    let norm = |c: u8| match c {
-        b'_' | b'.' => b'-',
-        c => c.to_ascii_lowercase(),
-    };
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| norm(x) == norm(y))
-}
-
 /// The load test's caller, as the gateway's identity headers name them.
 fn rewrite(request: &mut RequestHeader, request_id: &str, peer: Option<SocketAddr>) -> Result<()> {
     let host = request
@@ -120,7 +88,7 @@ fn rewrite(request: &mut RequestHeader, request_id: &str, peer: Option<SocketAdd
     let removed: Vec<http::HeaderName> = request
         .headers
         .keys()
-        .filter(|name| REMOVED.iter().any(|r| loosely_equal(name.as_str(), r)))
+        .filter(|name| never_forwarded(name.as_str(), &IDENTITY_HEADERS, false))
         .cloned()
         .collect();
     for name in removed {
@@ -132,10 +100,11 @@ fn rewrite(request: &mut RequestHeader, request_id: &str, peer: Option<SocketAdd
     if let Some(host) = host {
         request.insert_header(FORWARDED_HOST, host)?;
     }
-    request.insert_header("x-portcullis-principal", "alice")?;
-    request.insert_header("x-portcullis-roles", ["manager"].join(","))?;
-    request.insert_header("x-portcullis-tenant", "org_acme")?;
-    request.insert_header("x-request-id", request_id)?;
+    let [principal, roles, tenant, id] = IDENTITY_HEADERS;
+    request.insert_header(principal, "alice")?;
+    request.insert_header(roles, ["manager"].join(","))?;
+    request.insert_header(tenant, "org_acme")?;
+    request.insert_header(id, request_id)?;
     if let Some(peer) = peer {
         request.insert_header("x-forwarded-for", peer.ip().to_string())?;
     }

@@ -64,6 +64,16 @@ fn loosely_equal(a: &str, b: &str) -> bool {
         })
 }
 
+/// Whether a client's header `name` is removed before forwarding: hop-by-hop, one of the
+/// gateway's `identity` headers or a method override (in any spelling), or a forwarding header
+/// from a peer that is not a trusted proxy.
+pub fn never_forwarded(name: &str, identity: &[&str], peer_trusted: bool) -> bool {
+    HOP_BY_HOP.contains(&name)
+        || identity.iter().any(|id| loosely_equal(name, id))
+        || METHOD_OVERRIDES.iter().any(|h| loosely_equal(name, h))
+        || (!peer_trusted && FORWARDING.iter().any(|h| loosely_equal(name, h)))
+}
+
 /// A request id accepted from a trusted proxy: 1 to 128 visible characters of the kinds request
 /// ids are made of (letters, digits, `-`, `_`, `.`, `:`).
 pub fn is_valid_request_id(id: &str) -> bool {
@@ -131,19 +141,13 @@ pub fn prepare_upstream_request(
         &names.tenant,
         &names.request_id,
     ];
-    let mut remove: Vec<HeaderName> = Vec::new();
-    for name in request.headers.keys() {
-        let name_str = name.as_str();
-        let spoofable = HOP_BY_HOP.contains(&name_str)
-            || identity
-                .iter()
-                .any(|id| loosely_equal(name_str, id.as_str()))
-            || METHOD_OVERRIDES.iter().any(|h| loosely_equal(name_str, h))
-            || (!peer_trusted && FORWARDING.iter().any(|h| loosely_equal(name_str, h)));
-        if spoofable {
-            remove.push(name.clone());
-        }
-    }
+    let identity = identity.map(HeaderName::as_str);
+    let mut remove: Vec<HeaderName> = request
+        .headers
+        .keys()
+        .filter(|name| never_forwarded(name.as_str(), &identity, peer_trusted))
+        .cloned()
+        .collect();
     for value in request.headers.get_all(CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',') {

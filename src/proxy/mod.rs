@@ -35,6 +35,7 @@ use crate::trust;
 use crate::upstream::{HashKey, InFlightRequest, Selection};
 
 pub use connection::{ConnectionLimits, Edge, GatewayApp};
+pub use forward::never_forwarded;
 pub use request_id::RequestIds;
 pub use tls::{tls_settings, ConnectionTls};
 
