@@ -1,24 +1,21 @@
 //! Connection handling: pingora's own serving (HTTP/1.1, HTTP/2 by ALPN on TLS, h2c with prior
 //! knowledge when enabled) under the request-head deadline and the idle timeout.
 //!
-//! pingora bounds each *read* of a request head (by the keep-alive timeout) but not the head as
-//! a whole, so a client trickling one byte at a time could hold a connection for ever. Around
-//! pingora's serving, not in a loop of our own:
-//! - `Edge` waits at most the head deadline for a new plaintext connection's first byte (its
-//!   first 24 with h2c on, which pingora then reads looking for the HTTP/2 preface), and for the
-//!   preface of a TLS connection that chose `h2` (`preface_deadline.rs`);
-//! - `GatewayApp` gives every HTTP/1 request head a total deadline from its first byte. Between
-//!   requests on a kept-alive connection it waits for the next first byte at most the idle
-//!   timeout (a peek); on TLS, which cannot be peeked, the next head's deadline is the idle
-//!   timeout plus the head deadline. A client that misses either is disconnected without a
-//!   response, as nginx does on `client_header_timeout`.
+//! `Edge` waits at most the head deadline for a new plaintext connection's first byte (its
+//! first 24 with h2c on, which pingora then reads looking for the HTTP/2 preface), then puts
+//! the stream under its client deadlines (`client_deadlines.rs`): each HTTP/1 head complete
+//! within the deadline from its first byte, a TLS client's HTTP/2 preface within the deadline.
+//! A client that misses either is disconnected without a response, as nginx does on
+//! `client_header_timeout`. Between requests on a kept-alive connection pingora's keep-alive
+//! timeout (the idle timeout) bounds the wait for the next head.
 //!
-//! The proxy marks the head as received (`mark_head_received`) in its first hook; the mark is a
-//! task-local, because pingora runs the hooks inside the future this app awaits. An HTTP/2
-//! stream reaches the app with its head already read; h2 framing bounds header size, and the
-//! idle timeout closes an h2 connection that carries no complete request.
+//! The proxy tells the connection's clock when a head has been read (`mark_head_received`, in
+//! its first hook) and when the request is done (`mark_request_done`, in `logging`). The clock
+//! is a task-local, because pingora runs an HTTP/1 connection's hooks inside the future `Edge`
+//! awaits. An HTTP/2 stream runs in a task of its own, with its head already read; h2 framing
+//! bounds header size, and the idle timeout closes an h2 connection that carries no complete
+//! request.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,17 +27,22 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 
-use super::preface_deadline::{bound_preface, H2_PREFACE_BYTES};
+use super::client_deadlines::{chose_h2, with_deadlines, HeadClock, H2_PREFACE};
 use super::Proxy;
 
 tokio::task_local! {
-    static HEAD_RECEIVED: Arc<AtomicBool>;
+    static HEAD_CLOCK: Arc<HeadClock>;
 }
 
 /// Records that the current request's head has been read, which lifts its deadline.
 pub(super) fn mark_head_received() {
-    // Outside an HTTP/1 deadline (HTTP/2 streams) there is nothing to mark.
-    let _ = HEAD_RECEIVED.try_with(|received| received.store(true, Ordering::Release));
+    // Outside an HTTP/1 connection (HTTP/2 streams) there is nothing to mark.
+    let _ = HEAD_CLOCK.try_with(|clock| clock.head_received());
+}
+
+/// Records that the current request is done: the next bytes begin the next head.
+pub(super) fn mark_request_done() {
+    let _ = HEAD_CLOCK.try_with(|clock| clock.request_done());
 }
 
 /// Timeouts and protocol options applied to every downstream connection.
@@ -57,19 +59,12 @@ pub struct ConnectionLimits {
 /// Concurrent streams one downstream HTTP/2 connection may open.
 const MAX_CONCURRENT_STREAMS: u32 = 100;
 
-/// The HTTP application: pingora's proxy under the HTTP/1 head deadline.
+/// The HTTP application: pingora's proxy, with the idle timeout as HTTP/1's keep-alive.
 pub struct GatewayApp {
     proxy: Arc<HttpProxy<Proxy>>,
     limits: ConnectionLimits,
     options: HttpServerOptions,
 }
-
-/// Left for the next session of a kept-alive connection whose first byte was peeked: its head
-/// deadline starts now. (A zero-sized marker: boxing it allocates nothing.)
-struct FirstByteArrived;
-
-/// Left when the stream cannot be peeked (TLS): the head deadline includes the idle wait.
-struct FirstByteUnknown;
 
 impl GatewayApp {
     pub fn new(proxy: HttpProxy<Proxy>, limits: ConnectionLimits) -> Self {
@@ -82,29 +77,6 @@ impl GatewayApp {
             options,
         }
     }
-
-    /// Waits for the first byte of the next request on a kept-alive connection, at most the
-    /// idle timeout: whether it was seen (`false`: the stream cannot be peeked). `None` when
-    /// the client closed, went idle too long, or the server is shutting down.
-    async fn next_request_arrives(
-        &self,
-        stream: &mut Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<bool> {
-        let mut first_byte = [0u8; 1];
-        let mut shutdown = shutdown.clone();
-        tokio::select! {
-            peeked = tokio::time::timeout(self.limits.idle, stream.try_peek(&mut first_byte)) => {
-                match peeked {
-                    Ok(Ok(true)) => Some(true),
-                    // Not peekable: pingora's keep-alive timeout bounds the wait instead.
-                    Ok(Ok(false)) => Some(false),
-                    Ok(Err(_)) | Err(_) => None,
-                }
-            }
-            _ = shutdown.changed() => None,
-        }
-    }
 }
 
 #[async_trait]
@@ -114,49 +86,13 @@ impl HttpServerApp for GatewayApp {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        if session.is_http2() {
-            return self.proxy.process_new_http(session, shutdown).await;
+        if !session.is_http2() {
+            // pingora keeps a whole-second keep-alive; at least one second, as the config
+            // demands. It bounds the wait for the next head.
+            let idle_seconds = self.limits.idle.as_secs().max(1);
+            session.set_keepalive((!*shutdown.borrow()).then_some(idle_seconds));
         }
-        // On a kept-alive connection, the previous round says whether the first byte of this
-        // head has already arrived (plaintext: peeked) or may still be on its way (TLS).
-        let waited_for_first_byte = session
-            .take_connection_user_context()
-            .is_none_or(|context| !context.is::<FirstByteUnknown>());
-        let deadline = if waited_for_first_byte {
-            self.limits.request_head
-        } else {
-            self.limits.idle + self.limits.request_head
-        };
-        // pingora keeps a whole-second keep-alive; at least one second, as the config demands.
-        let idle_seconds = self.limits.idle.as_secs().max(1);
-        session.set_keepalive((!*shutdown.borrow()).then_some(idle_seconds));
-        let received = Arc::new(AtomicBool::new(false));
-        let request = HEAD_RECEIVED.scope(
-            received.clone(),
-            self.proxy.process_new_http(session, shutdown),
-        );
-        tokio::pin!(request);
-        let reusable = tokio::select! {
-            reusable = &mut request => reusable,
-            () = tokio::time::sleep(deadline) => {
-                if !received.load(Ordering::Acquire) {
-                    log::debug!("request head not received within {deadline:?}; closing");
-                    return None;
-                }
-                request.await
-            }
-        };
-        let (mut stream, settings) = reusable?.consume();
-        let arrived = self.next_request_arrives(&mut stream, shutdown).await?;
-        let settings = settings.map(|mut settings| {
-            if arrived {
-                settings.set_user_context(Box::new(FirstByteArrived));
-            } else {
-                settings.set_user_context(Box::new(FirstByteUnknown));
-            }
-            settings
-        });
-        Some(ReusedHttpStream::new(stream, settings))
+        self.proxy.process_new_http(session, shutdown).await
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
@@ -177,7 +113,7 @@ impl HttpServerApp for GatewayApp {
 }
 
 /// The server application: a new plaintext connection's first byte within the head deadline,
-/// then pingora's serving of `GatewayApp` (HTTP/1, h2, h2c).
+/// then pingora's serving of `GatewayApp` (HTTP/1, h2, h2c) under the client deadlines.
 pub struct Edge {
     app: Arc<GatewayApp>,
 }
@@ -196,12 +132,12 @@ impl ServerApp for Edge {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let deadline = self.app.limits.request_head;
-        if stream.get_ssl_digest().is_none() {
+        let http2 = if stream.get_ssl_digest().is_none() {
             // With h2c on, pingora next peeks for the 24-byte HTTP/2 preface without a
             // timeout: those bytes must arrive within the deadline too.
-            let mut first_bytes = [0u8; H2_PREFACE_BYTES];
+            let mut first_bytes = [0u8; H2_PREFACE.len()];
             let wanted = if self.app.limits.h2c {
-                H2_PREFACE_BYTES
+                H2_PREFACE.len()
             } else {
                 1
             };
@@ -210,9 +146,15 @@ impl ServerApp for Edge {
             if !matches!(peeked, Ok(Ok(true))) {
                 return None;
             }
-        }
-        let stream = bound_preface(stream, deadline);
-        self.app.process_new(stream, shutdown).await
+            first_bytes == *H2_PREFACE
+        } else {
+            chose_h2(&stream)
+        };
+        let clock = Arc::new(HeadClock::default());
+        let stream = with_deadlines(stream, http2, &clock, deadline);
+        HEAD_CLOCK
+            .scope(clock, self.app.process_new(stream, shutdown))
+            .await
     }
 
     async fn cleanup(&self) {

@@ -7,9 +7,9 @@
 //! `response.rs` mapping as the refusals. `logging` runs for every request and writes the
 //! decision log line.
 
+mod client_deadlines;
 mod connection;
 mod forward;
-mod preface_deadline;
 mod request_id;
 mod tls;
 
@@ -461,6 +461,7 @@ impl ProxyHttp for Proxy {
         error: Option<&Error>,
         ctx: &mut RequestContext,
     ) {
+        connection::mark_request_done();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let duration = ctx.started.elapsed();
         let outcome = ctx.outcome.as_ref();

@@ -238,19 +238,26 @@ async fn plaintext_requests_redirect_to_https_when_configured() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tls_client_that_chose_h2_and_sends_no_preface_is_disconnected() {
-    let ca = TestCa::new();
-    let env = crate::common::TestEnv::start_with(|dir, _| {
-        crate::write_certificates(&ca, &dir.join("certs"));
-        crate::support::set_limits(dir, "request_head_timeout_seconds = 1");
+/// A gateway with a TLS listener for `api.example.com` and these `[limits]`.
+async fn tls_env_with_limits(ca: &TestCa, limits: &str) -> crate::common::TestEnv {
+    crate::common::TestEnv::start_with(|dir, _| {
+        crate::write_certificates(ca, &dir.join("certs"));
+        crate::support::set_limits(dir, limits);
         crate::support::append_config(
             dir,
             "\n[server.tls]\nlisten = \"127.0.0.1:0\"\n\
              certificates = [{ cert = \"certs/api.crt\", key = \"certs/api.key\" }]\n",
         );
     })
-    .await;
+    .await
+}
+
+/// A TLS connection to the gateway for `api.example.com`, offering `alpn`.
+async fn tls_connect(
+    env: &crate::common::TestEnv,
+    ca: &TestCa,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
         roots.add(certificate.unwrap()).unwrap();
@@ -261,24 +268,69 @@ async fn a_tls_client_that_chose_h2_and_sends_no_preface_is_disconnected() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(env.gateway_tls.unwrap())
         .await
         .unwrap();
     let name = rustls_pki_types::ServerName::try_from("api.example.com").unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    // Nothing is sent: the gateway must close the connection, well within this bound.
-    let mut buffer = [0u8; 64];
-    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+    let tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+    tls
+}
+
+/// True once the gateway has closed `tls` (EOF or error), waiting at most `within`.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(tls: &mut S, within: Duration) -> bool {
+    let mut buffer = [0u8; 4096];
+    tokio::time::timeout(within, async {
         loop {
-            match tokio::io::AsyncReadExt::read(&mut tls, &mut buffer).await {
+            match tokio::io::AsyncReadExt::read(tls, &mut buffer).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
         }
     })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_that_chose_h2_and_sends_no_preface_is_disconnected() {
+    let ca = TestCa::new();
+    let env = tls_env_with_limits(&ca, "request_head_timeout_seconds = 1").await;
+    let mut tls = tls_connect(&env, &ca, b"h2").await;
+    // Nothing is sent: the gateway must close the connection, well within this bound.
+    assert!(
+        closed_within(&mut tls, Duration::from_secs(15)).await,
+        "a silent h2 client kept its TLS connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_head_on_a_kept_alive_tls_connection_is_cut_off_at_the_head_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::new();
+    // The idle timeout is far longer than the head deadline: the next head's deadline runs
+    // from its own first byte, not from the end of the previous request plus the idle wait.
+    let env = tls_env_with_limits(
+        &ca,
+        "request_head_timeout_seconds = 1\nidle_timeout_seconds = 60",
+    )
     .await;
-    assert!(closed.is_ok(), "a silent h2 client kept its TLS connection");
+    let mut tls = tls_connect(&env, &ca, b"http/1.1").await;
+    let request = b"GET /health HTTP/1.1\r\nHost: api.example.com\r\n\r\n";
+    tls.write_all(request).await.unwrap();
+    let mut response = vec![0u8; 4096];
+    let read = tls.read(&mut response).await.unwrap();
+    let head = String::from_utf8_lossy(&response[..read]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Idle for longer than the head deadline: waiting is not slow sending.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: api.example.com\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut tls, Duration::from_secs(10)).await,
+        "an unfinished head on a kept-alive TLS connection stayed open"
+    );
 }

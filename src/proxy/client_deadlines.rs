@@ -1,0 +1,291 @@
+//! Deadlines on what a client must send, enforced in its connection's stream.
+//!
+//! pingora bounds each *read* of a request head (by the keep-alive timeout) but not the head as
+//! a whole, so a client trickling one byte at a time could hold a connection for ever; and its
+//! HTTP/2 handshake waits for a TLS client's preface without a timeout. This wrapper fails reads
+//! once a deadline passes:
+//! - HTTP/1 (`Watch::Heads`): every request head must be complete within the head deadline
+//!   from its first byte (a new TLS connection's first head: from the handshake, since nothing
+//!   says when its first byte arrived). The proxy tells the connection's [`HeadClock`] when a
+//!   head has been read (`request_filter`) and when its request is done (`logging`); the next
+//!   bytes read after that start the next head's clock. Waiting idle between requests is not
+//!   slow sending: pingora's keep-alive timeout bounds it.
+//! - HTTP/2 over TLS (`Watch::Preface`): the 24-byte preface within the deadline.
+//!
+//! Done in the stream, not around each request, because that costs no timer, no peek and no
+//! extra future per request: a head that arrives before a read would wait (nearly all of them)
+//! only reads the clock once; a timer is armed only when a head is still incomplete and the
+//! read would wait.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 §3.4).
+pub(super) const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Where an HTTP/1 connection is in its request cycle, shared by its stream and the proxy.
+#[derive(Debug, Default)]
+pub(super) struct HeadClock(AtomicU8);
+
+/// No head in progress: the next bytes read begin one.
+const AWAITING_HEAD: u8 = 0;
+/// A head has begun and is not yet read whole: its deadline runs.
+const IN_HEAD: u8 = 1;
+/// The head was read; the request (body, response, a tunnel) is under way.
+const HEAD_RECEIVED: u8 = 2;
+
+impl HeadClock {
+    /// The current request's head has been read whole: its deadline no longer applies.
+    pub(super) fn head_received(&self) {
+        self.0.store(HEAD_RECEIVED, Ordering::Release);
+    }
+
+    /// The current request is done: the next bytes begin the next head.
+    pub(super) fn request_done(&self) {
+        self.0.store(AWAITING_HEAD, Ordering::Release);
+    }
+}
+
+#[derive(Debug)]
+enum Watch {
+    /// HTTP/1: each request head within the deadline from its first byte.
+    Heads(Arc<HeadClock>),
+    /// HTTP/2: the preface within the deadline from the handshake; `read` bytes so far.
+    Preface { read: usize },
+    /// The preface arrived: nothing more to watch.
+    Done,
+}
+
+#[derive(Debug)]
+pub(super) struct ClientDeadlines {
+    inner: Stream,
+    within: Duration,
+    watch: Watch,
+    /// When the head (or preface) in progress began.
+    started: Instant,
+    /// Armed only while a read waits on an incomplete head or preface.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl ClientDeadlines {
+    /// An HTTP/1 connection: its first head counts from now.
+    pub(super) fn heads(inner: Stream, clock: Arc<HeadClock>, within: Duration) -> Self {
+        clock.0.store(IN_HEAD, Ordering::Release);
+        Self::new(inner, Watch::Heads(clock), within)
+    }
+
+    /// A TLS connection that chose HTTP/2: its preface counts from now.
+    pub(super) fn preface(inner: Stream, within: Duration) -> Self {
+        Self::new(inner, Watch::Preface { read: 0 }, within)
+    }
+
+    fn new(inner: Stream, watch: Watch, within: Duration) -> Self {
+        ClientDeadlines {
+            inner,
+            within,
+            watch,
+            started: Instant::now(),
+            timer: None,
+        }
+    }
+
+    /// `read` bytes arrived: they may begin a head, or complete the preface.
+    fn arrived(&mut self, read: usize) {
+        match &mut self.watch {
+            Watch::Heads(clock) => {
+                if read > 0 && clock.0.load(Ordering::Acquire) == AWAITING_HEAD {
+                    clock.0.store(IN_HEAD, Ordering::Release);
+                    self.started = Instant::now();
+                }
+            }
+            Watch::Preface { read: so_far } => {
+                *so_far += read;
+                if *so_far >= H2_PREFACE.len() {
+                    self.watch = Watch::Done;
+                }
+            }
+            Watch::Done => {}
+        }
+    }
+
+    /// The deadline of the head or preface still incomplete, if one is.
+    fn deadline(&self) -> Option<Instant> {
+        let running = match &self.watch {
+            Watch::Heads(clock) => clock.0.load(Ordering::Acquire) == IN_HEAD,
+            Watch::Preface { .. } => true,
+            Watch::Done => false,
+        };
+        running.then(|| self.started + self.within)
+    }
+}
+
+impl AsyncRead for ClientDeadlines {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let this = &mut *self;
+        match &polled {
+            Poll::Ready(Ok(())) => {
+                this.arrived(buf.filled().len() - before);
+                return polled;
+            }
+            Poll::Ready(Err(_)) => return polled,
+            Poll::Pending => {}
+        }
+        // The read waits: if a head (or the preface) is incomplete, on its deadline too.
+        let Some(deadline) = this.deadline() else {
+            this.timer = None;
+            return polled;
+        };
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the request head (or HTTP/2 preface) did not arrive within its deadline",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for ClientDeadlines {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for ClientDeadlines {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
+
+impl UniqueID for ClientDeadlines {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for ClientDeadlines {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for ClientDeadlines {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for ClientDeadlines {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for ClientDeadlines {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest);
+    }
+}
+
+#[async_trait]
+impl Peek for ClientDeadlines {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+/// Wraps a new connection's stream: a TLS connection that chose HTTP/2 gets the preface
+/// deadline, an HTTP/1 one the head deadlines (`clock`); an h2c connection is returned as it
+/// is (pingora reads its preface, which `Edge` already waited for).
+pub(super) fn with_deadlines(
+    stream: Stream,
+    http2: bool,
+    clock: &Arc<HeadClock>,
+    within: Duration,
+) -> Stream {
+    match (http2, stream.get_ssl_digest().is_some()) {
+        (true, true) => Box::new(ClientDeadlines::preface(stream, within)),
+        (true, false) => stream,
+        (false, _) => Box::new(ClientDeadlines::heads(stream, clock.clone(), within)),
+    }
+}
+
+/// Whether a TLS stream chose HTTP/2 by ALPN.
+pub(super) fn chose_h2(stream: &Stream) -> bool {
+    stream.selected_alpn_proto() == Some(ALPN::H2)
+}
