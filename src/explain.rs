@@ -52,7 +52,7 @@ pub fn render(
         principal
             .as_ref()
             .map(ToString::to_string)
-            .or_else(|| outcome.principal.clone())
+            .or_else(|| outcome.principal.as_deref().map(str::to_string))
             .unwrap_or_else(none)
     );
     let principal_json = match &outcome.principal_entity {

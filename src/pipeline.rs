@@ -118,7 +118,7 @@ pub struct Outcome {
     pub snapshot_version: u64,
     pub route_id: Option<Arc<str>>,
     pub canonical_path: Option<String>,
-    pub principal: Option<String>,
+    pub principal: Option<Arc<str>>,
     pub action: Option<Arc<str>>,
     /// The route's enforcement mode; with `Audit`, a denied request is forwarded anyway.
     pub mode: Option<EnforcementMode>,
@@ -273,10 +273,7 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
         Some(token) => {
             let identity = &token.identity;
             outcome.issuer = Some(identity.issuer.clone());
-            outcome.principal = Some(format!(
-                "{}::{:?}",
-                identity.principal_type, identity.principal_id
-            ));
+            outcome.principal = Some(token.forwarded.principal_label.clone());
             // Built once per identity and snapshot: cached tokens carry their principal, and
             // the snapshot remembers it for other tokens of the same identity.
             let principal = match token.principal_for(snapshot.version) {
@@ -296,7 +293,7 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
         Some(Ok(built)) => Ok(Caller::Authenticated(&built.1)),
         Some(Err(e)) => Err(e.clone()),
         None => {
-            outcome.principal = Some(anonymous.to_string());
+            outcome.principal = Some(anonymous.to_string().into());
             Ok(Caller::Anonymous(anonymous))
         }
     };

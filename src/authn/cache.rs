@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwapOption;
 use serde_json::{Map, Value};
 
-use super::Identity;
+use super::{ForwardedIdentity, Identity};
 use crate::authz::{BuiltPrincipal, Principal};
 
 /// SHA-256 of a token.
@@ -26,6 +26,8 @@ const SHARDS: usize = 16;
 /// A token that passed every check, with what was derived from it.
 pub struct VerifiedToken {
     pub identity: Identity,
+    /// `identity` as it is forwarded and logged.
+    pub forwarded: ForwardedIdentity,
     pub claims: Map<String, Value>,
     /// Seconds since the epoch (leeway included) after which the token is expired.
     pub expires_at: f64,
@@ -43,6 +45,7 @@ impl VerifiedToken {
         key_generation: u64,
     ) -> Self {
         VerifiedToken {
+            forwarded: ForwardedIdentity::of(&identity),
             identity,
             claims,
             expires_at,

@@ -51,6 +51,32 @@ pub struct Identity {
     pub attributes: Map<String, Value>,
 }
 
+/// The identity as the gateway passes it on: the trusted header values and the principal as
+/// the decision log names it. Made once per verified token, not once per request.
+#[derive(Debug, Clone)]
+pub struct ForwardedIdentity {
+    /// `Type::"id"`.
+    pub principal_label: std::sync::Arc<str>,
+    /// The principal id, the roles joined by `,`, the tenant; `None` when a value cannot be a
+    /// header field value (control characters): forwarding it then fails, never silently.
+    pub principal_id: Option<http::HeaderValue>,
+    pub roles: Option<http::HeaderValue>,
+    pub tenant: Option<http::HeaderValue>,
+}
+
+impl ForwardedIdentity {
+    pub fn of(identity: &Identity) -> Self {
+        let value = |text: &str| http::HeaderValue::from_str(text).ok();
+        ForwardedIdentity {
+            principal_label: format!("{}::{:?}", identity.principal_type, identity.principal_id)
+                .into(),
+            principal_id: value(&identity.principal_id),
+            roles: value(&identity.roles.join(",")),
+            tenant: identity.tenant.as_deref().and_then(value),
+        }
+    }
+}
+
 impl ClaimMapping {
     /// Maps verified claims to an identity. Claims that a mapping names but the token lacks are
     /// simply absent; only the principal id is required.

@@ -22,7 +22,7 @@ use jsonwebtoken::Algorithm;
 pub use bearer::bearer_token;
 pub use cache::{CacheStats, TokenCache, VerifiedToken};
 pub use error::AuthnError;
-pub use identity::{ClaimMapping, Identity, ParentClaim, TenantClaim};
+pub use identity::{ClaimMapping, ForwardedIdentity, Identity, ParentClaim, TenantClaim};
 pub use jwks::{FetchPolicy, KeySource, KeyStore};
 pub use token::ClaimRules;
 

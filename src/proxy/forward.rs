@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use http::header::{HeaderName, CONNECTION};
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONNECTION};
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
@@ -83,14 +84,52 @@ pub fn is_valid_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// The names of the headers the gateway sets, as pingora takes them without copying: pingora
+/// turns a `HeaderName` or `&str` into its wire bytes anew (an allocation) on every insert.
+pub struct WireNames {
+    principal: Bytes,
+    roles: Bytes,
+    tenant: Bytes,
+    request_id: Bytes,
+}
+
+impl WireNames {
+    pub fn new(names: &IdentityHeaders) -> Self {
+        let wire = |name: &HeaderName| Bytes::copy_from_slice(name.as_str().as_bytes());
+        WireNames {
+            principal: wire(&names.principal),
+            roles: wire(&names.roles),
+            tenant: wire(&names.tenant),
+            request_id: wire(&names.request_id),
+        }
+    }
+}
+
+const FORWARDED_PROTO: &[u8] = b"x-forwarded-proto";
+const FORWARDED_HOST: &[u8] = b"x-forwarded-host";
+
 /// What the upstream request says about the downstream connection.
 pub struct Downstream<'a> {
     pub names: &'a IdentityHeaders,
+    pub wire_names: &'a WireNames,
     pub request_id: &'a str,
     pub peer_ip: Option<IpAddr>,
     pub trusted_proxies: &'a [Cidr],
     /// `https` or `http`: how the client reached the gateway.
     pub scheme: &'static str,
+}
+
+const FORWARDED_PROTO_NAME: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const FORWARDED_HOST_NAME: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// A value of the forwarded identity, or the error of a value no header field can carry.
+fn header_value(value: &Option<HeaderValue>) -> Result<HeaderValue> {
+    value.clone().ok_or_else(|| {
+        Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            "an identity value cannot be a header field value",
+        )
+    })
 }
 
 pub fn prepare_upstream_request(
@@ -100,6 +139,7 @@ pub fn prepare_upstream_request(
 ) -> Result<()> {
     let Downstream {
         names,
+        wire_names,
         request_id,
         peer_ip,
         trusted_proxies,
@@ -165,26 +205,29 @@ pub fn prepare_upstream_request(
     }
     // From a trusted proxy its own account of the original request stands; otherwise the
     // client's headers were removed above and the gateway says what it saw.
-    // Names as constants: pingora parses a `&str` name on every insert.
-    const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-    if !request.headers.contains_key(&FORWARDED_PROTO) {
-        request.insert_header(FORWARDED_PROTO, scheme)?;
+    let forwarded_proto = Bytes::from_static(FORWARDED_PROTO);
+    if !request.headers.contains_key(FORWARDED_PROTO_NAME) {
+        request.insert_header(forwarded_proto, HeaderValue::from_static(scheme))?;
     }
-    if let Some(host) = original_host.filter(|_| !request.headers.contains_key(&FORWARDED_HOST)) {
-        request.insert_header(FORWARDED_HOST, host)?;
+    if let Some(host) = original_host.filter(|_| !request.headers.contains_key(FORWARDED_HOST_NAME))
+    {
+        request.insert_header(Bytes::from_static(FORWARDED_HOST), host)?;
     }
 
-    if let Some(identity) = forward.token.as_ref().map(|t| &t.identity) {
-        request.insert_header(names.principal.clone(), &identity.principal_id)?;
+    if let Some(token) = &forward.token {
+        let (identity, values) = (&token.identity, &token.forwarded);
+        request.insert_header(
+            wire_names.principal.clone(),
+            header_value(&values.principal_id)?,
+        )?;
         if !identity.roles.is_empty() {
-            request.insert_header(names.roles.clone(), identity.roles.join(","))?;
+            request.insert_header(wire_names.roles.clone(), header_value(&values.roles)?)?;
         }
-        if let Some(tenant) = &identity.tenant {
-            request.insert_header(names.tenant.clone(), tenant)?;
+        if identity.tenant.is_some() {
+            request.insert_header(wire_names.tenant.clone(), header_value(&values.tenant)?)?;
         }
     }
-    request.insert_header(names.request_id.clone(), request_id)?;
+    request.insert_header(wire_names.request_id.clone(), request_id)?;
     if let Some(ip) = peer_ip {
         // From a trusted proxy the chain is kept and the peer appended; otherwise the client's
         // own header was removed above and the chain starts at the peer.
@@ -199,7 +242,7 @@ pub fn prepare_upstream_request(
             forwarded_for.push_str(", ");
         }
         let _ = write!(forwarded_for, "{ip}");
-        request.insert_header(FORWARDED_FOR, forwarded_for)?;
+        request.insert_header(Bytes::from_static(FORWARDED_FOR.as_bytes()), forwarded_for)?;
     }
     Ok(())
 }
