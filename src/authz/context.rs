@@ -414,13 +414,25 @@ pub fn rfc3339_utc(time: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since.subsec_millis()
-    )
+    // Digit by digit rather than through `format!`: this runs for every decision record.
+    let mut text = String::with_capacity(24);
+    let fields = [
+        (year.clamp(0, 9999) as u64, 4, '-'),
+        (month as u64, 2, '-'),
+        (day as u64, 2, 'T'),
+        (rest / 3600, 2, ':'),
+        (rest % 3600 / 60, 2, ':'),
+        (rest % 60, 2, '.'),
+        (u64::from(since.subsec_millis()), 3, 'Z'),
+    ];
+    for (value, width, separator) in fields {
+        for place in (0..width).rev() {
+            let digit = (value / 10u64.pow(place)) % 10;
+            text.push(char::from(b'0' + digit as u8));
+        }
+        text.push(separator);
+    }
+    text
 }
 
 #[cfg(test)]
