@@ -24,6 +24,11 @@ fixed rate, 50 % of that round's bare-pingora throughput, latency corrected for 
 omission). Rounds rotate the order of the variants; medians over rounds are reported, and
 ratios are taken per round against bare pingora of the same round.
 
+After the rounds, memory: a second gateway with a token cache of --memory-tokens (10,000)
+entries is filled with as many distinct callers' tokens, then bare pingora and that gateway
+each hold --memory-connections (1,000) idle kept-alive client connections (one request
+each, over plaintext HTTP/1.1) while their resident memory (VmRSS) is read.
+
 --tls: the gateway and bare pingora both terminate TLS (the fixture's self-signed certificate;
 the client speaks HTTP/1.1 over TLS, connections kept alive). --h2: the client speaks HTTP/2
 (oha, closed loop as well as open), over TLS with --tls, else h2c with prior knowledge. In
@@ -39,6 +44,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -149,6 +155,38 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def keep_alive(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def exchange(connection: socket.socket, token: str | None) -> int:
+    """One GET of the load test's request on a kept-alive connection; its status."""
+    authorization = f"Authorization: Bearer {token}\r\n" if token else ""
+    connection.sendall(f"GET {REQUEST_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n{authorization}\r\n".encode())
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return 0
+        received += chunk
+    head, body = received.split(b"\r\n\r\n", 1)
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    remaining = int(length.group(1)) - len(body) if length else 0
+    while remaining > 0:
+        chunk = connection.recv(min(remaining, 65536))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+    return int(head.split(b" ", 2)[1])
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit(f"[loadtest] no VmRSS for process {pid}")
+
+
 class Harness:
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -173,7 +211,7 @@ class Harness:
         self.wrk = shutil.which("wrk")
         self.oha = args.oha or shutil.which("oha") or str(REPO / "target" / "loadtest-tools" / "bin" / "oha")
         self.haproxy = shutil.which("haproxy")
-        self.ports = {name: free_port() for name in ("upstream", "issuer", "stats", "gateway", "gateway_plain", "admin", "bare", "bare_rewrite", "bare_log", "haproxy")}
+        self.ports = {name: free_port() for name in ("upstream", "issuer", "stats", "gateway", "gateway_plain", "admin", "bare", "bare_rewrite", "bare_log", "haproxy", "memory_gateway", "memory_admin")}
         self.pids: dict[str, int] = {}
 
     # ---- processes -------------------------------------------------------------------------
@@ -250,7 +288,9 @@ class Harness:
             if name in self.pids:
                 wait_until(name, lambda: socket.create_connection(("127.0.0.1", self.ports[name]), timeout=1).close() is None)
 
-    def write_gateway_config(self) -> Path:
+    def write_gateway_config(self, name: str = "gateway", cache_entries: int | None = None) -> Path:
+        """The gateway's configuration; `name` other than "gateway" is a second instance (its own
+        ports and files), used by the memory measurement."""
         routes = (REPO / "routes.toml").read_text()
         routes, count = re.subn(r'(?m)^address = "[^"]*"', f'address = "127.0.0.1:{self.ports["upstream"]}"', routes)
         if count != 1:
@@ -258,13 +298,16 @@ class Harness:
         (self.work / "routes.toml").write_text(routes)
         # The decision log gets its own directory: one beside routes.toml would wake the
         # reload watcher (inotify on the configuration's directories) on every record.
-        (self.work / "log").mkdir()
+        (self.work / "log").mkdir(exist_ok=True)
         # The repository's settings, with the cache smaller than the cold pool: cycling through
         # the pool then misses on every request (random eviction), while `warm` always hits.
         # With --tls the measured listener is the TLS one; the plaintext one stays idle.
         listen = self.ports["gateway_plain"] if self.args.tls else self.ports["gateway"]
+        admin = self.ports["admin"]
+        if name != "gateway":
+            listen, admin = self.ports[name], self.ports["memory_admin"]
         tls = ""
-        if self.args.tls:
+        if self.args.tls and name == "gateway":
             tls = f"""
 [server.tls]
 listen = "127.0.0.1:{self.ports['gateway']}"
@@ -276,22 +319,22 @@ listen = "127.0.0.1:{listen}"
 h2c = {"true" if self.args.h2 and not self.args.tls else "false"}
 threads = {self.threads}
 realm = "tasks"
-pid_file = "{self.work / 'portcullis.pid'}"
-upgrade_socket = "{self.work / 'upgrade.sock'}"
+pid_file = "{self.work / f'{name}.pid'}"
+upgrade_socket = "{self.work / f'{name}-upgrade.sock'}"
 
 [files]
 routes = "{self.work / 'routes.toml'}"
 policies = "{REPO / 'policies'}"
 
 [admin]
-listen = "127.0.0.1:{self.ports['admin']}"
+listen = "127.0.0.1:{admin}"
 
 [decision_log]
 sink = "file"
-path = "{self.work / 'log' / 'decisions.log'}"
+path = "{self.work / 'log' / f'{name}-decisions.log'}"
 
 [tokens]
-cache_entries = {self.args.cache_entries}
+cache_entries = {cache_entries or self.args.cache_entries}
 
 [[issuers]]
 issuer = "http://127.0.0.1:{self.ports['issuer']}/"
@@ -307,7 +350,7 @@ tenant = {{ claim = "org_id", entity_type = "Tenant", attribute = "tenant" }}
 scopes = "scope"
 attributes = {{ email = "email" }}
 {tls}"""
-        path = self.work / "portcullis.toml"
+        path = self.work / f"{name}.toml"
         path.write_text(config)
         return path
 
@@ -351,13 +394,67 @@ attributes = {{ email = "email" }}
     def upstream_counters(self) -> dict:
         return json.loads(http_get(f"http://127.0.0.1:{self.ports['stats']}/")[1])
 
-    def cache_lookups(self) -> dict:
-        text = http_get(f"http://127.0.0.1:{self.ports['admin']}/metrics")[1].decode()
+    def cache_lookups(self, admin: str = "admin") -> dict:
+        text = http_get(f"http://127.0.0.1:{self.ports[admin]}/metrics")[1].decode()
         found = {}
         for result in ("hit", "miss"):
             match = re.search(rf'portcullis_token_cache_lookups_total{{result="{result}"}} (\S+)', text)
             found[result] = float(match.group(1)) if match else 0.0
         return found
+
+    # ---- memory -------------------------------------------------------------------------------
+
+    def memory(self) -> dict:
+        """Resident memory of bare pingora and of a gateway whose token cache is full, each
+        holding the same number of idle kept-alive client connections (issue 15's memory target).
+
+        The gateway measured is a second instance with `cache_entries` = `--memory-tokens`, filled
+        with that many distinct callers' tokens (cold-callers': each also adds a principal and a
+        decision to their caches), so the run's other variants do not decide what it holds."""
+        tokens = (self.tokens / "cold_callers.txt").read_text().split()[:self.args.memory_tokens]
+        config = self.write_gateway_config("memory_gateway", cache_entries=len(tokens))
+        gateway = self.spawn("memory_gateway", self.proxy_cpus,
+                             [str(RELEASE / "portcullis"), "run", "--config", str(config)],
+                             env={"RUST_LOG": "warn"})
+        wait_until("the memory gateway",
+                   lambda: http_get(f"http://127.0.0.1:{self.ports['memory_admin']}/readyz")[0] == 200)
+        wait_until("the memory gateway's listener", lambda: socket.create_connection(
+            ("127.0.0.1", self.ports["memory_gateway"]), timeout=1).close() is None)
+        log(f"memory: filling the token cache with {len(tokens)} callers' tokens")
+        fill = [keep_alive(self.ports["memory_gateway"]) for _ in range(8)]
+        statuses: dict[str, int] = {}
+
+        def count(status: int) -> None:
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+
+        for number, token in enumerate(tokens):
+            count(exchange(fill[number % len(fill)], token))
+        for connection in fill:
+            connection.close()
+        misses = self.cache_lookups("memory_admin")["miss"]
+        held = {}
+        warm = (self.tokens / "warm.txt").read_text().strip()
+        for name, port, token in (("bare", self.ports["bare"], None),
+                                  ("gateway", self.ports["memory_gateway"], warm)):
+            log(f"memory: {self.args.memory_connections} idle kept-alive connections to {name}")
+            connections = []
+            try:
+                for _ in range(self.args.memory_connections):
+                    connection = keep_alive(port)
+                    connections.append(connection)
+                    count(exchange(connection, token))
+                time.sleep(1)
+                pid = self.pids["bare"] if name == "bare" else gateway.pid
+                held[name] = rss_bytes(pid)
+            finally:
+                for connection in connections:
+                    connection.close()
+        mib = 1024 * 1024
+        bound = 1.5 * held["bare"] + 50 * mib
+        return {"connections": self.args.memory_connections, "tokens": len(tokens),
+                "token_cache_misses": misses, "statuses": statuses,
+                "bare_rss_mib": held["bare"] / mib, "gateway_rss_mib": held["gateway"] / mib,
+                "bound_mib": bound / mib, "met": held["gateway"] <= bound}
 
     def generator_env(self, variant: str) -> dict:
         env = {}
@@ -503,8 +600,11 @@ attributes = {{ email = "email" }}
                     if variant not in NO_OPEN_LOOP:
                         opened[variant] = self.open_loop(variant, rate, self.args.duration)
             rounds.append({"order": order, "closed": closed, "open": opened})
-        return {"machine": self.machine(), "settings": self.settings(), "rounds": rounds,
-                "summary": summarize(rounds, variants)}
+        report = {"machine": self.machine(), "settings": self.settings(), "rounds": rounds,
+                  "summary": summarize(rounds, variants)}
+        if not self.args.no_memory and "bare" in variants:
+            report["memory"] = self.memory()
+        return report
 
     def machine(self) -> dict:
         model = ""
@@ -633,6 +733,19 @@ def markdown(report: dict) -> str:
                 f"| {fmt(entry['open_p99_us'])} | {fmt(entry['open_p999_us'])} "
                 f"| {fmt(entry.get('added_p50_us'), '{:+.0f}')} | {fmt(entry.get('added_p99_us'), '{:+.0f}')} "
                 f"| {entry['open_unexpected']} |")
+    memory = report.get("memory")
+    if memory:
+        lines += [
+            "",
+            f"Memory (resident set, `VmRSS`), each proxy holding {memory['connections']} idle kept-alive "
+            f"client connections; the gateway's token cache filled first with {memory['tokens']} "
+            f"distinct callers' tokens ({memory['token_cache_misses']:.0f} cache misses, statuses "
+            f"{memory['statuses']}):",
+            "",
+            "| bare pingora MiB | gateway MiB | bound (1.5 × bare + 50) MiB |",
+            "|---:|---:|---:|",
+            f"| {memory['bare_rss_mib']:.1f} | {memory['gateway_rss_mib']:.1f} | {memory['bound_mib']:.1f} |",
+        ]
     lines += ["", "Targets:", "", "| target | measured | bound | met |", "|---|---:|---:|---|"]
     for label, variant, measure, comparison, bound in TARGETS:
         value = summary.get(variant, {}).get(measure)
@@ -642,6 +755,12 @@ def markdown(report: dict) -> str:
         met = value >= bound if comparison == ">=" else value <= bound
         shown = f"{value:.3f}" if isinstance(bound, float) else f"{value:.0f}"
         lines.append(f"| {label} | {shown} | {comparison} {bound} | {'yes' if met else 'NO'} |")
+    if memory:
+        lines.append(f"| gateway RSS, full token cache, {memory['connections']} idle connections (MiB) "
+                     f"| {memory['gateway_rss_mib']:.1f} | <= 1.5 × bare + 50 = {memory['bound_mib']:.1f} "
+                     f"| {'yes' if memory['met'] else 'NO'} |")
+    else:
+        lines.append("| gateway RSS, full token cache, idle connections | – | <= 1.5 × bare + 50 MiB | not measured |")
     return "\n".join(lines) + "\n"
 
 
@@ -661,9 +780,17 @@ def main() -> None:
     parser.add_argument("--oha", help="path of the oha binary")
     parser.add_argument("--tls", action="store_true", help="the gateway and bare pingora terminate TLS")
     parser.add_argument("--h2", action="store_true", help="the client speaks HTTP/2 (h2 with --tls, else h2c)")
+    parser.add_argument("--memory-connections", type=int, default=1000, help="idle kept-alive connections held while memory is measured")
+    parser.add_argument("--memory-tokens", type=int, default=10000, help="distinct tokens in the memory gateway's full token cache (at most --cold-tokens)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--out", default=str(REPO / "target" / "loadtest"))
     args = parser.parse_args()
 
+    # The memory measurement holds --memory-connections sockets here, and the proxies as many.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4 * args.memory_connections + 1024
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
     harness = Harness(args)
     if not harness.wrk:
         raise SystemExit("[loadtest] wrk is not installed (Debian: apt-get install wrk)")

@@ -387,7 +387,12 @@ action Write appliesTo { principal: [User], resource: [Doc], context: {} };
             let cache = DecisionCache::new(4096);
             for _ in 0..300 {
                 let identity = identity(&mut rng);
-                let principal = principal_entity(&bundle, &identity).unwrap();
+                let principal = principal_entity(
+                    &bundle,
+                    &identity,
+                    crate::authz::request::identity_key(&identity).unwrap(),
+                )
+                .unwrap();
                 let caller = if rng.below(5) == 0 {
                     Caller::Anonymous(&anonymous)
                 } else {

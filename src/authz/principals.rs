@@ -37,7 +37,7 @@ impl PrincipalMemo {
         if let Some(built) = self.remembered().get(&key) {
             return Ok(built.clone());
         }
-        let built = Arc::new((version, principal_entity(bundle, identity)?));
+        let built = Arc::new((version, principal_entity(bundle, identity, key.clone())?));
         let mut remembered = self.remembered();
         if remembered.len() >= REMEMBERED_IDENTITIES {
             if let Some(evicted) = remembered.keys().next().cloned() {
@@ -95,7 +95,8 @@ mod tests {
             assert!(!Arc::ptr_eq(&first, other));
             assert_ne!(json(&first), json(other));
         }
-        let built = principal_entity(&bundle, &identity("https://a/", "manager", "a@example.com"));
+        let identity = identity("https://a/", "manager", "a@example.com");
+        let built = principal_entity(&bundle, &identity, identity_key(&identity).unwrap());
         assert_eq!(
             json(&other_role),
             built.unwrap().entity.to_json_value().unwrap()

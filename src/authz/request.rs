@@ -109,9 +109,12 @@ pub struct Principal {
 /// The Cedar principal for an identity: token parents and attributes merged over its directory
 /// entry, checked against the schema; with a small directory, also the store its requests are
 /// evaluated against.
+/// The principal of `identity`, whose `identity_key` is `key` (the caller has it already: it
+/// looked the principal up by it).
 pub fn principal_entity(
     bundle: &PolicyBundle,
     identity: &Identity,
+    key: String,
 ) -> Result<Principal, AuthzError> {
     let uid = EntityUid::from_type_name_and_id(
         EntityTypeName::from_str(&identity.principal_type)
@@ -125,7 +128,6 @@ pub fn principal_entity(
         .collect();
     let entity = merged_entity(&bundle.entities, &uid, identity.attributes.clone(), parents)?;
     let entity = entity_from_json(entity, bundle).map_err(AuthzError::Principal)?;
-    let key = identity_key(identity)?;
     let store = if bundle.entities.len() <= CACHED_STORE_MAX_ENTITIES {
         Some(with_entities(
             &bundle.entities,
@@ -520,7 +522,8 @@ mod tests {
                     .collect(),
                 attributes,
             };
-            let cached = principal_entity(&bundle, &identity).unwrap();
+            let cached =
+                principal_entity(&bundle, &identity, identity_key(&identity).unwrap()).unwrap();
             assert!(cached.store.is_some(), "the example directory is small");
             let per_request = Principal {
                 entity: cached.entity.clone(),
