@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwapOption;
-use serde_json::{Map, Value};
 
 use super::{ForwardedIdentity, Identity};
 use crate::authz::{BuiltPrincipal, Principal};
@@ -28,7 +27,6 @@ pub struct VerifiedToken {
     pub identity: Identity,
     /// `identity` as it is forwarded and logged.
     pub forwarded: ForwardedIdentity,
-    pub claims: Map<String, Value>,
     /// Seconds since the epoch (leeway included) after which the token is expired.
     pub expires_at: f64,
     /// Generation of the issuer's key set the signature was checked with.
@@ -38,16 +36,10 @@ pub struct VerifiedToken {
 }
 
 impl VerifiedToken {
-    pub fn new(
-        identity: Identity,
-        claims: Map<String, Value>,
-        expires_at: f64,
-        key_generation: u64,
-    ) -> Self {
+    pub fn new(identity: Identity, expires_at: f64, key_generation: u64) -> Self {
         VerifiedToken {
             forwarded: ForwardedIdentity::of(&identity),
             identity,
-            claims,
             expires_at,
             key_generation,
             principal: ArcSwapOption::empty(),
@@ -178,6 +170,7 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
 
     fn verified(issuer: &str, expires_at: f64, generation: u64) -> Arc<VerifiedToken> {
         Arc::new(VerifiedToken::new(
@@ -191,7 +184,6 @@ mod tests {
                 parents: Vec::new(),
                 attributes: Map::new(),
             },
-            Map::new(),
             expires_at,
             generation,
         ))
