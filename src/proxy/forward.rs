@@ -105,8 +105,8 @@ impl WireNames {
     }
 }
 
-const FORWARDED_PROTO: &[u8] = b"x-forwarded-proto";
-const FORWARDED_HOST: &[u8] = b"x-forwarded-host";
+const FORWARDED_PROTO: &str = "x-forwarded-proto";
+const FORWARDED_HOST: &str = "x-forwarded-host";
 
 /// What the upstream request says about the downstream connection.
 pub struct Downstream<'a> {
@@ -119,8 +119,8 @@ pub struct Downstream<'a> {
     pub scheme: &'static str,
 }
 
-const FORWARDED_PROTO_NAME: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const FORWARDED_HOST_NAME: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED_PROTO_NAME: HeaderName = HeaderName::from_static(FORWARDED_PROTO);
+const FORWARDED_HOST_NAME: HeaderName = HeaderName::from_static(FORWARDED_HOST);
 
 /// A value of the forwarded identity, or the error of a value no header field can carry.
 fn header_value(value: &Option<HeaderValue>) -> Result<HeaderValue> {
@@ -205,13 +205,13 @@ pub fn prepare_upstream_request(
     }
     // From a trusted proxy its own account of the original request stands; otherwise the
     // client's headers were removed above and the gateway says what it saw.
-    let forwarded_proto = Bytes::from_static(FORWARDED_PROTO);
+    let forwarded_proto = Bytes::from_static(FORWARDED_PROTO.as_bytes());
     if !request.headers.contains_key(FORWARDED_PROTO_NAME) {
         request.insert_header(forwarded_proto, HeaderValue::from_static(scheme))?;
     }
     if let Some(host) = original_host.filter(|_| !request.headers.contains_key(FORWARDED_HOST_NAME))
     {
-        request.insert_header(Bytes::from_static(FORWARDED_HOST), host)?;
+        request.insert_header(Bytes::from_static(FORWARDED_HOST.as_bytes()), host)?;
     }
 
     if let Some(token) = &forward.token {
