@@ -4,8 +4,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONNECTION};
+use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
@@ -84,43 +83,19 @@ pub fn is_valid_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// The names of the headers the gateway sets, as pingora takes them without copying: pingora
-/// turns a `HeaderName` or `&str` into its wire bytes anew (an allocation) on every insert.
-pub struct WireNames {
-    principal: Bytes,
-    roles: Bytes,
-    tenant: Bytes,
-    request_id: Bytes,
-}
-
-impl WireNames {
-    pub fn new(names: &IdentityHeaders) -> Self {
-        let wire = |name: &HeaderName| Bytes::copy_from_slice(name.as_str().as_bytes());
-        WireNames {
-            principal: wire(&names.principal),
-            roles: wire(&names.roles),
-            tenant: wire(&names.tenant),
-            request_id: wire(&names.request_id),
-        }
-    }
-}
-
-const FORWARDED_PROTO: &str = "x-forwarded-proto";
-const FORWARDED_HOST: &str = "x-forwarded-host";
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static(FORWARDED_FOR);
 
 /// What the upstream request says about the downstream connection.
 pub struct Downstream<'a> {
     pub names: &'a IdentityHeaders,
-    pub wire_names: &'a WireNames,
     pub request_id: &'a str,
     pub peer_ip: Option<IpAddr>,
     pub trusted_proxies: &'a [Cidr],
     /// `https` or `http`: how the client reached the gateway.
     pub scheme: &'static str,
 }
-
-const FORWARDED_PROTO_NAME: HeaderName = HeaderName::from_static(FORWARDED_PROTO);
-const FORWARDED_HOST_NAME: HeaderName = HeaderName::from_static(FORWARDED_HOST);
 
 /// A value of the forwarded identity, or the error of a value no header field can carry.
 fn header_value(value: &Option<HeaderValue>) -> Result<HeaderValue> {
@@ -132,40 +107,64 @@ fn header_value(value: &Option<HeaderValue>) -> Result<HeaderValue> {
     })
 }
 
+/// Rewrites the upstream request pingora made from the client's.
+///
+/// The rewrite works on the request's `http` parts, which come back without pingora's
+/// header-case map: every change is then one `HeaderMap` operation on a name parsed once (at
+/// startup), where pingora's `insert_header` parses the name again and keeps a second map in
+/// step. An HTTP/1 upstream therefore sees the names of the headers it gets in lower case
+/// (standard ones title-cased), as Envoy and HAProxy send them too; names are
+/// case-insensitive (RFC 9110 §5.1).
 pub fn prepare_upstream_request(
     request: &mut RequestHeader,
     forward: &Forward,
     downstream: &Downstream<'_>,
 ) -> Result<()> {
+    let send_end_stream = request.send_end_stream();
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts = http::request::Parts::from(std::mem::replace(request, placeholder));
+    let rewritten = rewrite_parts(&mut parts, forward, downstream);
+    *request = RequestHeader::from(parts);
+    if let Some(end) = send_end_stream {
+        request.set_send_end_stream(end);
+    }
+    rewritten
+}
+
+fn rewrite_parts(
+    request: &mut http::request::Parts,
+    forward: &Forward,
+    downstream: &Downstream<'_>,
+) -> Result<()> {
     let Downstream {
         names,
-        wire_names,
         request_id,
         peer_ip,
         trusted_proxies,
         scheme,
     } = *downstream;
     let peer_trusted = peer_ip.is_some_and(|peer| trust::is_trusted(peer, trusted_proxies));
+    let headers = &mut request.headers;
     // The host the client asked for (`Host`, or HTTP/2's `:authority`), before the URI is
     // replaced by the canonical path.
-    let original_host = request
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| request.uri.authority().map(|a| a.to_string()));
-    let uri = forward
+    let original_host = match headers.get(HOST) {
+        Some(host) => Some(host.clone()),
+        None => request
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    request.uri = forward
         .path_and_query
         .parse::<http::Uri>()
         .map_err(|e| Error::because(ErrorType::InternalError, "canonical path is not a URI", e))?;
-    request.set_uri(uri);
     if let Some(host) = original_host
         .as_ref()
-        .filter(|_| request.headers.get(http::header::HOST).is_none())
+        .filter(|_| !headers.contains_key(HOST))
     {
         // An HTTP/2 request names its host only in the URI just replaced; an upstream (h2's
         // `:authority`, h1's `Host`) still needs it.
-        request.insert_header(http::header::HOST, host)?;
+        headers.insert(HOST, host.clone());
     }
 
     // A permitted upgrade keeps `Upgrade` and a `Connection: upgrade` naming it; every other
@@ -173,7 +172,7 @@ pub fn prepare_upstream_request(
     // request's names; most requests have nothing to remove and allocate nothing here.
     let upgrade = forward
         .upgrade
-        .then(|| request.headers.get(http::header::UPGRADE).cloned())
+        .then(|| headers.get(UPGRADE).cloned())
         .flatten();
     let identity = [
         &names.principal,
@@ -182,13 +181,12 @@ pub fn prepare_upstream_request(
         &names.request_id,
     ];
     let identity = identity.map(HeaderName::as_str);
-    let mut remove: Vec<HeaderName> = request
-        .headers
+    let mut remove: Vec<HeaderName> = headers
         .keys()
         .filter(|name| never_forwarded(name.as_str(), &identity, peer_trusted))
         .cloned()
         .collect();
-    for value in request.headers.get_all(CONNECTION) {
+    for value in headers.get_all(CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',') {
             if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
@@ -197,52 +195,64 @@ pub fn prepare_upstream_request(
         }
     }
     for name in remove {
-        request.remove_header(&name);
+        headers.remove(&name);
     }
+    // What is left of `X-Forwarded-For` is a trusted proxy's chain.
+    let forwarded_for = peer_ip.map(|ip| {
+        let mut chain = String::new();
+        for hop in headers
+            .get_all(FORWARDED_FOR_NAME)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            chain.push_str(hop);
+            chain.push_str(", ");
+        }
+        let _ = write!(chain, "{ip}");
+        chain
+    });
     if let Some(upgrade) = upgrade {
-        request.insert_header(http::header::UPGRADE, upgrade)?;
-        request.insert_header(CONNECTION, "upgrade")?;
+        headers.insert(UPGRADE, upgrade);
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
     // From a trusted proxy its own account of the original request stands; otherwise the
     // client's headers were removed above and the gateway says what it saw.
-    let forwarded_proto = Bytes::from_static(FORWARDED_PROTO.as_bytes());
-    if !request.headers.contains_key(FORWARDED_PROTO_NAME) {
-        request.insert_header(forwarded_proto, HeaderValue::from_static(scheme))?;
+    if !headers.contains_key(FORWARDED_PROTO) {
+        headers.insert(FORWARDED_PROTO, HeaderValue::from_static(scheme));
     }
-    if let Some(host) = original_host.filter(|_| !request.headers.contains_key(FORWARDED_HOST_NAME))
-    {
-        request.insert_header(Bytes::from_static(FORWARDED_HOST.as_bytes()), host)?;
+    if let Some(host) = original_host.filter(|_| !headers.contains_key(FORWARDED_HOST)) {
+        headers.insert(FORWARDED_HOST, host);
     }
 
     if let Some(token) = &forward.token {
         let (identity, values) = (&token.identity, &token.forwarded);
-        request.insert_header(
-            wire_names.principal.clone(),
-            header_value(&values.principal_id)?,
-        )?;
+        headers.insert(names.principal.clone(), header_value(&values.principal_id)?);
         if !identity.roles.is_empty() {
-            request.insert_header(wire_names.roles.clone(), header_value(&values.roles)?)?;
+            headers.insert(names.roles.clone(), header_value(&values.roles)?);
         }
         if identity.tenant.is_some() {
-            request.insert_header(wire_names.tenant.clone(), header_value(&values.tenant)?)?;
+            headers.insert(names.tenant.clone(), header_value(&values.tenant)?);
         }
     }
-    request.insert_header(wire_names.request_id.clone(), request_id)?;
-    if let Some(ip) = peer_ip {
+    let request_id = HeaderValue::from_str(request_id).map_err(|e| {
+        Error::because(
+            ErrorType::InternalError,
+            "a request id is not a header value",
+            e,
+        )
+    })?;
+    headers.insert(names.request_id.clone(), request_id);
+    if let Some(chain) = forwarded_for {
         // From a trusted proxy the chain is kept and the peer appended; otherwise the client's
         // own header was removed above and the chain starts at the peer.
-        let mut forwarded_for = String::new();
-        for hop in request
-            .headers
-            .get_all(FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-        {
-            forwarded_for.push_str(hop);
-            forwarded_for.push_str(", ");
-        }
-        let _ = write!(forwarded_for, "{ip}");
-        request.insert_header(Bytes::from_static(FORWARDED_FOR.as_bytes()), forwarded_for)?;
+        let chain = HeaderValue::try_from(chain).map_err(|e| {
+            Error::because(
+                ErrorType::InvalidHTTPHeader,
+                "X-Forwarded-For is not a header value",
+                e,
+            )
+        })?;
+        headers.insert(FORWARDED_FOR_NAME, chain);
     }
     Ok(())
 }

@@ -47,13 +47,11 @@ pub struct Proxy {
     gateway: Arc<Gateway>,
     decision_log: Arc<DecisionLog>,
     request_ids: RequestIds,
-    wire_names: forward::WireNames,
 }
 
 impl Proxy {
     pub fn new(gateway: Arc<Gateway>, decision_log: Arc<DecisionLog>) -> Self {
         Proxy {
-            wire_names: forward::WireNames::new(&gateway.settings.headers),
             gateway,
             decision_log,
             request_ids: RequestIds::new(),
@@ -388,7 +386,6 @@ impl ProxyHttp for Proxy {
             forward,
             &forward::Downstream {
                 names: &self.gateway.settings.headers,
-                wire_names: &self.wire_names,
                 request_id: &ctx.request_id,
                 peer_ip: ctx.peer_ip,
                 trusted_proxies: &self.gateway.settings.trusted_proxies,
