@@ -8,14 +8,15 @@
 //!   from its first byte (a new TLS connection's first head: from the handshake, since nothing
 //!   says when its first byte arrived). The proxy tells the connection's [`HeadClock`] when a
 //!   head has been read (`request_filter`) and when its request is done (`logging`); the next
-//!   bytes read after that start the next head's clock. Waiting idle between requests is not
-//!   slow sending: pingora's keep-alive timeout bounds it.
+//!   bytes read after that start the next head's clock. Waiting between requests is bounded by
+//!   the idle timeout instead, from the first read that waits; when it passes, the stream ends
+//!   as if the client had closed it, and pingora closes the connection without a response.
 //! - HTTP/2 over TLS (`Watch::Preface`): the 24-byte preface within the deadline.
 //!
 //! Done in the stream, not around each request, because that costs no timer, no peek and no
-//! extra future per request: a head that arrives before a read would wait (nearly all of them)
-//! only reads the clock once; a timer is armed only when a head is still incomplete and the
-//! read would wait.
+//! extra future per request. pingora's own keep-alive timeout arms a timer for every read of
+//! every head; here one timer per connection is armed once and left to run: when it fires
+//! before the deadline now in force (which moved on with later requests), it is set again.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -74,31 +75,45 @@ enum Watch {
 pub(super) struct ClientDeadlines {
     inner: Stream,
     within: Duration,
+    idle: Duration,
     watch: Watch,
     /// When the head (or preface) in progress began.
     started: Instant,
-    /// Armed only while a read waits on an incomplete head or preface.
+    /// When a read between requests first waited.
+    idle_since: Option<Instant>,
+    /// Armed the first time a read waits on a deadline, and kept; it may run ahead of the
+    /// deadline in force, never behind it.
     timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// How a read that reached its deadline ends.
+enum Expiry {
+    /// The connection sat idle between requests: the stream ends.
+    Idle,
+    /// A head or preface did not arrive in time: the read fails.
+    Late,
 }
 
 impl ClientDeadlines {
     /// An HTTP/1 connection: its first head counts from now.
-    pub(super) fn heads(inner: Stream, clock: Arc<HeadClock>, within: Duration) -> Self {
+    pub(super) fn heads(inner: Stream, clock: Arc<HeadClock>, limits: Limits) -> Self {
         clock.0.store(IN_HEAD, Ordering::Release);
-        Self::new(inner, Watch::Heads(clock), within)
+        Self::new(inner, Watch::Heads(clock), limits)
     }
 
     /// A TLS connection that chose HTTP/2: its preface counts from now.
-    pub(super) fn preface(inner: Stream, within: Duration) -> Self {
-        Self::new(inner, Watch::Preface { read: 0 }, within)
+    pub(super) fn preface(inner: Stream, limits: Limits) -> Self {
+        Self::new(inner, Watch::Preface { read: 0 }, limits)
     }
 
-    fn new(inner: Stream, watch: Watch, within: Duration) -> Self {
+    fn new(inner: Stream, watch: Watch, limits: Limits) -> Self {
         ClientDeadlines {
             inner,
-            within,
+            within: limits.head,
+            idle: limits.idle,
             watch,
             started: Instant::now(),
+            idle_since: None,
             timer: None,
         }
     }
@@ -110,6 +125,7 @@ impl ClientDeadlines {
                 if read > 0 && clock.0.load(Ordering::Acquire) == AWAITING_HEAD {
                     clock.0.store(IN_HEAD, Ordering::Release);
                     self.started = Instant::now();
+                    self.idle_since = None;
                 }
             }
             Watch::Preface { read: so_far } => {
@@ -122,14 +138,21 @@ impl ClientDeadlines {
         }
     }
 
-    /// The deadline of the head or preface still incomplete, if one is.
-    fn deadline(&self) -> Option<Instant> {
-        let running = match &self.watch {
-            Watch::Heads(clock) => clock.0.load(Ordering::Acquire) == IN_HEAD,
-            Watch::Preface { .. } => true,
-            Watch::Done => false,
-        };
-        running.then(|| self.started + self.within)
+    /// The deadline a waiting read is under, if any: of the head or preface still incomplete,
+    /// or of the idle time between requests (which starts now if it has not yet).
+    fn deadline(&mut self) -> Option<(Instant, Expiry)> {
+        match &self.watch {
+            Watch::Heads(clock) => match clock.0.load(Ordering::Acquire) {
+                IN_HEAD => Some((self.started + self.within, Expiry::Late)),
+                AWAITING_HEAD => {
+                    let since = *self.idle_since.get_or_insert_with(Instant::now);
+                    Some((since + self.idle, Expiry::Idle))
+                }
+                _ => None,
+            },
+            Watch::Preface { .. } => Some((self.started + self.within, Expiry::Late)),
+            Watch::Done => None,
+        }
     }
 }
 
@@ -150,23 +173,33 @@ impl AsyncRead for ClientDeadlines {
             Poll::Ready(Err(_)) => return polled,
             Poll::Pending => {}
         }
-        // The read waits: if a head (or the preface) is incomplete, on its deadline too.
-        let Some(deadline) = this.deadline() else {
-            this.timer = None;
+        // The read waits: on a deadline too, if one applies.
+        let Some((deadline, expiry)) = this.deadline() else {
             return polled;
         };
         let timer = this
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
+        if timer.deadline() > deadline {
             timer.as_mut().reset(deadline);
         }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the request head (or HTTP/2 preface) did not arrive within its deadline",
-            ))),
-            Poll::Pending => Poll::Pending,
+        loop {
+            match timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                // Armed for an earlier deadline that has since moved on.
+                Poll::Ready(()) if Instant::now() < deadline => timer.as_mut().reset(deadline),
+                Poll::Ready(()) => {
+                    return match expiry {
+                        // Nothing read: pingora takes it as the client's close.
+                        Expiry::Idle => Poll::Ready(Ok(())),
+                        Expiry::Late => Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the request head (or HTTP/2 preface) did not arrive within its \
+                             deadline",
+                        ))),
+                    };
+                }
+            }
         }
     }
 }
@@ -269,19 +302,28 @@ impl Peek for ClientDeadlines {
     }
 }
 
+/// The deadlines of a connection.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// A head (or preface) within this from its first byte.
+    pub head: Duration,
+    /// The next head's first byte within this after a request.
+    pub idle: Duration,
+}
+
 /// Wraps a new connection's stream: a TLS connection that chose HTTP/2 gets the preface
-/// deadline, an HTTP/1 one the head deadlines (`clock`); an h2c connection is returned as it
-/// is (pingora reads its preface, which `Edge` already waited for).
+/// deadline, an HTTP/1 one the head and idle deadlines (`clock`); an h2c connection is
+/// returned as it is (pingora reads its preface, which `Edge` already waited for).
 pub(super) fn with_deadlines(
     stream: Stream,
     http2: bool,
     clock: &Arc<HeadClock>,
-    within: Duration,
+    limits: Limits,
 ) -> Stream {
     match (http2, stream.get_ssl_digest().is_some()) {
-        (true, true) => Box::new(ClientDeadlines::preface(stream, within)),
+        (true, true) => Box::new(ClientDeadlines::preface(stream, limits)),
         (true, false) => stream,
-        (false, _) => Box::new(ClientDeadlines::heads(stream, clock.clone(), within)),
+        (false, _) => Box::new(ClientDeadlines::heads(stream, clock.clone(), limits)),
     }
 }
 

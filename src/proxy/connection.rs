@@ -6,8 +6,8 @@
 //! the stream under its client deadlines (`client_deadlines.rs`): each HTTP/1 head complete
 //! within the deadline from its first byte, a TLS client's HTTP/2 preface within the deadline.
 //! A client that misses either is disconnected without a response, as nginx does on
-//! `client_header_timeout`. Between requests on a kept-alive connection pingora's keep-alive
-//! timeout (the idle timeout) bounds the wait for the next head.
+//! `client_header_timeout`. Between requests on a kept-alive connection the idle timeout bounds
+//! the wait for the next head, also in the stream.
 //!
 //! The proxy tells the connection's clock when a head has been read (`mark_head_received`, in
 //! its first hook) and when the request is done (`mark_request_done`, in `logging`). The clock
@@ -27,7 +27,7 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 
-use super::client_deadlines::{chose_h2, with_deadlines, HeadClock, H2_PREFACE};
+use super::client_deadlines::{chose_h2, with_deadlines, HeadClock, Limits, H2_PREFACE};
 use super::Proxy;
 
 tokio::task_local! {
@@ -87,10 +87,9 @@ impl HttpServerApp for GatewayApp {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         if !session.is_http2() {
-            // pingora keeps a whole-second keep-alive; at least one second, as the config
-            // demands. It bounds the wait for the next head.
-            let idle_seconds = self.limits.idle.as_secs().max(1);
-            session.set_keepalive((!*shutdown.borrow()).then_some(idle_seconds));
+            // Kept alive without pingora's timeout (0), which would arm a timer for every read
+            // of every head: the connection's stream bounds the wait for the next head.
+            session.set_keepalive((!*shutdown.borrow()).then_some(0));
         }
         self.proxy.process_new_http(session, shutdown).await
     }
@@ -151,7 +150,11 @@ impl ServerApp for Edge {
             chose_h2(&stream)
         };
         let clock = Arc::new(HeadClock::default());
-        let stream = with_deadlines(stream, http2, &clock, deadline);
+        let limits = Limits {
+            head: deadline,
+            idle: self.app.limits.idle,
+        };
+        let stream = with_deadlines(stream, http2, &clock, limits);
         HEAD_CLOCK
             .scope(clock, self.app.process_new(stream, shutdown))
             .await
