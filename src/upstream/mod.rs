@@ -257,9 +257,9 @@ impl Pool {
             (Balancer::RoundRobin(lb), Selection::LeastConnections) => {
                 return self.least_connections(lb, now)
             }
-            (Balancer::RoundRobin(lb), _) => lb.select_with(key, MAX_SELECTION_STEPS, usable),
-            (Balancer::Random(lb), _) => lb.select_with(key, MAX_SELECTION_STEPS, usable),
-            (Balancer::Consistent(lb), _) => lb.select_with(key, MAX_SELECTION_STEPS, usable),
+            (Balancer::RoundRobin(lb), _) => select_from(lb, key, usable),
+            (Balancer::Random(lb), _) => select_from(lb, key, usable),
+            (Balancer::Consistent(lb), _) => select_from(lb, key, usable),
         };
         backend.as_ref().and_then(backend_addr)
     }
@@ -508,6 +508,25 @@ fn health_check(
         http.req.set_uri(uri);
     }
     Some(Box::new(http))
+}
+
+/// The balancer's choice; a pool of one member is answered without it, since there is
+/// nothing to choose (pingora's selection allocates a set of the members it tried).
+fn select_from<S>(
+    lb: &LoadBalancer<S>,
+    key: &[u8],
+    usable: impl Fn(&Backend, bool) -> bool,
+) -> Option<Backend>
+where
+    S: pingora_load_balancing::selection::BackendSelection + 'static,
+    S::Iter: pingora_load_balancing::selection::BackendIter,
+{
+    let backends = lb.backends();
+    let members = backends.get_backend();
+    if let (1, Some(only)) = (members.len(), members.iter().next()) {
+        return usable(only, backends.ready(only)).then(|| only.clone());
+    }
+    lb.select_with(key, MAX_SELECTION_STEPS, usable)
 }
 
 fn spawn_balancer<S>(lb: Arc<LoadBalancer<S>>, shutdown: tokio::sync::watch::Receiver<bool>)
