@@ -6,20 +6,23 @@
 //! exactly as they are for the gateway. With `--tls-cert`/`--tls-key` it terminates TLS (ALPN
 //! h2 and http/1.1) as the gateway's `[server.tls]` does; with `--h2c` it takes h2c.
 //!
-//! Two flags add, one at a time, a piece of work every authorizing gateway does per forwarded
-//! request, and nothing else, so the load test can show what that piece alone costs bare
-//! pingora (issue 15's proof of a target that cannot be met):
-//! - `--rewrite-headers`: the gateway's upstream rewrite of the load test's request, with the
-//!   same pingora calls: one pass over the names looking for spoofable and hop-by-hop ones,
-//!   then the trusted identity headers (principal, roles, tenant, request id) and
+//! Three flags add a piece of work every authorizing gateway does per forwarded request, and
+//! nothing else, so the load test can show what that piece costs bare pingora (issue 15's
+//! proof of a target that cannot be met); they combine:
+//! - `--rewrite-headers`: the gateway's upstream rewrite of the load test's request, done the
+//!   way the gateway does it (`src/proxy/forward.rs`): the request's `http` parts taken out of
+//!   pingora's header, one pass over the names looking for spoofable and hop-by-hop ones, then
+//!   the trusted identity headers (principal, roles, tenant, request id) and
 //!   `X-Forwarded-For`/`-Proto`/`-Host` inserted;
+//! - `--upstream-timeouts`: the gateway's default upstream connect, read and write timeouts on
+//!   every upstream peer, which pingora enforces with a timer on each upstream read;
 //! - `--decision-log FILE`: one decision record per request, serialized as the gateway's and
 //!   handed to the gateway's own decision log writer (`portcullis::decision_log`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use clap::Parser;
@@ -66,48 +69,65 @@ struct Args {
     /// Rewrite the upstream request's headers as the gateway does (see the module docs).
     #[arg(long)]
     rewrite_headers: bool,
+    /// Put the gateway's default upstream timeouts on every upstream peer.
+    #[arg(long)]
+    upstream_timeouts: bool,
     /// Write one decision record per request to this file, as the gateway's decision log does.
     #[arg(long)]
     decision_log: Option<PathBuf>,
 }
 
+/// The gateway's default upstream timeouts (`[upstreams.*.timeouts]`): connect, read, write.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const READ_WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+
 struct PassThrough {
     upstream: SocketAddr,
     rewrite_headers: bool,
+    upstream_timeouts: bool,
     decision_log: Option<Arc<DecisionLog>>,
     request_ids: RequestIds,
 }
 
 /// The load test's caller, as the gateway's identity headers name them.
 fn rewrite(request: &mut RequestHeader, request_id: &str, peer: Option<SocketAddr>) -> Result<()> {
-    let host = request
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let removed: Vec<http::HeaderName> = request
-        .headers
+    use http::header::{HeaderName, HeaderValue};
+    let invalid = |e| {
+        pingora_core::Error::because(
+            pingora_core::ErrorType::InternalError,
+            "not a header value",
+            e,
+        )
+    };
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts = http::request::Parts::from(std::mem::replace(request, placeholder));
+    let headers = &mut parts.headers;
+    let host = headers.get(http::header::HOST).cloned();
+    let removed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| never_forwarded(name.as_str(), &IDENTITY_HEADERS, false))
         .cloned()
         .collect();
     for name in removed {
-        request.remove_header(&name);
+        headers.remove(&name);
     }
-    const FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
-    const FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
-    request.insert_header(FORWARDED_PROTO, "http")?;
+    const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = host {
-        request.insert_header(FORWARDED_HOST, host)?;
+        headers.insert(FORWARDED_HOST, host);
     }
-    let [principal, roles, tenant, id] = IDENTITY_HEADERS;
-    request.insert_header(principal, "alice")?;
-    request.insert_header(roles, ["manager"].join(","))?;
-    request.insert_header(tenant, "org_acme")?;
-    request.insert_header(id, request_id)?;
+    let [principal, roles, tenant, id] = IDENTITY_HEADERS.map(HeaderName::from_static);
+    headers.insert(principal, HeaderValue::from_static("alice"));
+    headers.insert(roles, HeaderValue::from_static("manager"));
+    headers.insert(tenant, HeaderValue::from_static("org_acme"));
+    headers.insert(id, HeaderValue::from_str(request_id).map_err(invalid)?);
     if let Some(peer) = peer {
-        request.insert_header("x-forwarded-for", peer.ip().to_string())?;
+        let chain = HeaderValue::try_from(peer.ip().to_string()).map_err(invalid)?;
+        headers.insert(FORWARDED_FOR, chain);
     }
+    *request = RequestHeader::from(parts);
     Ok(())
 }
 
@@ -159,7 +179,14 @@ impl ProxyHttp for PassThrough {
         _session: &mut Session,
         _ctx: &mut Option<RequestState>,
     ) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+        let mut peer = HttpPeer::new(self.upstream, false, String::new());
+        if self.upstream_timeouts {
+            peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+            peer.options.total_connection_timeout = Some(CONNECT_TIMEOUT * 2);
+            peer.options.read_timeout = Some(READ_WRITE_TIMEOUT);
+            peer.options.write_timeout = Some(READ_WRITE_TIMEOUT);
+        }
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
@@ -225,6 +252,7 @@ fn main() {
         PassThrough {
             upstream: args.upstream,
             rewrite_headers: args.rewrite_headers,
+            upstream_timeouts: args.upstream_timeouts,
             decision_log: args.decision_log.as_ref().map(|path| {
                 let counter = |name: &str| {
                     prometheus::IntCounter::new(name, "decision records")

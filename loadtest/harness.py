@@ -17,7 +17,8 @@ CPUs while the generator, the upstream and the issuer share the others:
 
 and, only when named with --variants, bare pingora with the warm token plus one piece of the
 gateway's work each (bare_pingora.rs): bare-token (nothing more), bare-rewrite (the upstream
-header rewrite), bare-log (one decision record per request).
+header rewrite), bare-log (one decision record per request), bare-timeouts (the gateway's
+upstream timeouts on every peer), bare-all (the three together).
 
 Each round runs every variant closed loop (wrk, as fast as it goes), then open loop (oha at a
 fixed rate, 50 % of that round's bare-pingora throughput, latency corrected for coordinated
@@ -68,6 +69,8 @@ VARIANTS = {
     "bare-token": ("bare", 200, {"TOKEN_FILE": "warm.txt"}),
     "bare-rewrite": ("bare_rewrite", 200, {"TOKEN_FILE": "warm.txt"}),
     "bare-log": ("bare_log", 200, {"TOKEN_FILE": "warm.txt"}),
+    "bare-timeouts": ("bare_timeouts", 200, {"TOKEN_FILE": "warm.txt"}),
+    "bare-all": ("bare_all", 200, {"TOKEN_FILE": "warm.txt"}),
     "warm": ("gateway", 200, {"TOKEN_FILE": "warm.txt"}),
     "cold": ("gateway", 200, {"TOKENS_FILE": "cold.txt"}),
     "cold-callers": ("gateway", 200, {"TOKENS_FILE": "cold_callers.txt"}),
@@ -76,7 +79,7 @@ VARIANTS = {
     "haproxy": ("haproxy", 200, {"TOKEN_FILE": "warm.txt"}),
 }
 # Bare pingora plus one piece of the gateway's work: only when named with --variants.
-EXTRA_VARIANTS = {"bare-token", "bare-rewrite", "bare-log"}
+EXTRA_VARIANTS = {"bare-token", "bare-rewrite", "bare-log", "bare-timeouts", "bare-all"}
 # A new token every request cannot be sent by oha, which repeats its headers.
 NO_OPEN_LOOP = {"cold", "cold-callers"}
 
@@ -211,7 +214,7 @@ class Harness:
         self.wrk = shutil.which("wrk")
         self.oha = args.oha or shutil.which("oha") or str(REPO / "target" / "loadtest-tools" / "bin" / "oha")
         self.haproxy = shutil.which("haproxy")
-        self.ports = {name: free_port() for name in ("upstream", "issuer", "stats", "gateway", "gateway_plain", "admin", "bare", "bare_rewrite", "bare_log", "haproxy", "memory_gateway", "memory_admin")}
+        self.ports = {name: free_port() for name in ("upstream", "issuer", "stats", "gateway", "gateway_plain", "admin", "bare", "bare_rewrite", "bare_log", "bare_timeouts", "bare_all", "haproxy", "memory_gateway", "memory_admin")}
         self.pids: dict[str, int] = {}
 
     # ---- processes -------------------------------------------------------------------------
@@ -273,8 +276,12 @@ class Harness:
             bare.append("--h2c")
         self.spawn("bare", self.proxy_cpus, bare)
         # The bare variants that add one piece of the gateway's work each (bare_pingora.rs).
+        decision_log = ["--decision-log", str(self.work / "bare-decisions.log")]
         extra = {"bare_rewrite": ["--rewrite-headers"],
-                 "bare_log": ["--decision-log", str(self.work / "bare-decisions.log")]}
+                 "bare_log": decision_log,
+                 "bare_timeouts": ["--upstream-timeouts"],
+                 "bare_all": ["--rewrite-headers", "--upstream-timeouts",
+                              "--decision-log", str(self.work / "bare-all-decisions.log")]}
         for name, flags in extra.items():
             if any(VARIANTS[v][0] == name for v in self.variants()):
                 command = [*bare, *flags]
@@ -284,7 +291,7 @@ class Harness:
             self.spawn("haproxy", self.proxy_cpus, [self.haproxy, "-db", "-f", str(self.write_haproxy_config())])
         wait_until("the gateway", lambda: http_get(f"http://127.0.0.1:{self.ports['admin']}/readyz")[0] == 200)
         # /readyz answers (on its own thread) before pingora has bound the proxy's listener.
-        for name in ("gateway", "bare", "bare_rewrite", "bare_log", "haproxy"):
+        for name in ("gateway", "bare", *extra, "haproxy"):
             if name in self.pids:
                 wait_until(name, lambda: socket.create_connection(("127.0.0.1", self.ports[name]), timeout=1).close() is None)
 
@@ -384,7 +391,7 @@ attributes = {{ email = "email" }}
 
     def url(self, variant: str) -> str:
         proxy = VARIANTS[variant][0]
-        scheme = self.scheme if proxy in ("gateway", "bare", "bare_rewrite", "bare_log") else "http"
+        scheme = self.scheme if proxy in ("gateway", "bare", "bare_rewrite", "bare_log", "bare_timeouts", "bare_all") else "http"
         return f"{scheme}://127.0.0.1:{self.ports[proxy]}{REQUEST_PATH}"
 
     def oha_flags(self) -> list[str]:
