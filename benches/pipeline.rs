@@ -2,6 +2,13 @@
 //! (a verified-token cache hit), build the Cedar request and evaluate the repository's policies.
 //! No sockets: what the gateway adds to pingora's own work for each request.
 //!
+//! `allow`, `deny` and `malformed_token` repeat one request, so after the first iteration the
+//! decision comes from the decision cache (`src/authz/decision_cache.rs`). `decision_miss` is
+//! `allow`'s caller asking for a different task each time, from more tasks than the cache
+//! holds, so that nearly every decision is evaluated (tasks the directory does not know are
+//! outside the caller's tenant: most are refused by `tenant-isolation`, as `deny` is from the
+//! cache).
+//!
 //! Run with `cargo bench --bench pipeline`.
 
 use std::net::IpAddr;
@@ -35,6 +42,7 @@ fn pipeline(c: &mut Criterion) {
         .expect("runtime");
     let snapshot = offline.gateway.snapshot();
     let mut group = c.benchmark_group("pipeline");
+    let allow_token = cases[0].1.clone();
     for (name, token) in cases {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -63,6 +71,37 @@ fn pipeline(c: &mut Criterion) {
             })
         });
     }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::HOST,
+        HeaderValue::from_static("tasks.example.com"),
+    );
+    let bearer = format!(
+        "Bearer {}",
+        allow_token.expect("the allow case has a token")
+    );
+    let bearer = HeaderValue::from_str(&bearer).expect("header value");
+    headers.insert(http::header::AUTHORIZATION, bearer);
+    // Four times the decision cache's entries: random eviction leaves about one hit in four.
+    let targets: Vec<String> = (0..4 * portcullis::authz::decision_cache::DECISION_CACHE_ENTRIES)
+        .map(|n| format!("/lists/acme-roadmap/tasks/t{n}"))
+        .collect();
+    let mut next = 0;
+    group.bench_function(BenchmarkId::from_parameter("decision_miss"), |b| {
+        b.iter(|| {
+            next = (next + 1) % targets.len();
+            let incoming = Incoming {
+                method: "GET",
+                target: targets[next].as_bytes(),
+                headers: &headers,
+                host_required: true,
+                authority: None,
+                client_ip: Some(IpAddr::from([10, 0, 0, 7])),
+                transport: Default::default(),
+            };
+            runtime.block_on(evaluate(&offline.gateway, &snapshot, &incoming))
+        })
+    });
     group.finish();
 }
 
