@@ -32,18 +32,26 @@ fn quoted(value: &str) -> String {
 
 /// The JSON refusal for `denial`.
 pub fn deny_response(denial: &Denial, request_id: &str, realm: &str) -> DenyResponse {
+    /// The body, serialized straight from its fields (no intermediate `Value` map).
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        error: &'a str,
+        message: &'a str,
+        request_id: &'a str,
+    }
     let (status, error, message, mut headers) = classify(denial, realm);
-    let body = serde_json::json!({
-        "error": error,
-        "message": message,
-        "request_id": request_id,
-    });
+    let body = Body {
+        error,
+        message: &message,
+        request_id,
+    };
     headers.push(("content-type", "application/json".to_string()));
     headers.push(("cache-control", "no-store".to_string()));
     DenyResponse {
         status,
         headers,
-        body: body.to_string().into_bytes(),
+        // Serializing three strings cannot fail.
+        body: serde_json::to_vec(&body).unwrap_or_default(),
     }
 }
 

@@ -78,7 +78,10 @@ impl Proxy {
         } else {
             deny_response(denial, &ctx.request_id, &settings.realm)
         };
-        let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 2))?;
+        // Without pingora's header-case map: the names are the gateway's own, and pingora
+        // writes them title-cased (standard ones) or in lower case, as Envoy does.
+        let mut header =
+            ResponseHeader::build_no_case(response.status, Some(response.headers.len() + 2))?;
         for (name, value) in &response.headers {
             header.insert_header(*name, value)?;
         }
