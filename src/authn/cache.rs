@@ -5,7 +5,8 @@
 //! miss. Only tokens that passed every check are inserted. A hit is re-checked against `exp` (the
 //! stored deadline includes the issuer's leeway, so hit and miss agree) and against the issuer's
 //! key-set generation: when the key set changes, the issuer's entries are removed. The cache is
-//! bounded: a full shard first drops its expired entries, then an arbitrary one (random
+//! bounded: a full shard first drops its expired entries (a scan of the shard, so at most once a
+//! second per shard, not on every insert of a busy full cache), then an arbitrary one (random
 //! eviction, as the hasher's order is random).
 
 use std::collections::HashMap;
@@ -77,7 +78,15 @@ pub struct CacheStats {
     pub entries: usize,
 }
 
-type Shard = HashMap<TokenDigest, Arc<VerifiedToken>>;
+/// Least time between two scans of a full shard for expired entries.
+const SWEEP_EVERY_SECONDS: f64 = 1.0;
+
+#[derive(Default)]
+struct Shard {
+    tokens: HashMap<TokenDigest, Arc<VerifiedToken>>,
+    /// When a full shard may next be scanned for expired entries.
+    next_sweep: f64,
+}
 
 pub struct TokenCache {
     shards: Vec<Mutex<Shard>>,
@@ -90,7 +99,7 @@ impl TokenCache {
     /// A cache holding at most about `max_entries` tokens (rounded up to a multiple of 16).
     pub fn new(max_entries: usize) -> Self {
         TokenCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: max_entries.div_ceil(SHARDS).max(1),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -113,7 +122,7 @@ impl TokenCache {
         current_generation: impl Fn(&str) -> Option<u64>,
     ) -> Option<Arc<VerifiedToken>> {
         let mut shard = self.shard(digest);
-        let entry = shard.get(digest).cloned();
+        let entry = shard.tokens.get(digest).cloned();
         let fresh = entry.filter(|entry| {
             now <= entry.expires_at
                 && current_generation(&entry.identity.issuer) == Some(entry.key_generation)
@@ -121,7 +130,7 @@ impl TokenCache {
         if fresh.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
         } else {
-            shard.remove(digest);
+            shard.tokens.remove(digest);
             self.misses.fetch_add(1, Ordering::Relaxed);
         }
         fresh
@@ -129,21 +138,26 @@ impl TokenCache {
 
     pub fn insert(&self, digest: TokenDigest, token: Arc<VerifiedToken>, now: f64) {
         let mut shard = self.shard(&digest);
-        if shard.len() >= self.per_shard && !shard.contains_key(&digest) {
-            shard.retain(|_, entry| now <= entry.expires_at);
-            if shard.len() >= self.per_shard {
-                if let Some(victim) = shard.keys().next().copied() {
-                    shard.remove(&victim);
+        if shard.tokens.len() >= self.per_shard && !shard.tokens.contains_key(&digest) {
+            if now >= shard.next_sweep {
+                shard.tokens.retain(|_, entry| now <= entry.expires_at);
+                shard.next_sweep = now + SWEEP_EVERY_SECONDS;
+            }
+            if shard.tokens.len() >= self.per_shard {
+                if let Some(victim) = shard.tokens.keys().next().copied() {
+                    shard.tokens.remove(&victim);
                 }
             }
         }
-        shard.insert(digest, token);
+        shard.tokens.insert(digest, token);
     }
 
     /// Removes every entry of `issuer` (its key set changed).
     pub fn purge_issuer(&self, issuer: &str) {
         for shard in &self.shards {
-            lock(shard).retain(|_, entry| entry.identity.issuer != issuer);
+            lock(shard)
+                .tokens
+                .retain(|_, entry| entry.identity.issuer != issuer);
         }
     }
 
@@ -151,7 +165,7 @@ impl TokenCache {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
-            entries: self.shards.iter().map(|s| lock(s).len()).sum(),
+            entries: self.shards.iter().map(|s| lock(s).tokens.len()).sum(),
         }
     }
 
