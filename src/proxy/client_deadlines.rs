@@ -74,8 +74,7 @@ enum Watch {
 #[derive(Debug)]
 pub(super) struct ClientDeadlines {
     inner: Stream,
-    within: Duration,
-    idle: Duration,
+    limits: Limits,
     watch: Watch,
     /// When the head (or preface) in progress began.
     started: Instant,
@@ -109,8 +108,7 @@ impl ClientDeadlines {
     fn new(inner: Stream, watch: Watch, limits: Limits) -> Self {
         ClientDeadlines {
             inner,
-            within: limits.head,
-            idle: limits.idle,
+            limits,
             watch,
             started: Instant::now(),
             idle_since: None,
@@ -143,14 +141,14 @@ impl ClientDeadlines {
     fn deadline(&mut self) -> Option<(Instant, Expiry)> {
         match &self.watch {
             Watch::Heads(clock) => match clock.0.load(Ordering::Acquire) {
-                IN_HEAD => Some((self.started + self.within, Expiry::Late)),
+                IN_HEAD => Some((self.started + self.limits.head, Expiry::Late)),
                 AWAITING_HEAD => {
                     let since = *self.idle_since.get_or_insert_with(Instant::now);
-                    Some((since + self.idle, Expiry::Idle))
+                    Some((since + self.limits.idle, Expiry::Idle))
                 }
                 _ => None,
             },
-            Watch::Preface { .. } => Some((self.started + self.within, Expiry::Late)),
+            Watch::Preface { .. } => Some((self.started + self.limits.head, Expiry::Late)),
             Watch::Done => None,
         }
     }

@@ -59,7 +59,8 @@ pub struct ConnectionLimits {
 /// Concurrent streams one downstream HTTP/2 connection may open.
 const MAX_CONCURRENT_STREAMS: u32 = 100;
 
-/// The HTTP application: pingora's proxy, with the idle timeout as HTTP/1's keep-alive.
+/// The HTTP application: pingora's proxy, HTTP/1 connections kept alive without pingora's
+/// keep-alive timeout (the stream bounds the wait between requests), h2 with its idle timeout.
 pub struct GatewayApp {
     proxy: Arc<HttpProxy<Proxy>>,
     limits: ConnectionLimits,
