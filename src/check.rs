@@ -119,6 +119,14 @@ pub fn summary(gateway: &Gateway) -> String {
             tls.certificates.current().names().join(", ")
         );
     }
+    if let Some(authz) = &settings.authz_server {
+        let _ = writeln!(
+            out,
+            "  authz_server: {} (nginx, ingress-nginx, traefik, caddy, envoy-http), {} trusted peer range(s)",
+            authz.listen,
+            authz.trusted_peers.len()
+        );
+    }
     for issuer in &settings.issuers {
         let _ = writeln!(
             out,

@@ -24,10 +24,15 @@ use tokio::task::JoinSet;
 /// Body type of every response these servers produce.
 pub type ResponseBody = Full<Bytes>;
 
+/// The address of the peer a request came from, in the request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Serves HTTP/1.1 (keep-alive on) on `listener`, answering every request with `handler`.
+/// Serves HTTP/1.1 (keep-alive on) on `listener`, answering every request with `handler`; each
+/// request carries its connection's [`Peer`] in its extensions.
 ///
 /// Each connection runs in its own tokio task. Those tasks are owned by this future: when
 /// it is dropped or its task aborted, every open connection is closed too, so a test that
@@ -60,7 +65,8 @@ pub async fn serve_counting_accepts<F, Fut>(
                     accepted_connections.fetch_add(1, Ordering::Relaxed);
                     let handler = Arc::clone(&handler);
                     connections.spawn(async move {
-                        let service = service_fn(move |req| {
+                        let service = service_fn(move |mut req: Request<Incoming>| {
+                            req.extensions_mut().insert(Peer(peer));
                             let response = handler(req);
                             async move { Ok::<_, Infallible>(response.await) }
                         });

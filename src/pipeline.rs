@@ -84,6 +84,13 @@ pub enum Denial {
     BodyTooLarge { limit: u64 },
     #[error("the upstream failed: {0}")]
     Upstream(UpstreamFailure),
+    /// External authorization: the peer asking is not one of the configured proxies.
+    #[error("{0} is not a trusted peer of the external authorization listener")]
+    UntrustedPeer(IpAddr),
+    /// External authorization: the proxy's account of the original request is incomplete or
+    /// malformed.
+    #[error("the original request is not described: {0}")]
+    Undescribed(String),
 }
 
 /// Why a permitted request got no upstream response.
@@ -153,6 +160,11 @@ impl Outcome {
             issuer: None,
             authorization_time: None,
         }
+    }
+
+    /// The outcome of a request refused before the pipeline ran (by a front end).
+    pub fn refused(snapshot: &Snapshot, denial: Denial) -> Self {
+        Outcome::new(snapshot).deny(denial)
     }
 
     fn deny(mut self, denial: Denial) -> Self {

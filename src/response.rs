@@ -182,6 +182,8 @@ fn classify(denial: &Denial, realm: &str) -> Classified {
             (308, "https_required", denial.to_string())
         }
         Denial::BodyTooLarge { .. } => (413, "body_too_large", denial.to_string()),
+        Denial::UntrustedPeer(_) => (403, "untrusted_peer", denial.to_string()),
+        Denial::Undescribed(_) => (400, "bad_request", denial.to_string()),
         Denial::Upstream(failure) => {
             let status = match failure {
                 UpstreamFailure::NoHealthyAddress => 503,

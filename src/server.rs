@@ -5,6 +5,7 @@
 //! how the demo and the integration tests run it on ephemeral ports (a pingora `Server` bound
 //! to port 0 cannot report its port).
 
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use pingora_core::listeners::tls::Acceptor;
 use crate::admin::serve_admin;
 use crate::config::{load_snapshot, ConfigError, Settings};
 use crate::decision_log::{DecisionLog, OpenError};
+use crate::ext_authz::serve_authz;
 use crate::proxy::{tls_settings, ConnectionLimits, Edge, GatewayApp, Proxy};
 use crate::snapshot::Gateway;
 
@@ -106,6 +108,21 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
             });
         }
     }
+    if let Some(authz) = &gateway.settings.authz_server {
+        // Decisions cost CPU (signatures, Cedar): as many threads as the proxy has.
+        let authz_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(gateway.settings.threads)
+            .thread_name("portcullis-authz")
+            .enable_all()
+            .build()?;
+        let (authz_gateway, authz_log, address) =
+            (gateway.clone(), decision_log.clone(), authz.listen);
+        std::thread::Builder::new()
+            .name("portcullis-authz".to_string())
+            .spawn(move || {
+                authz_runtime.block_on(authz_listener(authz_gateway, authz_log, address))
+            })?;
+    }
     let background = runtime.handle().clone();
     // The runtime lives on its own threads for the life of the process.
     std::thread::Builder::new()
@@ -152,25 +169,43 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Serves the admin endpoints. The address may still be held by the process this one is
-/// taking over from (graceful upgrade), so binding is retried until it is free.
+/// Serves the admin endpoints.
 async fn admin_listener(gateway: Arc<Gateway>) {
-    let address = gateway.settings.admin_listen;
+    let listener = bind_retrying(gateway.settings.admin_listen, "admin listener").await;
+    log::info!(
+        "admin listener (/metrics, /healthz, /readyz) on {}",
+        gateway.settings.admin_listen
+    );
+    serve_admin(listener, gateway).await;
+}
+
+/// Serves external authorization decisions (`[authz_server]`).
+async fn authz_listener(
+    gateway: Arc<Gateway>,
+    decision_log: Arc<DecisionLog>,
+    address: SocketAddr,
+) {
+    let listener = bind_retrying(address, "external authorization listener").await;
+    log::info!("external authorization listener on {address}");
+    serve_authz(listener, gateway, decision_log).await;
+}
+
+/// Binds `address`, which may still be held by the process this one is taking over from
+/// (graceful upgrade): binding is retried every second until it is free.
+async fn bind_retrying(address: SocketAddr, what: &str) -> tokio::net::TcpListener {
     let mut warned = false;
-    let listener = loop {
+    loop {
         match tokio::net::TcpListener::bind(address).await {
-            Ok(listener) => break listener,
+            Ok(listener) => return listener,
             Err(e) => {
                 if !warned {
-                    log::warn!("admin listener {address}: {e}; retrying every second");
+                    log::warn!("{what} {address}: {e}; retrying every second");
                     warned = true;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-    };
-    log::info!("admin listener (/metrics, /healthz, /readyz) on {address}");
-    serve_admin(listener, gateway).await;
+    }
 }
 
 /// pingora writes its pid file only when it daemonizes; the gateway runs in the foreground

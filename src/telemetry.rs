@@ -30,6 +30,8 @@ pub fn decision_label(outcome: Option<&Outcome>) -> &'static str {
         Some(Err(Denial::Misdirected { .. })) => "misdirected",
         Some(Err(Denial::RedirectToHttps { .. })) => "redirect",
         Some(Err(Denial::Upstream(_))) => "upstream_error",
+        Some(Err(Denial::UntrustedPeer(_))) => "untrusted_peer",
+        Some(Err(Denial::Undescribed(_))) => "bad_request",
     }
 }
 
@@ -44,7 +46,9 @@ pub fn failure_label(failure: &Denial) -> &'static str {
 
 /// One decision record: a JSON object on one line. It names the caller (principal and issuer)
 /// but never carries the token or its claims.
+#[allow(clippy::too_many_arguments)]
 pub fn decision_record(
+    front: &str,
     request_id: &str,
     method: &str,
     outcome: Option<&Outcome>,
@@ -57,15 +61,19 @@ pub fn decision_record(
         Err(Denial::Unauthenticated(e)) => Some(e.to_string()),
         Err(Denial::BadTarget(e)) => Some(e.to_string()),
         Err(Denial::BadHost(e)) => Some(e.to_string()),
-        Err(denial @ (Denial::Misdirected { .. } | Denial::BodyTooLarge { .. })) => {
-            Some(denial.to_string())
-        }
+        Err(
+            denial @ (Denial::Misdirected { .. }
+            | Denial::BodyTooLarge { .. }
+            | Denial::UntrustedPeer(_)
+            | Denial::Undescribed(_)),
+        ) => Some(denial.to_string()),
         _ => None,
     });
     let upstream_failure = failure.map(failure_label);
     let decision = outcome.and_then(|o| o.decision.as_ref());
     let record = DecisionRecord {
         time: rfc3339_utc(SystemTime::now()),
+        front,
         request_id,
         method,
         path: outcome.and_then(|o| o.canonical_path.as_deref()),
@@ -94,6 +102,8 @@ pub fn decision_record(
 #[derive(serde::Serialize)]
 struct DecisionRecord<'a> {
     time: String,
+    /// Who asked: `proxy`, or the external authorization front end (`nginx`, `envoy-http`, ...).
+    front: &'a str,
     request_id: &'a str,
     method: &'a str,
     path: Option<&'a str>,

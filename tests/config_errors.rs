@@ -74,6 +74,51 @@ fn unknown_key_names_file_and_line() {
 }
 
 #[test]
+fn an_authz_server_section_is_checked_line_by_line() {
+    let section = "\n[authz_server]\nlisten = \"127.0.0.1:9191\"\n\
+                   trusted_peers = [\"10.0.0.0/8\", \"10.0.0.1/8\"]\n\
+                   nginx_uri_header = \"bad header\"\n";
+    let (ok, stdout, stderr) = check_edited(
+        vec![(
+            "portcullis.toml",
+            Box::new(move |s: String| format!("{s}{section}")),
+        )],
+        &[],
+    );
+    assert!(!ok, "{stdout}");
+    let text = std::fs::read_to_string(repo_path("portcullis.toml")).unwrap();
+    let first = text.lines().count() + 3;
+    for (line, what) in [(first + 1, "10.0.0.1/8"), (first + 2, "bad header")] {
+        assert!(
+            stderr.contains(&format!("portcullis.toml:{line}:")) && stderr.contains(what),
+            "line {line}, {what}: {stderr}"
+        );
+    }
+    let (ok, stdout, stderr) = check_edited(
+        vec![(
+            "portcullis.toml",
+            Box::new(|s: String| {
+                format!("{s}\n[authz_server]\nlisten = \"127.0.0.1:9191\"\ntrusted_peers = [\"127.0.0.1\"]\n")
+            }),
+        )],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("authz_server: 127.0.0.1:9191"), "{stdout}");
+    let (ok, _, stderr) = check_edited(
+        vec![(
+            "portcullis.toml",
+            Box::new(|s: String| {
+                format!("{s}\n[authz_server]\nlisten = \"127.0.0.1:9191\"\ntrusted_peers = []\n")
+            }),
+        )],
+        &[],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("trusted_peers is empty"), "{stderr}");
+}
+
+#[test]
 fn unknown_key_in_a_route_names_its_line() {
     let (ok, stderr) = check_with("routes.toml", |s| {
         s.replace("id = \"read-list\"", "id = \"read-list\"\nmethod = \"GET\"")

@@ -4,6 +4,7 @@
 //! `policies/` form the hot-reloadable part, compiled together into a `Snapshot` because routes
 //! are checked against the Cedar schema. Every problem found is reported with file and line.
 
+mod authz_server;
 pub mod raw;
 pub mod source;
 mod upstreams;
@@ -33,6 +34,7 @@ use crate::snapshot::{AuthMode, CompiledRoute, EnforcementMode, Snapshot};
 use crate::tls::{CertificateFiles, CertificateStore};
 use crate::trust::Cidr;
 use crate::upstream::{Pool, Pools};
+pub use authz_server::{AuthzServerSettings, NginxHeaders};
 use raw::{RawGatewayFile, RawIssuer, RawMode, RawRoute, RawRouteDefaults, RawRoutesFile, RawSink};
 pub use source::{ConfigError, ConfigProblem, SourceFile};
 
@@ -117,6 +119,8 @@ pub struct Settings {
     pub admin_listen: SocketAddr,
     pub decision_sink: DecisionSink,
     pub decision_buffer: usize,
+    /// The external authorization listener, when configured.
+    pub authz_server: Option<AuthzServerSettings>,
     /// Watch the routes and policies for changes; `None` when off.
     pub reload_debounce: Option<Duration>,
     pub lifecycle: Lifecycle,
@@ -214,6 +218,19 @@ impl Settings {
         if raw.decision_log.buffer_records == 0 {
             problems.push(file.problem(None, "decision_log.buffer_records must be at least 1"));
         }
+
+        let authz_server = match raw
+            .authz_server
+            .as_ref()
+            .map(|raw| authz_server::compile_authz_server(raw, &file))
+        {
+            Some(Ok(compiled)) => Some(compiled),
+            Some(Err(found)) => {
+                problems.extend(found);
+                None
+            }
+            None => None,
+        };
 
         let mut trusted_proxies = Vec::new();
         for range in &raw.server.trusted_proxies {
@@ -314,6 +331,7 @@ impl Settings {
                 admin_listen,
                 decision_sink,
                 decision_buffer: raw.decision_log.buffer_records,
+                authz_server,
                 reload_debounce: raw
                     .reload
                     .watch

@@ -26,6 +26,7 @@ pub struct RawGatewayFile {
     pub admin: RawAdmin,
     #[serde(default)]
     pub decision_log: RawDecisionLog,
+    pub authz_server: Option<RawAuthzServer>,
     #[serde(default)]
     pub reload: RawReload,
     #[serde(default)]
@@ -51,6 +52,35 @@ impl Default for RawAdmin {
 
 fn default_admin_listen() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1:9901".to_string())
+}
+
+/// The decision listener for a proxy beside the gateway (external authorization).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthzServer {
+    /// `host:port` of the decision listener.
+    pub listen: Spanned<String>,
+    /// CIDRs of the proxies that may ask.
+    pub trusted_peers: Spanned<Vec<Spanned<String>>>,
+    /// nginx `auth_request`: the headers carrying the original method, URI and host.
+    #[serde(default = "default_nginx_method_header")]
+    pub nginx_method_header: Spanned<String>,
+    #[serde(default = "default_nginx_uri_header")]
+    pub nginx_uri_header: Spanned<String>,
+    #[serde(default = "default_nginx_host_header")]
+    pub nginx_host_header: Spanned<String>,
+}
+
+fn default_nginx_method_header() -> Spanned<String> {
+    Spanned::new(0..0, "x-original-method".to_string())
+}
+
+fn default_nginx_uri_header() -> Spanned<String> {
+    Spanned::new(0..0, "x-original-uri".to_string())
+}
+
+fn default_nginx_host_header() -> Spanned<String> {
+    Spanned::new(0..0, "host".to_string())
 }
 
 /// Where decision records go.

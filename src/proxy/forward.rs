@@ -9,6 +9,7 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
 use crate::config::IdentityHeaders;
+use crate::identity_headers::{insert_identity_headers, loosely_equal, IdentityHeaderError};
 use crate::pipeline::Forward;
 use crate::trust::{self, Cidr};
 
@@ -51,19 +52,6 @@ const METHOD_OVERRIDES: &[&str] = &[
     "x-method-override",
 ];
 
-/// Header names compared the way some frameworks do (case, `_` and `.` as `-`), so that a
-/// client cannot smuggle `X_Portcullis_Principal` past the gateway to such an application.
-fn loosely_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes().zip(b.bytes()).all(|(x, y)| {
-            let norm = |c: u8| match c {
-                b'_' | b'.' => b'-',
-                c => c.to_ascii_lowercase(),
-            };
-            norm(x) == norm(y)
-        })
-}
-
 /// Whether a client's header `name` is removed before forwarding: hop-by-hop, one of the
 /// gateway's `identity` headers or a method override (in any spelling), or a forwarding header
 /// from a peer that is not a trusted proxy.
@@ -72,15 +60,6 @@ pub fn never_forwarded(name: &str, identity: &[&str], peer_trusted: bool) -> boo
         || identity.iter().any(|id| loosely_equal(name, id))
         || METHOD_OVERRIDES.iter().any(|h| loosely_equal(name, h))
         || (!peer_trusted && FORWARDING.iter().any(|h| loosely_equal(name, h)))
-}
-
-/// A request id accepted from a trusted proxy: 1 to 128 visible characters of the kinds request
-/// ids are made of (letters, digits, `-`, `_`, `.`, `:`).
-pub fn is_valid_request_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -95,16 +74,6 @@ pub struct Downstream<'a> {
     pub trusted_proxies: &'a [Cidr],
     /// `https` or `http`: how the client reached the gateway.
     pub scheme: &'static str,
-}
-
-/// A value of the forwarded identity, or the error of a value no header field can carry.
-fn header_value(value: &Option<HeaderValue>) -> Result<HeaderValue> {
-    value.clone().ok_or_else(|| {
-        Error::explain(
-            ErrorType::InvalidHTTPHeader,
-            "an identity value cannot be a header field value",
-        )
-    })
 }
 
 /// Rewrites the upstream request pingora made from the client's.
@@ -224,24 +193,13 @@ fn rewrite_parts(
         headers.insert(FORWARDED_HOST, host);
     }
 
-    if let Some(token) = &forward.token {
-        let (identity, values) = (&token.identity, &token.forwarded);
-        headers.insert(names.principal.clone(), header_value(&values.principal_id)?);
-        if !identity.roles.is_empty() {
-            headers.insert(names.roles.clone(), header_value(&values.roles)?);
-        }
-        if identity.tenant.is_some() {
-            headers.insert(names.tenant.clone(), header_value(&values.tenant)?);
-        }
-    }
-    let request_id = HeaderValue::from_str(request_id).map_err(|e| {
-        Error::because(
-            ErrorType::InternalError,
-            "a request id is not a header value",
-            e,
-        )
+    insert_identity_headers(headers, names, forward.token.as_deref(), request_id).map_err(|e| {
+        let kind = match e {
+            IdentityHeaderError::Unrepresentable => ErrorType::InvalidHTTPHeader,
+            IdentityHeaderError::RequestId => ErrorType::InternalError,
+        };
+        Error::explain(kind, e.to_string())
     })?;
-    headers.insert(names.request_id.clone(), request_id);
     if let Some(chain) = forwarded_for {
         // From a trusted proxy the chain is kept and the peer appended; otherwise the client's
         // own header was removed above and the chain starts at the peer.
@@ -255,29 +213,4 @@ fn rewrite_parts(
         headers.insert(FORWARDED_FOR_NAME, chain);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_from_trusted_proxies() {
-        assert!(is_valid_request_id("5f1c2a9e-77b1-4c2e-9a51-0d0b7a1f2c3d"));
-        assert!(!is_valid_request_id(""));
-        assert!(!is_valid_request_id("a b"));
-        assert!(!is_valid_request_id(&"x".repeat(129)));
-    }
-
-    #[test]
-    fn loose_header_equality() {
-        assert!(loosely_equal(
-            "x-portcullis-principal",
-            "X_Portcullis.Principal"
-        ));
-        assert!(!loosely_equal(
-            "x-portcullis-principal",
-            "x-portcullis-principals"
-        ));
-    }
 }

@@ -26,6 +26,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::decision_log::DecisionLog;
+use crate::identity_headers::is_valid_request_id;
 use crate::metrics::{InFlight, RequestObservation, NO_ROUTE};
 use crate::pipeline::{evaluate, Denial, Forward, Incoming, Outcome, Transport, UpstreamFailure};
 use crate::response::{deny_response, grpc_deny_response, is_grpc, refusal_status, DenyResponse};
@@ -236,7 +237,7 @@ impl ProxyHttp for Proxy {
             .then(|| request.headers.get(&settings.headers.request_id))
             .flatten()
             .and_then(|v| v.to_str().ok())
-            .filter(|id| forward::is_valid_request_id(id))
+            .filter(|id| is_valid_request_id(id))
         {
             ctx.request_id = id.to_string();
         }
@@ -480,6 +481,7 @@ impl ProxyHttp for Proxy {
                 .then(|| ctx.failure.as_ref().map_or("other", failure_label)),
         });
         self.decision_log.record(decision_record(
+            "proxy",
             &ctx.request_id,
             session.req_header().method.as_str(),
             outcome,

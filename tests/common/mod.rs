@@ -17,6 +17,7 @@ use http::StatusCode;
 use portcullis::admin::serve_admin;
 use portcullis::config::DecisionSink;
 use portcullis::demo::{demo_claims, serve_issuer, DevIssuer, SigningAlg, DEMO_USERS};
+use portcullis::ext_authz::serve_authz;
 use portcullis::http_server::{json_response, serve as serve_http};
 use portcullis::server::{load_gateway, serve, serve_tls, start_decision_log};
 use portcullis::snapshot::Gateway;
@@ -150,6 +151,8 @@ pub struct TestEnv {
     pub gateway_tls: Option<SocketAddr>,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     pub admin: SocketAddr,
+    /// The external authorization listener, when the configuration has `[authz_server]`.
+    pub authz: Option<SocketAddr>,
     /// The decision log file.
     pub decision_log: PathBuf,
     /// The running gateway's state (cache statistics, key stores).
@@ -262,6 +265,7 @@ impl TestEnv {
             gateway: started.address,
             gateway_tls: started.tls_address,
             admin: started.admin,
+            authz: started.authz,
             decision_log: started.decision_log,
             state: started.state,
             upstream,
@@ -334,6 +338,7 @@ pub struct Started {
     pub address: SocketAddr,
     pub tls_address: Option<SocketAddr>,
     pub admin: SocketAddr,
+    pub authz: Option<SocketAddr>,
     pub state: Arc<Gateway>,
     /// The decision log: always a file beside `config` in tests (`decisions.log`).
     pub decision_log: PathBuf,
@@ -359,6 +364,16 @@ pub async fn start_gateway_with_admin(config: &Path) -> Started {
         tokio::spawn(serve(listener, state.clone(), log.clone())),
         tokio::spawn(serve_admin(admin_listener, state.clone())),
     ];
+    let mut authz = None;
+    if state.settings.authz_server.is_some() {
+        let authz_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        authz = Some(authz_listener.local_addr().unwrap());
+        tasks.push(tokio::spawn(serve_authz(
+            authz_listener,
+            state.clone(),
+            log.clone(),
+        )));
+    }
     let mut tls_address = None;
     if state.settings.tls.is_some() {
         let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -369,6 +384,7 @@ pub async fn start_gateway_with_admin(config: &Path) -> Started {
         address,
         tls_address,
         admin,
+        authz,
         state,
         decision_log,
         tasks,

@@ -1,11 +1,12 @@
 //! The edge data plane over real sockets with real clients: TLS termination with SNI and
 //! certificate rotation, HTTP/2 (ALPN and h2c), every refusal class over both protocols, gRPC
 //! through an h2c upstream, WebSocket tunnels, upstream pools with health checks, timeouts and
-//! retries. curl is the client wherever the feature meets it; the gateway and upstreams are the
-//! real ones on ephemeral loopback ports.
+//! retries; external authorization behind nginx and Caddy. curl is the client wherever the
+//! feature meets it; the gateway and upstreams are the real ones on ephemeral loopback ports.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod forward_auth;
 mod grpc;
 mod pools;
 mod protocols;

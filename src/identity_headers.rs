@@ -1,0 +1,89 @@
+//! The trusted identity headers of a permitted request, defined once for both front ends: the
+//! proxy sends them upstream, the external authorization listener returns them to the proxy
+//! that asked, which sends them upstream in turn.
+
+use http::{HeaderMap, HeaderValue};
+
+use crate::authn::VerifiedToken;
+use crate::config::IdentityHeaders;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityHeaderError {
+    #[error("an identity value cannot be a header field value")]
+    Unrepresentable,
+    #[error("a request id is not a header field value")]
+    RequestId,
+}
+
+/// Sets the principal, roles and tenant of `token` (none on an anonymous route; roles and
+/// tenant only when the token has them) and the request id, replacing any value already there.
+pub fn insert_identity_headers(
+    headers: &mut HeaderMap,
+    names: &IdentityHeaders,
+    token: Option<&VerifiedToken>,
+    request_id: &str,
+) -> Result<(), IdentityHeaderError> {
+    let value =
+        |value: &Option<HeaderValue>| value.clone().ok_or(IdentityHeaderError::Unrepresentable);
+    if let Some(token) = token {
+        let (identity, values) = (&token.identity, &token.forwarded);
+        headers.insert(names.principal.clone(), value(&values.principal_id)?);
+        if !identity.roles.is_empty() {
+            headers.insert(names.roles.clone(), value(&values.roles)?);
+        }
+        if identity.tenant.is_some() {
+            headers.insert(names.tenant.clone(), value(&values.tenant)?);
+        }
+    }
+    let request_id =
+        HeaderValue::from_str(request_id).map_err(|_| IdentityHeaderError::RequestId)?;
+    headers.insert(names.request_id.clone(), request_id);
+    Ok(())
+}
+
+/// A request id accepted from a trusted proxy: 1 to 128 visible characters of the kinds request
+/// ids are made of (letters, digits, `-`, `_`, `.`, `:`).
+pub fn is_valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Header names compared the way some frameworks do (case, `_` and `.` as `-`), so that a
+/// client cannot smuggle `X_Portcullis_Principal` past the gateway to such an application.
+pub fn loosely_equal(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes().zip(b.bytes()).all(|(x, y)| {
+            let norm = |c: u8| match c {
+                b'_' | b'.' => b'-',
+                c => c.to_ascii_lowercase(),
+            };
+            norm(x) == norm(y)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_from_trusted_proxies() {
+        assert!(is_valid_request_id("5f1c2a9e-77b1-4c2e-9a51-0d0b7a1f2c3d"));
+        assert!(!is_valid_request_id(""));
+        assert!(!is_valid_request_id("a b"));
+        assert!(!is_valid_request_id(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn loose_header_equality() {
+        assert!(loosely_equal(
+            "x-portcullis-principal",
+            "X_Portcullis.Principal"
+        ));
+        assert!(!loosely_equal(
+            "x-portcullis-principal",
+            "x-portcullis-principals"
+        ));
+    }
+}
