@@ -1,5 +1,5 @@
-//! Minimal hyper 1 plumbing for the servers that are not the proxy: the admin listener and the
-//! demo's dev issuer and tasks API.
+//! Minimal hyper 1 plumbing for the servers that are not the proxy: the admin listener, the
+//! external authorization listener, and the demo's dev issuer and tasks API.
 //!
 //! They need the same accept loop and JSON responses; keeping them here avoids duplicating the
 //! hyper boilerplate. The proxy itself is pingora.
@@ -14,10 +14,11 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -56,6 +57,44 @@ pub async fn serve_counting_accepts<F, Fut>(
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
+    accept_loop(listener, accepted_connections, Protocols::Http1, handler).await;
+}
+
+/// [`serve`] for HTTP/1.1 and, on the same port, HTTP/2 with prior knowledge (h2c: gRPC), with
+/// any response body.
+pub async fn serve_h1_and_h2c<F, Fut, B>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    accept_loop(
+        listener,
+        Arc::new(AtomicU64::new(0)),
+        Protocols::Http1AndH2c,
+        handler,
+    )
+    .await;
+}
+
+#[derive(Clone, Copy)]
+enum Protocols {
+    Http1,
+    Http1AndH2c,
+}
+
+async fn accept_loop<F, Fut, B>(
+    listener: TcpListener,
+    accepted_connections: Arc<AtomicU64>,
+    protocols: Protocols,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let handler = Arc::new(handler);
     let mut connections = JoinSet::new();
     loop {
@@ -70,11 +109,20 @@ pub async fn serve_counting_accepts<F, Fut>(
                             let response = handler(req);
                             async move { Ok::<_, Infallible>(response.await) }
                         });
-                        let result = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let io = TokioIo::new(stream);
+                        let result = match protocols {
+                            Protocols::Http1 => http1::Builder::new()
+                                .timer(TokioTimer::new())
+                                .keep_alive(true)
+                                .serve_connection(io, service)
+                                .await
+                                .map_err(Into::into),
+                            Protocols::Http1AndH2c => {
+                                auto::Builder::new(TokioExecutor::new())
+                                    .serve_connection(io, service)
+                                    .await
+                            }
+                        };
                         if let Err(err) = result {
                             log::debug!("connection from {peer} ended: {err}");
                         }

@@ -145,7 +145,7 @@ pub fn original_request(
     };
     let method = String::from_utf8(method)
         .ok()
-        .filter(|m| !m.is_empty() && m.bytes().all(is_token_byte))
+        .filter(|m| !m.is_empty() && m.bytes().all(is_token))
         .ok_or("the original method is not an HTTP method token")?;
     headers.remove(HOST);
     if let Some(host) = host {
@@ -211,7 +211,7 @@ fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
 }
 
 /// RFC 9110 §5.6.2 `tchar`.
-fn is_token_byte(b: u8) -> bool {
+pub fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

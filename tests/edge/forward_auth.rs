@@ -467,3 +467,144 @@ async fn the_path_corpus_holds_through_the_decision_listener() {
     assert!(tried >= 35, "only {tried} corpus targets tried");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A `CheckRequest` as Envoy builds it for an HTTP request to tasks.example.com from
+/// 203.0.113.9.
+fn check_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> envoy_types::ext_authz::v3::pb::CheckRequest {
+    use envoy_types::ext_authz::v3::pb::Address;
+    use envoy_types::pb::envoy::config::core::v3::{Address as EnvoyAddress, SocketAddress};
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    let mut all: Vec<(String, String)> = vec![
+        (":authority".into(), "tasks.example.com".into()),
+        (":method".into(), method.into()),
+        (":path".into(), path.into()),
+    ];
+    all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    envoy_types::ext_authz::v3::pb::CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: Some(EnvoyAddress {
+                    address: Some(Address::SocketAddress(SocketAddress {
+                        address: "203.0.113.9".into(),
+                        ..SocketAddress::default()
+                    })),
+                }),
+                ..Peer::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: method.into(),
+                    path: path.into(),
+                    host: "tasks.example.com".into(),
+                    scheme: "https".into(),
+                    protocol: "HTTP/1.1".into(),
+                    headers: all.into_iter().collect(),
+                    ..HttpRequest::default()
+                }),
+                ..Request::default()
+            }),
+            ..AttributeContext::default()
+        }),
+    }
+}
+
+/// Envoy's gRPC ext_authz (`envoy.service.auth.v3.Authorization/Check`) driven by a tonic
+/// client built from the same protos, over h2c on the decision listener's port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_grpc_check_gets_the_same_decisions() {
+    use envoy_types::ext_authz::v3::pb::HttpResponse;
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+
+    let env = authz_env().await;
+    let mut client = AuthorizationClient::connect(format!("http://{}", env.authz.unwrap()))
+        .await
+        .unwrap();
+    let alice = format!("Bearer {}", env.token("alice"));
+    let allowed = client
+        .check(check_request(
+            "GET",
+            "/lists/acme-roadmap/tasks/t1",
+            &[
+                ("authorization", &alice),
+                ("x-portcullis-principal", "dave"),
+                ("x_portcullis_roles", "admin"),
+            ],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(allowed.status.clone().unwrap().code, 0, "{allowed:?}");
+    let Some(HttpResponse::OkResponse(ok)) = allowed.http_response else {
+        panic!("not an OK response");
+    };
+    let set: Vec<(String, String)> = ok
+        .headers
+        .iter()
+        .map(|h| h.header.clone().unwrap())
+        .map(|h| (h.key, h.value))
+        .collect();
+    for (name, value) in [
+        ("x-portcullis-principal", "alice"),
+        ("x-portcullis-roles", "manager"),
+        ("x-portcullis-tenant", "org_acme"),
+    ] {
+        assert!(set.contains(&(name.into(), value.into())), "{set:?}");
+    }
+    // The client's other spelling is removed; the exact name is overwritten.
+    assert_eq!(ok.headers_to_remove, ["x_portcullis_roles"]);
+
+    // Dot segments that a naive matcher would resolve into another tenant's list.
+    let cases = [
+        (
+            "/lists/acme-roadmap/tasks/%2e%2e/%2e%2e/globex-ops",
+            Some(alice.as_str()),
+            400,
+            7,
+        ),
+        ("/lists/acme-roadmap/tasks/t1", None, 401, 16),
+        ("/lists/globex-ops", Some(alice.as_str()), 403, 7),
+    ];
+    for (path, token, status, code) in cases {
+        let headers: Vec<(&str, &str)> = token.map(|t| ("authorization", t)).into_iter().collect();
+        let refused = client
+            .check(check_request("GET", path, &headers))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(refused.status.unwrap().code, code, "{path}");
+        let Some(HttpResponse::DeniedResponse(denied)) = refused.http_response else {
+            panic!("{path}: not a denied response");
+        };
+        assert_eq!(denied.status.unwrap().code, status, "{path}");
+        let body: Value = serde_json::from_str(&denied.body).unwrap();
+        let request_id = body["request_id"].as_str().unwrap().to_string();
+        let names: Vec<String> = denied
+            .headers
+            .iter()
+            .map(|h| h.header.clone().unwrap().key)
+            .collect();
+        assert!(names.contains(&"x-request-id".to_string()), "{names:?}");
+        assert_eq!(
+            names.contains(&"www-authenticate".to_string()),
+            status == 401
+        );
+        let lines = decisions(&env, "envoy-grpc", 1).await;
+        assert!(
+            lines.iter().any(|l| l["request_id"] == request_id.as_str()),
+            "{path}: no decision line"
+        );
+    }
+    let lines = decisions(&env, "envoy-grpc", 4).await;
+    let labels: Vec<&str> = lines
+        .iter()
+        .map(|l| l["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["allow", "bad_request", "unauthenticated", "deny"]);
+}
