@@ -608,3 +608,74 @@ async fn envoy_grpc_check_gets_the_same_decisions() {
         .collect();
     assert_eq!(labels, ["allow", "bad_request", "unauthenticated", "deny"]);
 }
+
+/// Writes `bytes` to `address` and reads what comes back until the peer closes or goes quiet.
+async fn exchange_until_quiet(address: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(1), stream.read(&mut buf)).await;
+        match read {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The smuggling classes of `tests/smuggling.rs` through nginx: whatever nginx makes of the
+/// framing, every request it forwards was decided first, and the request hidden in the body
+/// (another tenant's list, no token) never reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_requests_through_nginx_are_never_forwarded_undecided() {
+    if !installed("nginx") {
+        return;
+    }
+    let env = authz_env().await;
+    let nginx = start_nginx(&env).await;
+    let token = env.token("alice");
+    let head = format!(
+        "POST /lists/acme-roadmap/tasks HTTP/1.1\r\nHost: tasks.example.com\r\n\
+         Authorization: Bearer {token}\r\n"
+    );
+    let smuggled = "GET /lists/globex-ops HTTP/1.1\r\nHost: tasks.example.com\r\n\r\n";
+    let chunk = format!("0\r\n\r\n{smuggled}");
+    let cases = [
+        format!(
+            "{head}Content-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}",
+            chunk.len()
+        ),
+        format!("{head}Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n{chunk}"),
+        format!("{head}Transfer-Encoding: xchunked\r\n\r\n{chunk}"),
+        format!("{head}Transfer-Encoding : chunked\r\n\r\n{chunk}"),
+        format!("{head}Content-Length: 4\r\nContent-Length: 60\r\n\r\nabcd{smuggled}"),
+        format!("{head}Content-Length: +4\r\n\r\nabcd{smuggled}"),
+        format!("{head}Content-Length: 0\r\n\r\n{smuggled}"),
+    ];
+    for case in &cases {
+        let before = env.upstream.count();
+        let decided_before = decisions_of(&env, "nginx").len();
+        exchange_until_quiet(nginx.address, case.as_bytes()).await;
+        let forwarded: Vec<String> = env.upstream.requests.lock().unwrap()[before..]
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.target))
+            .collect();
+        assert!(
+            !forwarded.iter().any(|r| r.contains("globex-ops")),
+            "{case:?}: {forwarded:?}"
+        );
+        let lines = decisions(&env, "nginx", decided_before + forwarded.len()).await;
+        let allowed = lines[decided_before..]
+            .iter()
+            .filter(|l| l["decision"] == "allow")
+            .count();
+        assert!(
+            allowed >= forwarded.len(),
+            "{case:?}: {forwarded:?} forwarded, {allowed} allowed"
+        );
+    }
+}
