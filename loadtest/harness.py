@@ -77,11 +77,16 @@ VARIANTS = {
     "deny": ("gateway", 403, {"TOKEN_FILE": "deny.txt"}),
     "401": ("gateway", 401, {"AUTHORIZATION": MALFORMED_AUTHORIZATION}),
     "haproxy": ("haproxy", 200, {"TOKEN_FILE": "warm.txt"}),
+    # External authorization (the gateway's [authz_server]): the warm request's decision only.
+    "authz-http": ("authz", 200, {"TOKEN_FILE": "warm.txt", "FORWARD_AUTH": "1"}),
+    "authz-grpc": ("authz", 200, {"TOKEN_FILE": "warm.txt"}),
 }
 # Bare pingora plus one piece of the gateway's work: only when named with --variants.
-EXTRA_VARIANTS = {"bare-token", "bare-rewrite", "bare-log", "bare-timeouts", "bare-all"}
-# A new token every request cannot be sent by oha, which repeats its headers.
-NO_OPEN_LOOP = {"cold", "cold-callers"}
+EXTRA_VARIANTS = {"bare-token", "bare-rewrite", "bare-log", "bare-timeouts", "bare-all",
+                  "authz-http", "authz-grpc"}
+# A new token every request cannot be sent by oha, which repeats its headers; oha speaks no
+# ext_authz.
+NO_OPEN_LOOP = {"cold", "cold-callers", "authz-http", "authz-grpc"}
 
 TARGETS = [
     # (label, variant, measure, comparison, bound): issue 15's
@@ -214,7 +219,7 @@ class Harness:
         self.wrk = shutil.which("wrk")
         self.oha = args.oha or shutil.which("oha") or str(REPO / "target" / "loadtest-tools" / "bin" / "oha")
         self.haproxy = shutil.which("haproxy")
-        self.ports = {name: free_port() for name in ("upstream", "issuer", "stats", "gateway", "gateway_plain", "admin", "bare", "bare_rewrite", "bare_log", "bare_timeouts", "bare_all", "haproxy", "memory_gateway", "memory_admin")}
+        self.ports = {name: free_port() for name in ("upstream", "issuer", "stats", "gateway", "gateway_plain", "admin", "authz", "bare", "bare_rewrite", "bare_log", "bare_timeouts", "bare_all", "haproxy", "memory_gateway", "memory_admin")}
         self.pids: dict[str, int] = {}
 
     # ---- processes -------------------------------------------------------------------------
@@ -262,8 +267,10 @@ class Harness:
             raise SystemExit(f"[loadtest] the fixture failed; see {self.work / 'fixture.log'}")
 
         config = self.write_gateway_config()
-        self.spawn("gateway", self.proxy_cpus, [str(RELEASE / "portcullis"), "run", "--config", str(config)],
-                   env={"RUST_LOG": "warn"})
+        gateway = self.spawn("gateway", self.proxy_cpus, [str(RELEASE / "portcullis"), "run", "--config", str(config)],
+                             env={"RUST_LOG": "warn"})
+        # The decision listener is the gateway process too.
+        self.pids["authz"] = gateway.pid
         bare = [
             str(RELEASE / "examples" / "bare-pingora"),
             "--listen", f"127.0.0.1:{self.ports['bare']}",
@@ -291,7 +298,7 @@ class Harness:
             self.spawn("haproxy", self.proxy_cpus, [self.haproxy, "-db", "-f", str(self.write_haproxy_config())])
         wait_until("the gateway", lambda: http_get(f"http://127.0.0.1:{self.ports['admin']}/readyz")[0] == 200)
         # /readyz answers (on its own thread) before pingora has bound the proxy's listener.
-        for name in ("gateway", "bare", *extra, "haproxy"):
+        for name in ("gateway", "authz", "bare", *extra, "haproxy"):
             if name in self.pids:
                 wait_until(name, lambda: socket.create_connection(("127.0.0.1", self.ports[name]), timeout=1).close() is None)
 
@@ -313,6 +320,13 @@ class Harness:
         admin = self.ports["admin"]
         if name != "gateway":
             listen, admin = self.ports[name], self.ports["memory_admin"]
+        authz = ""
+        if name == "gateway":
+            authz = f"""
+[authz_server]
+listen = "127.0.0.1:{self.ports['authz']}"
+trusted_peers = ["127.0.0.1/32"]
+"""
         tls = ""
         if self.args.tls and name == "gateway":
             tls = f"""
@@ -339,7 +353,7 @@ listen = "127.0.0.1:{admin}"
 [decision_log]
 sink = "file"
 path = "{self.work / 'log' / f'{name}-decisions.log'}"
-
+{authz}
 [tokens]
 cache_entries = {cache_entries or self.args.cache_entries}
 
@@ -391,6 +405,8 @@ attributes = {{ email = "email" }}
 
     def url(self, variant: str) -> str:
         proxy = VARIANTS[variant][0]
+        if proxy == "authz":
+            return f"http://127.0.0.1:{self.ports['authz']}/traefik"
         scheme = self.scheme if proxy in ("gateway", "bare", "bare_rewrite", "bare_log", "bare_timeouts", "bare_all") else "http"
         return f"{scheme}://127.0.0.1:{self.ports[proxy]}{REQUEST_PATH}"
 
@@ -473,8 +489,10 @@ attributes = {{ email = "email" }}
         proxy = VARIANTS[variant][0]
         pid = self.pids.get(proxy)
         before = (self.upstream_counters(), cpu_seconds(pid) if pid else 0.0,
-                  self.cache_lookups() if proxy == "gateway" else None)
-        if self.args.h2:
+                  self.cache_lookups() if proxy in ("gateway", "authz") else None)
+        if variant == "authz-grpc":
+            result = self.closed_loop_grpc(duration)
+        elif self.args.h2:
             result = self.closed_loop_oha(variant, duration)
         else:
             result = self.closed_loop_wrk(variant, duration)
@@ -514,6 +532,20 @@ attributes = {{ email = "email" }}
         line = next((l for l in run.stdout.splitlines() if l.startswith("LOADTEST ")), None)
         if run.returncode != 0 or line is None:
             raise SystemExit(f"[loadtest] wrk failed for {variant}: {run.stdout}{run.stderr}")
+        return json.loads(line[len("LOADTEST "):])
+
+    def closed_loop_grpc(self, duration: float) -> dict:
+        """Envoy's gRPC Check as fast as it is answered (loadtest/grpc_check.rs)."""
+        command = ["taskset", "-c", cpu_list(self.other_cpus), str(RELEASE / "examples" / "grpc-check-load"),
+                   "--target", f"127.0.0.1:{self.ports['authz']}",
+                   "--token-file", str(self.tokens / "warm.txt"),
+                   "--connections", str(max(1, self.connections // 8)), "--streams", "8",
+                   "--duration", str(int(duration))]
+        run = subprocess.run(command, capture_output=True, text=True)
+        time.sleep(SETTLE_SECONDS)
+        line = next((l for l in run.stdout.splitlines() if l.startswith("LOADTEST ")), None)
+        if run.returncode != 0 or line is None:
+            raise SystemExit(f"[loadtest] grpc-check-load failed: {run.stdout}{run.stderr}")
         return json.loads(line[len("LOADTEST "):])
 
     def closed_loop_oha(self, variant: str, duration: float) -> dict:
@@ -561,7 +593,13 @@ attributes = {{ email = "email" }}
         errors = result["connect_errors"] + result["read_errors"] + result["write_errors"] + result["timeouts"]
         if errors:
             problems.append(f"{errors} socket errors")
-        if expected == 200:
+        if VARIANTS[variant][0] == "authz":
+            # A decision service answers; it forwards nothing.
+            if result["non_2xx_3xx"]:
+                problems.append(f"{result['non_2xx_3xx']} answers were not allows")
+            if result["upstream_requests"]:
+                problems.append(f"{result['upstream_requests']} requests reached the upstream")
+        elif expected == 200:
             if result["non_2xx_3xx"]:
                 problems.append(f"{result['non_2xx_3xx']} responses were not 2xx")
             if result["upstream_requests"] < result["requests"]:

@@ -5,6 +5,8 @@
 --   thread starts at its own offset so threads do not send the same token together.
 -- Neither: no Authorization header.
 -- AUTHORIZATION: a literal Authorization value (the malformed-token variant).
+-- FORWARD_AUTH: the request is a Traefik ForwardAuth decision request describing the load
+--   test's request (X-Forwarded-Method, -Uri, -Host, -Proto, -For).
 --
 -- At the end one line `LOADTEST {json}` reports requests, errors and latency percentiles (µs).
 
@@ -24,6 +26,14 @@ local function read_lines(path)
 end
 
 function init(args)
+  local forward_auth = os.getenv("FORWARD_AUTH")
+  if forward_auth and #forward_auth > 0 then
+    wrk.headers["X-Forwarded-Method"] = "GET"
+    wrk.headers["X-Forwarded-Uri"] = "/lists/acme-roadmap/tasks/t1"
+    wrk.headers["X-Forwarded-Host"] = "tasks.example.com"
+    wrk.headers["X-Forwarded-Proto"] = "http"
+    wrk.headers["X-Forwarded-For"] = "10.0.0.7"
+  end
   local single = os.getenv("TOKEN_FILE")
   local pool = os.getenv("TOKENS_FILE")
   local literal = os.getenv("AUTHORIZATION")
