@@ -679,3 +679,44 @@ async fn hidden_requests_through_nginx_are_never_forwarded_undecided() {
         );
     }
 }
+
+/// The path corpus through nginx: whatever nginx makes of a target (it turns an absolute-form
+/// target into origin form, for one), every request it forwards had an `allow` for exactly the
+/// path the upstream receives, canonicalized; a target the gateway refuses is never forwarded
+/// as it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_path_corpus_holds_through_nginx() {
+    if !installed("nginx") {
+        return;
+    }
+    let env = authz_env().await;
+    let nginx = start_nginx(&env).await;
+    let bearer = format!("Bearer {}", env.token("dave"));
+    let mut failures = Vec::new();
+    for (target, status, _) in CORPUS {
+        if *target == "/lists/LONG" {
+            continue;
+        }
+        let before = env.upstream.count();
+        let decided_before = decisions_of(&env, "nginx").len();
+        nginx.get(target, &[("Authorization", &bearer)]).await;
+        if env.upstream.count() == before {
+            continue;
+        }
+        let received = env.upstream.last().target;
+        if *status != 200 && received == *target {
+            failures.push(format!("{target:?}: forwarded as sent, expected {status}"));
+        }
+        let lines = decisions(&env, "nginx", decided_before + 1).await;
+        let decision = &lines[decided_before];
+        let canonical = portcullis::canonical::canonicalize(received.as_bytes())
+            .map(|c| c.path)
+            .unwrap_or_default();
+        if decision["decision"] != "allow" || decision["path"] != canonical.as_str() {
+            failures.push(format!(
+                "{target:?}: upstream got {received:?} ({canonical:?}) after {decision}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
