@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::smuggling_cases::framing_cases;
 use common::TestEnv;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -32,67 +33,7 @@ async fn hidden_requests_never_reach_the_upstream() {
         "POST /lists/acme-roadmap/tasks HTTP/1.1\r\nHost: tasks.example.com\r\n\
          Authorization: Bearer {token}\r\n"
     );
-    let smuggled = "GET /lists/globex-ops HTTP/1.1\r\nHost: tasks.example.com\r\n\r\n";
-    let chunk = format!("0\r\n\r\n{smuggled}");
-    // (request, status of the one response the gateway gives)
-    let cases = [
-        // CL.TE and TE.CL: both headers. Framed as chunked (RFC 9112 §6.3), the body ends at
-        // the last chunk, and the connection is closed: the hidden GET is never read.
-        (
-            format!(
-                "{}Content-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}",
-                head,
-                chunk.len()
-            ),
-            200,
-        ),
-        (
-            format!(
-                "{}Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n{chunk}",
-                head
-            ),
-            200,
-        ),
-        // Obfuscated Transfer-Encoding.
-        (
-            format!("{}Transfer-Encoding: xchunked\r\n\r\n{chunk}", head),
-            400,
-        ),
-        (
-            format!("{}Transfer-Encoding : chunked\r\n\r\n{chunk}", head),
-            400,
-        ),
-        (
-            format!(
-                "{}Transfer-Encoding: chunked, identity\r\n\r\n{chunk}",
-                head
-            ),
-            400,
-        ),
-        (
-            format!(
-                "{}Transfer-Encoding:\tchunked\r\nTransfer-Encoding: x\r\n\r\n{chunk}",
-                head
-            ),
-            400,
-        ),
-        // Invalid and conflicting Content-Length.
-        (
-            format!(
-                "{}Content-Length: 4\r\nContent-Length: 60\r\n\r\nabcd{smuggled}",
-                head
-            ),
-            400,
-        ),
-        (
-            format!("{}Content-Length: +4\r\n\r\nabcd{smuggled}", head),
-            400,
-        ),
-        (
-            format!("{}Content-Length: 4, 60\r\n\r\nabcd{smuggled}", head),
-            400,
-        ),
-    ];
+    let cases = framing_cases(&head);
     for (case, status) in &cases {
         let before = env.upstream.count();
         let answer = exchange(&env, case.as_bytes()).await;

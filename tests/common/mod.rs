@@ -6,6 +6,7 @@
 
 pub mod idp;
 pub mod path_corpus;
+pub mod smuggling_cases;
 pub mod spoofed_headers;
 
 use std::net::SocketAddr;
