@@ -118,9 +118,12 @@ async fn accept_loop<F, Fut, B>(
                                 .await
                                 .map_err(Into::into),
                             Protocols::Http1AndH2c => {
-                                auto::Builder::new(TokioExecutor::new())
-                                    .serve_connection(io, service)
-                                    .await
+                                // The timer gives HTTP/1 its head deadline (hyper's 30 s) and
+                                // h2 its keep-alive pings.
+                                let mut builder = auto::Builder::new(TokioExecutor::new());
+                                builder.http1().timer(TokioTimer::new());
+                                builder.http2().timer(TokioTimer::new());
+                                builder.serve_connection(io, service).await
                             }
                         };
                         if let Err(err) = result {
