@@ -1,6 +1,8 @@
 //! The trusted identity headers of a permitted request, defined once for both front ends: the
 //! proxy sends them upstream, the external authorization listener returns them to the proxy
-//! that asked, which sends them upstream in turn.
+//! that asked, which sends them upstream in turn. Beside them, the client headers neither front
+//! end lets through in any spelling: other spellings of the identity headers and method
+//! overrides.
 
 use http::{HeaderMap, HeaderValue};
 
@@ -61,6 +63,18 @@ pub fn loosely_equal(a: &str, b: &str) -> bool {
             };
             norm(x) == norm(y)
         })
+}
+
+/// Headers some frameworks honour to change the method after the gateway authorized it.
+const METHOD_OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Whether `name` is a method override (`X-HTTP-Method-Override`, ...) in any spelling.
+pub fn is_method_override(name: &str) -> bool {
+    METHOD_OVERRIDES.iter().any(|h| loosely_equal(name, h))
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use http::header::HOST;
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 
 use super::fronts::{is_token, OriginalRequest};
-use super::{spoofed_identity, DecisionService, SpoofedIdentity};
+use super::{never_let_through, DecisionService, NeverLetThrough};
 use crate::http_server::Peer;
 use crate::pipeline::Denial;
 use crate::response::deny_response;
@@ -118,12 +118,12 @@ impl Authorization for DecisionService {
         };
         let mut outcome = match self.untrusted(peer) {
             Some(refused) => refused,
-            None => self.decide(described, SpoofedIdentity::Remove).await,
+            None => self.decide(described, NeverLetThrough::Remove).await,
         };
         let (response, status) = match self.identity_headers(&mut outcome, &request_id) {
             Ok(identity) => {
                 // Every spelling the client sent that the answer does not overwrite.
-                let remove = spoofed_identity(&sent, &self.gateway.settings.headers)
+                let remove = never_let_through(&sent, &self.gateway.settings.headers)
                     .filter(|name| !identity.contains_key(*name))
                     .map(|name| name.as_str().to_string())
                     .collect();

@@ -27,7 +27,7 @@ use tonic::codegen::Service;
 use crate::config::{AuthzServerSettings, IdentityHeaders};
 use crate::decision_log::DecisionLog;
 use crate::http_server::{serve_h1_and_h2c, Peer, ResponseBody};
-use crate::identity_headers::{insert_identity_headers, loosely_equal};
+use crate::identity_headers::{insert_identity_headers, is_method_override, loosely_equal};
 use crate::metrics::RequestObservation;
 use crate::pipeline::{evaluate, Denial, Incoming, Outcome, Transport};
 use crate::proxy::RequestIds;
@@ -79,10 +79,10 @@ pub struct DecisionService {
     settings: AuthzServerSettings,
 }
 
-/// What to do with a header of the original request that claims an identity the gateway
-/// asserts.
+/// What to do with a header of the original request the gateway never lets through (see
+/// `never_let_through`).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum SpoofedIdentity {
+enum NeverLetThrough {
     /// The proxy can only replace the exact names it copies: refuse the request.
     Refuse,
     /// The proxy removes what the answer lists (Envoy's `headers_to_remove`).
@@ -103,18 +103,21 @@ impl DecisionService {
     async fn decide(
         &self,
         described: Result<OriginalRequest, String>,
-        spoofed: SpoofedIdentity,
+        spoofed: NeverLetThrough,
     ) -> Outcome {
         let snapshot = self.gateway.snapshot();
         let original = match described {
             Ok(original) => original,
             Err(why) => return Outcome::refused(&snapshot, Denial::Undescribed(why)),
         };
-        if spoofed == SpoofedIdentity::Refuse {
+        if spoofed == NeverLetThrough::Refuse {
             if let Some(name) =
-                spoofed_identity(&original.headers, &self.gateway.settings.headers).next()
+                never_let_through(&original.headers, &self.gateway.settings.headers).next()
             {
-                let why = format!("the request carries {name}, which only the gateway may set");
+                let why = format!(
+                    "the request carries {name}, which the gateway does not let through \
+                     and the proxy cannot remove"
+                );
                 return Outcome::refused(&snapshot, Denial::Undescribed(why));
             }
         }
@@ -189,10 +192,11 @@ impl DecisionService {
     }
 }
 
-/// The names of the original request's headers that claim an identity the gateway asserts:
-/// the principal, roles or tenant header in any spelling frameworks fold together
-/// (`X_Portcullis_Roles`), and the request id header in such a spelling.
-fn spoofed_identity<'a>(
+/// The names of the original request's headers the gateway never lets through: the principal,
+/// roles or tenant header in any spelling frameworks fold together (`X_Portcullis_Roles`), the
+/// request id header in such a spelling, and method overrides (`X-HTTP-Method-Override`), which
+/// would make the application run another method than the one decided.
+fn never_let_through<'a>(
     headers: &'a HeaderMap,
     names: &'a IdentityHeaders,
 ) -> impl Iterator<Item = &'a HeaderName> {
@@ -202,6 +206,7 @@ fn spoofed_identity<'a>(
             .any(|identity| loosely_equal(name.as_str(), identity.as_str()))
             || (**name != names.request_id
                 && loosely_equal(name.as_str(), names.request_id.as_str()))
+            || is_method_override(name.as_str())
     })
 }
 
@@ -229,7 +234,7 @@ async fn http_answer<B>(service: &DecisionService, request: Request<B>) -> Respo
                 peer.ip(),
                 &service.settings.nginx,
             );
-            service.decide(described, SpoofedIdentity::Refuse).await
+            service.decide(described, NeverLetThrough::Refuse).await
         }
         (None, _, _) => Outcome::refused(&service.gateway.snapshot(), Denial::NotFound),
     };

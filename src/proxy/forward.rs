@@ -9,7 +9,9 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
 use crate::config::IdentityHeaders;
-use crate::identity_headers::{insert_identity_headers, loosely_equal, IdentityHeaderError};
+use crate::identity_headers::{
+    insert_identity_headers, is_method_override, loosely_equal, IdentityHeaderError,
+};
 use crate::pipeline::Forward;
 use crate::trust::{self, Cidr};
 
@@ -45,20 +47,13 @@ const FORWARDING: &[&str] = &[
     "x-original-uri",
 ];
 
-/// Headers some frameworks honour to change the method after the gateway authorized it.
-const METHOD_OVERRIDES: &[&str] = &[
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
-
 /// Whether a client's header `name` is removed before forwarding: hop-by-hop, one of the
 /// gateway's `identity` headers or a method override (in any spelling), or a forwarding header
 /// from a peer that is not a trusted proxy.
 pub fn never_forwarded(name: &str, identity: &[&str], peer_trusted: bool) -> bool {
     HOP_BY_HOP.contains(&name)
         || identity.iter().any(|id| loosely_equal(name, id))
-        || METHOD_OVERRIDES.iter().any(|h| loosely_equal(name, h))
+        || is_method_override(name)
         || (!peer_trusted && FORWARDING.iter().any(|h| loosely_equal(name, h)))
 }
 

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::closed_port;
 use crate::common::path_corpus::CORPUS;
 use crate::common::smuggling_cases::{framing_cases, SMUGGLED};
-use crate::common::spoofed_headers::IDENTITY;
+use crate::common::spoofed_headers::{IDENTITY, METHOD_OVERRIDES};
 use crate::common::{
     decision_lines, eventually, raw_exchange, raw_exchange_from, Received, Response, TestEnv,
 };
@@ -248,9 +248,9 @@ async fn front_end_contract(env: &TestEnv, proxy: &FrontProxy, front: &str) {
     assert_eq!(line["principal"], "User::\"alice\"", "{line}");
     assert_eq!(line["request_id"], request_id[0], "{line}");
 
-    // The client's identity headers, in every spelling: refused, or (where the proxy itself
-    // drops the spelling) never seen by the upstream.
-    for (name, value) in IDENTITY {
+    // The client's identity headers and method overrides, in every spelling: refused, or
+    // (where the proxy itself drops the spelling) never seen by the upstream.
+    for (name, value) in IDENTITY.iter().chain(METHOD_OVERRIDES) {
         let before = env.upstream.count();
         let response = proxy
             .get(
@@ -288,7 +288,7 @@ async fn front_end_contract(env: &TestEnv, proxy: &FrontProxy, front: &str) {
         .get("/lists/acme-roadmap/tasks/t1", &[("Authorization", &carol)])
         .await;
     assert_eq!(forbidden.status, 403, "{front}: {forbidden:?}");
-    let lines = decisions(env, front, IDENTITY.len() + 3).await;
+    let lines = decisions(env, front, IDENTITY.len() + METHOD_OVERRIDES.len() + 3).await;
     let last: Vec<&Value> = lines.iter().rev().take(2).collect();
     assert_eq!(last[0]["decision"], "deny", "{front}");
     assert_eq!(last[1]["decision"], "unauthenticated", "{front}");
@@ -318,7 +318,7 @@ async fn nginx_auth_request_asks_the_gateway() {
     // nginx passes only 401 and 403 on: no route is answered 403 to it, the status kept aside.
     let nowhere = nginx.get("/nowhere", &[]).await;
     assert_eq!(nowhere.status, 403, "{nowhere:?}");
-    let line = decisions(&env, "nginx", IDENTITY.len() + 5)
+    let line = decisions(&env, "nginx", IDENTITY.len() + METHOD_OVERRIDES.len() + 5)
         .await
         .pop()
         .unwrap();
@@ -536,6 +536,7 @@ async fn envoy_grpc_check_gets_the_same_decisions() {
                 ("authorization", &alice),
                 ("x-portcullis-principal", "dave"),
                 ("x_portcullis_roles", "admin"),
+                ("x-http-method-override", "DELETE"),
             ],
         ))
         .await
@@ -558,8 +559,11 @@ async fn envoy_grpc_check_gets_the_same_decisions() {
     ] {
         assert!(set.contains(&(name.into(), value.into())), "{set:?}");
     }
-    // The client's other spelling is removed; the exact name is overwritten.
-    assert_eq!(ok.headers_to_remove, ["x_portcullis_roles"]);
+    // The client's other spelling and the method override are removed; the exact name is
+    // overwritten.
+    let mut removed = ok.headers_to_remove.clone();
+    removed.sort();
+    assert_eq!(removed, ["x-http-method-override", "x_portcullis_roles"]);
 
     // Dot segments that a naive matcher would resolve into another tenant's list.
     let cases = [
