@@ -3,12 +3,11 @@
 //! Envoy's HTTP ext_authz).
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use http::HeaderName;
 
 use super::raw::RawAuthzServer;
-use super::{ConfigProblem, SourceFile};
+use super::{cidrs, header_name, ConfigProblem, SourceFile};
 use crate::trust::Cidr;
 
 /// The decision listener, validated.
@@ -44,16 +43,12 @@ pub fn compile_authz_server(
             ),
         )
     });
-    let mut trusted_peers = Vec::new();
-    for range in raw.trusted_peers.get_ref() {
-        match range.get_ref().parse::<Cidr>() {
-            Ok(cidr) => trusted_peers.push(cidr),
-            Err(e) => problems.push(file.problem(
-                Some(range.span()),
-                format!("authz_server.trusted_peers: {e}"),
-            )),
-        }
-    }
+    let trusted_peers = cidrs(
+        file,
+        raw.trusted_peers.get_ref(),
+        "authz_server.trusted_peers",
+        &mut problems,
+    );
     if raw.trusted_peers.get_ref().is_empty() {
         problems.push(file.problem(
             Some(raw.trusted_peers.span()),
@@ -61,16 +56,7 @@ pub fn compile_authz_server(
              (e.g. [\"10.0.0.0/8\"]); the listener refuses every other peer",
         ));
     }
-    let mut header = |spanned: &toml::Spanned<String>| {
-        HeaderName::from_str(spanned.get_ref())
-            .map_err(|_| {
-                problems.push(file.problem(
-                    Some(spanned.span()),
-                    format!("{:?} is not a valid HTTP header name", spanned.get_ref()),
-                ))
-            })
-            .ok()
-    };
+    let mut header = |spanned: &toml::Spanned<String>| header_name(file, spanned, &mut problems);
     let nginx = (
         header(&raw.nginx_method_header),
         header(&raw.nginx_uri_header),

@@ -127,6 +127,41 @@ pub struct Settings {
     pub issuers: Vec<IssuerSettings>,
 }
 
+/// A header name from the configuration; a problem naming its line when it is none.
+fn header_name(
+    file: &SourceFile,
+    spanned: &toml::Spanned<String>,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<HeaderName> {
+    HeaderName::from_str(spanned.get_ref())
+        .map_err(|_| {
+            problems.push(file.problem(
+                Some(spanned.span()),
+                format!("{:?} is not a valid HTTP header name", spanned.get_ref()),
+            ))
+        })
+        .ok()
+}
+
+/// The CIDR ranges of the list `key`; a problem naming the line of each one that is none.
+fn cidrs(
+    file: &SourceFile,
+    ranges: &[toml::Spanned<String>],
+    key: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<Cidr> {
+    ranges
+        .iter()
+        .filter_map(|range| {
+            range
+                .get_ref()
+                .parse::<Cidr>()
+                .map_err(|e| problems.push(file.problem(Some(range.span()), format!("{key}: {e}"))))
+                .ok()
+        })
+        .collect()
+}
+
 impl Settings {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = SourceFile::read(path)?;
@@ -152,16 +187,7 @@ impl Settings {
         }
 
         let mut header =
-            |spanned: &toml::Spanned<String>| match HeaderName::from_str(spanned.get_ref()) {
-                Ok(name) => Some(name),
-                Err(_) => {
-                    problems.push(file.problem(
-                        Some(spanned.span()),
-                        format!("{:?} is not a valid HTTP header name", spanned.get_ref()),
-                    ));
-                    None
-                }
-            };
+            |spanned: &toml::Spanned<String>| header_name(&file, spanned, &mut problems);
         let headers = (
             header(&raw.headers.principal),
             header(&raw.headers.roles),
@@ -232,15 +258,12 @@ impl Settings {
             None => None,
         };
 
-        let mut trusted_proxies = Vec::new();
-        for range in &raw.server.trusted_proxies {
-            match range.get_ref().parse::<Cidr>() {
-                Ok(cidr) => trusted_proxies.push(cidr),
-                Err(e) => {
-                    problems.push(file.problem(Some(range.span()), format!("trusted_proxies: {e}")))
-                }
-            }
-        }
+        let trusted_proxies = cidrs(
+            &file,
+            &raw.server.trusted_proxies,
+            "trusted_proxies",
+            &mut problems,
+        );
 
         if raw.limits.max_header_bytes < 1024 || raw.limits.max_header_count < 8 {
             problems.push(file.problem(

@@ -112,9 +112,15 @@ impl Authorization for DecisionService {
         let request_id = self.ids.next();
         let peer = request.extensions().get::<Peer>().map(|peer| peer.0);
         let described = original_request(request.get_ref());
-        let (method, sent) = match &described {
-            Ok(original) => (original.method.clone(), original.headers.clone()),
-            Err(_) => ("-".to_string(), HeaderMap::new()),
+        // What the answer may have to remove, read before the request goes to the pipeline.
+        let (method, never_sent_on): (String, Vec<HeaderName>) = match &described {
+            Ok(original) => (
+                original.method.clone(),
+                never_let_through(&original.headers, &self.gateway.settings.headers)
+                    .cloned()
+                    .collect(),
+            ),
+            Err(_) => ("-".to_string(), Vec::new()),
         };
         let mut outcome = match self.untrusted(peer) {
             Some(refused) => refused,
@@ -122,8 +128,9 @@ impl Authorization for DecisionService {
         };
         let (response, status) = match self.identity_headers(&mut outcome, &request_id) {
             Ok(identity) => {
-                // Every spelling the client sent that the answer does not overwrite.
-                let remove = never_let_through(&sent, &self.gateway.settings.headers)
+                // Every one the answer does not overwrite.
+                let remove = never_sent_on
+                    .iter()
                     .filter(|name| !identity.contains_key(*name))
                     .map(|name| name.as_str().to_string())
                     .collect();

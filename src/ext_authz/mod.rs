@@ -28,7 +28,7 @@ use crate::config::{AuthzServerSettings, IdentityHeaders};
 use crate::decision_log::DecisionLog;
 use crate::http_server::{serve_h1_and_h2c, Peer, ResponseBody};
 use crate::identity_headers::{insert_identity_headers, is_method_override, loosely_equal};
-use crate::metrics::RequestObservation;
+use crate::metrics::{RequestObservation, NO_ROUTE};
 use crate::pipeline::{evaluate, Denial, Incoming, Outcome, Transport};
 use crate::proxy::RequestIds;
 use crate::response::deny_response;
@@ -36,9 +36,6 @@ use crate::snapshot::Gateway;
 use crate::telemetry::{decision_label, decision_record};
 use crate::trust;
 use fronts::{original_request, Front, OriginalRequest};
-
-/// The metrics' route label of a decision request that matched no route.
-const NO_ROUTE: &str = "-";
 
 /// Serves decisions on `listener` until the task is dropped. Does nothing without an
 /// `[authz_server]` section.
@@ -103,14 +100,14 @@ impl DecisionService {
     async fn decide(
         &self,
         described: Result<OriginalRequest, String>,
-        spoofed: NeverLetThrough,
+        never_let_through_headers: NeverLetThrough,
     ) -> Outcome {
         let snapshot = self.gateway.snapshot();
         let original = match described {
             Ok(original) => original,
             Err(why) => return Outcome::refused(&snapshot, Denial::Undescribed(why)),
         };
-        if spoofed == NeverLetThrough::Refuse {
+        if never_let_through_headers == NeverLetThrough::Refuse {
             if let Some(name) =
                 never_let_through(&original.headers, &self.gateway.settings.headers).next()
             {
