@@ -2,6 +2,7 @@
 //! default) so that they are never reachable through the proxy's routes.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
@@ -29,7 +30,9 @@ fn respond(gateway: &Gateway, method: &Method, path: &str) -> Response<ResponseB
         "/healthz" => json_response(StatusCode::OK, &json!({ "status": "alive" })),
         "/readyz" => readiness(gateway),
         "/metrics" => {
-            let text = gateway.metrics.render(&gateway.authenticator);
+            let text = gateway
+                .metrics
+                .render(&gateway.authenticator, &gateway.directory_status);
             let mut response = Response::new(Full::new(text.into()));
             response.headers_mut().insert(
                 CONTENT_TYPE,
@@ -41,9 +44,10 @@ fn respond(gateway: &Gateway, method: &Method, path: &str) -> Response<ResponseB
     }
 }
 
-/// Ready once every issuer has keys (before that its tokens would get 401), and until a
-/// shutdown or upgrade begins. The snapshot is always loaded (the process does not start
-/// without one).
+/// Ready once every issuer has keys (before that its tokens would get 401) and, with
+/// `[directory]`, a directory is in use (synced, or read from the cache file: a later API
+/// outage keeps it and readiness); until a shutdown or upgrade begins. The snapshot is always
+/// loaded (the process does not start without one).
 fn readiness(gateway: &Gateway) -> Response<ResponseBody> {
     if gateway.is_draining() {
         return json_response(
@@ -53,20 +57,22 @@ fn readiness(gateway: &Gateway) -> Response<ResponseBody> {
     }
     let waiting = gateway.authenticator.issuers_without_keys();
     let snapshot = gateway.snapshot().version;
-    if waiting.is_empty() {
-        json_response(
-            StatusCode::OK,
-            &json!({ "status": "ready", "snapshot": snapshot }),
-        )
-    } else {
-        json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({
-                "status": "not ready",
-                "reason": "no keys fetched yet for some issuers",
-                "issuers_without_keys": waiting,
-                "snapshot": snapshot,
-            }),
-        )
+    let syncing = gateway.settings.directory.is_some();
+    let mut body = json!({ "snapshot": snapshot });
+    if syncing {
+        body["directory"] = gateway.directory_status.describe(SystemTime::now());
     }
+    let (status, reason) = if !waiting.is_empty() {
+        body["issuers_without_keys"] = json!(waiting);
+        (StatusCode::SERVICE_UNAVAILABLE, Some("no keys fetched yet for some issuers"))
+    } else if syncing && !gateway.directory_status.has_directory() {
+        (StatusCode::SERVICE_UNAVAILABLE, Some("the directory has not been synced yet (and no cache file was read)"))
+    } else {
+        (StatusCode::OK, None)
+    };
+    body["status"] = json!(if reason.is_some() { "not ready" } else { "ready" });
+    if let Some(reason) = reason {
+        body["reason"] = json!(reason);
+    }
+    json_response(status, &body)
 }

@@ -13,6 +13,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod decision_log;
+pub mod directory;
 pub mod demo;
 pub mod explain;
 pub mod ext_authz;

@@ -13,6 +13,7 @@ use prometheus::{
 };
 
 use crate::authn::Authenticator;
+use crate::directory::DirectoryStatus;
 
 /// Latency buckets from 50 µs to 10 s: the gateway's own work sits at the low end, upstream
 /// round trips at the high end.
@@ -231,14 +232,100 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric, the authenticator's included.
-    pub fn render(&self, authenticator: &Authenticator) -> String {
+    pub fn render(&self, authenticator: &Authenticator, directory: &DirectoryStatus) -> String {
         let mut families = self.registry.gather();
         families.extend(authenticator_families(authenticator));
+        families.extend(directory_families(directory));
         let mut text = Vec::new();
         // Encoding into a Vec cannot fail; an empty page is the worst case.
         let _ = TextEncoder::new().encode(&families, &mut text);
         String::from_utf8(text).unwrap_or_default()
     }
+}
+
+/// Directory sync figures, read from the sources' status at scrape time.
+fn directory_families(directory: &DirectoryStatus) -> Vec<prometheus::proto::MetricFamily> {
+    let sources = directory.sources();
+    if sources.is_empty() {
+        return Vec::new();
+    }
+    let gauge = |name: &str, help: &str| {
+        prometheus::GaugeVec::new(Opts::new(name, help), &["source"])
+            .expect("valid metric definition")
+    };
+    let counter = |name: &str, help: &str, labels: &[&str]| {
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition")
+    };
+    let entities = gauge(
+        "portcullis_directory_entities",
+        "Entities in each source's last good sync.",
+    );
+    let last_success = gauge(
+        "portcullis_directory_last_success_timestamp_seconds",
+        "When each source's last good sync finished (Unix time; 0 before the first).",
+    );
+    let duration = gauge(
+        "portcullis_directory_sync_duration_seconds",
+        "How long each source's last sync took.",
+    );
+    let syncs = counter(
+        "portcullis_directory_syncs_total",
+        "Syncs per source, by result (success, failure).",
+        &["source", "result"],
+    );
+    let rate_limited = counter(
+        "portcullis_directory_rate_limited_total",
+        "Requests a source's API answered 429 (each waited out and retried).",
+        &["source"],
+    );
+    let age = Gauge::new(
+        "portcullis_directory_age_seconds",
+        "Age of the oldest source's last good sync.",
+    )
+    .expect("valid metric definition");
+    let conflicts = IntGauge::new(
+        "portcullis_directory_conflicts",
+        "Synced entities the running snapshot takes from entities.json instead.",
+    )
+    .expect("valid metric definition");
+    let now = SystemTime::now();
+    for source in &sources {
+        let name = source.name.as_str();
+        entities
+            .with_label_values(&[name])
+            .set(source.entities as f64);
+        last_success.with_label_values(&[name]).set(
+            source
+                .last_success
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+        duration
+            .with_label_values(&[name])
+            .set(source.last_duration.map_or(0.0, |d| d.as_secs_f64()));
+        syncs
+            .with_label_values(&[name, "success"])
+            .inc_by(source.successes);
+        syncs
+            .with_label_values(&[name, "failure"])
+            .inc_by(source.failures);
+        rate_limited
+            .with_label_values(&[name])
+            .inc_by(source.rate_limited);
+    }
+    if let Some(oldest) = directory.age(now) {
+        age.set(oldest.as_secs_f64());
+    }
+    conflicts.set(i64::try_from(directory.conflicts()).unwrap_or(i64::MAX));
+    let mut families = Vec::new();
+    for collector in [&entities, &last_success, &duration] {
+        families.extend(collector.collect());
+    }
+    families.extend(syncs.collect());
+    families.extend(rate_limited.collect());
+    families.extend(age.collect());
+    families.extend(conflicts.collect());
+    families
 }
 
 /// Decrements the in-flight gauge when the request is done.

@@ -94,9 +94,9 @@ impl OfflineGateway {
                 i.rules.audiences.first().cloned().unwrap_or_default(),
             )
         });
-        let snapshot = load_snapshot(&settings, 1, None)?;
+        let snapshot = load_snapshot(&settings, 1, None, None)?;
         Ok(OfflineGateway {
-            gateway: Gateway::new(settings, authenticator, snapshot),
+            gateway: Gateway::new(settings, authenticator, snapshot, None),
             signers,
             default_issuer,
             next_version: AtomicU64::new(2),
@@ -127,7 +127,7 @@ impl OfflineGateway {
     /// entity store) per snapshot version, so two snapshots must never share one.
     pub fn snapshot_with(&self, entities: &[Value]) -> Result<Snapshot, OfflineError> {
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
-        let mut snapshot = load_snapshot(&self.gateway.settings, version, None)?;
+        let mut snapshot = load_snapshot(&self.gateway.settings, version, None, None)?;
         let extra = cedar_policy::Entities::from_json_value(
             Value::Array(entities.to_vec()),
             Some(&snapshot.bundle.schema),

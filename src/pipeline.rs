@@ -123,6 +123,8 @@ impl UpstreamFailure {
 pub struct Outcome {
     pub verdict: Result<Forward, Denial>,
     pub snapshot_version: u64,
+    /// The version of the synced directory the snapshot holds, if any.
+    pub directory_version: Option<Arc<str>>,
     pub route_id: Option<Arc<str>>,
     pub canonical_path: Option<String>,
     pub principal: Option<Arc<str>>,
@@ -148,6 +150,7 @@ impl Outcome {
         Outcome {
             verdict: Err(Denial::NotFound),
             snapshot_version: snapshot.version,
+            directory_version: snapshot.directory.clone(),
             route_id: None,
             canonical_path: None,
             principal: None,

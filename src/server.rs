@@ -25,6 +25,7 @@ use pingora_core::listeners::tls::Acceptor;
 use crate::admin::serve_admin;
 use crate::config::{load_snapshot, ConfigError, Settings};
 use crate::decision_log::{DecisionLog, OpenError};
+use crate::directory::{read_cache_file, SyncError};
 use crate::ext_authz::serve_authz;
 use crate::proxy::{tls_settings, ConnectionLimits, Edge, GatewayApp, Proxy};
 use crate::snapshot::Gateway;
@@ -33,8 +34,35 @@ use crate::snapshot::Gateway;
 pub fn load_gateway(config: &Path) -> Result<Gateway, ConfigError> {
     let settings = Settings::load(config)?;
     let authenticator = settings.authenticator()?;
-    let snapshot = load_snapshot(&settings, 1, None)?;
-    Ok(Gateway::new(settings, authenticator, snapshot))
+    let cached = settings
+        .directory
+        .as_ref()
+        .and_then(|d| d.cache_file.as_deref())
+        .and_then(|path| match read_cache_file(path) {
+            Ok(directory) => directory,
+            Err(e) => {
+                log::warn!("{e}; starting without it until the first directory sync");
+                None
+            }
+        });
+    if let Some(directory) = cached {
+        match load_snapshot(&settings, 1, None, Some(&directory)) {
+            Ok(snapshot) => {
+                log::info!(
+                    "directory {} read from the cache file ({} entities)",
+                    directory.version,
+                    directory.entity_count()
+                );
+                let directory = Some(Arc::new(directory));
+                return Ok(Gateway::new(settings, authenticator, snapshot, directory));
+            }
+            Err(e) => log::warn!(
+                "the cached directory does not fit the configuration; starting without it until the first sync: {e}"
+            ),
+        }
+    }
+    let snapshot = load_snapshot(&settings, 1, None, None)?;
+    Ok(Gateway::new(settings, authenticator, snapshot, None))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +73,8 @@ pub enum ServeError {
     DecisionLog(#[from] OpenError),
     #[error("cannot set up the TLS listener: {0}")]
     Tls(#[from] Box<pingora_core::Error>),
+    #[error("cannot start the directory sync: {0}")]
+    Directory(#[from] SyncError),
 }
 
 /// Opens the configured decision log sink and starts its writer.
@@ -96,6 +126,7 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
     {
         let _guard = runtime.enter();
         gateway.spawn_key_refresh();
+        gateway.spawn_directory_sync()?;
         gateway.start_pools();
         if let Some(debounce) = gateway.settings.reload_debounce {
             let watched = gateway.clone();

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use crate::authn::Authenticator;
 use crate::authz::{DecisionCache, PolicyBundle, PrincipalMemo, RouteAuthz};
 use crate::config::{load_snapshot, ConfigError, Settings};
+use crate::directory::{Directory, DirectoryStatus, SyncError, Syncer};
 use crate::metrics::Metrics;
 use crate::reload::fingerprint;
 use crate::routes::RouteTable;
@@ -63,6 +64,10 @@ pub struct CompiledRoute {
 /// Routes and policies, compiled together.
 pub struct Snapshot {
     pub version: u64,
+    /// The version of the synced directory merged into the bundle's entities, if any.
+    pub directory: Option<Arc<str>>,
+    /// Synced entities that `entities.json` overrides.
+    pub directory_conflicts: usize,
     pub routes: RouteTable<CompiledRoute>,
     pub bundle: PolicyBundle,
     /// Principals built for this snapshot, by identity.
@@ -73,15 +78,24 @@ pub struct Snapshot {
     pub pools: Pools,
 }
 
+/// What the next snapshot is built from, besides the settings.
+struct ReloadInputs {
+    /// The fingerprint of the files the last load (good or bad) read.
+    files: Vec<u8>,
+    /// The synced directory the running snapshot uses.
+    directory: Option<Arc<Directory>>,
+}
+
 /// The running gateway's state.
 pub struct Gateway {
     pub settings: Settings,
     pub authenticator: Arc<Authenticator>,
     pub metrics: Metrics,
     snapshot: ArcSwap<Snapshot>,
-    /// Serializes reloads, so versions increase in the order snapshots are swapped in; holds
-    /// the fingerprint of the files the last load (good or bad) read.
-    last_inputs: Mutex<Vec<u8>>,
+    /// Serializes reloads, so versions increase in the order snapshots are swapped in.
+    reloads: Mutex<ReloadInputs>,
+    /// How the directory sources are doing (empty without `[directory]`).
+    pub directory_status: Arc<DirectoryStatus>,
     /// Set once a shutdown or upgrade has begun.
     draining: AtomicBool,
     /// Set once upstream pools run their discovery and health checks; the pools of every
@@ -90,16 +104,32 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(settings: Settings, authenticator: Authenticator, snapshot: Snapshot) -> Self {
+    /// `directory` is the synced directory `snapshot` was built with (from the cache file).
+    pub fn new(
+        settings: Settings,
+        authenticator: Authenticator,
+        snapshot: Snapshot,
+        directory: Option<Arc<Directory>>,
+    ) -> Self {
         let metrics = Metrics::new();
         metrics.snapshot_loaded(snapshot.version);
-        let inputs = fingerprint(&settings.routes_file, &settings.policies_dir);
+        let files = fingerprint(&settings.routes_file, &settings.policies_dir);
+        let directory_status = Arc::new(DirectoryStatus::new(
+            settings
+                .directory
+                .iter()
+                .flat_map(|d| d.sources.iter().map(|s| s.name.clone())),
+        ));
+        if let Some(directory) = &directory {
+            directory_status.restored(directory, snapshot.directory_conflicts);
+        }
         Gateway {
             settings,
             authenticator: Arc::new(authenticator),
             metrics,
             snapshot: ArcSwap::from_pointee(snapshot),
-            last_inputs: Mutex::new(inputs),
+            reloads: Mutex::new(ReloadInputs { files, directory }),
+            directory_status,
             draining: AtomicBool::new(false),
             pools_started: AtomicBool::new(false),
         }
@@ -123,26 +153,36 @@ impl Gateway {
     /// already pinned the old snapshot finish on it. On any error the running snapshot stays,
     /// and the failure is counted. Returns the new version.
     pub fn reload(&self) -> Result<u64, ConfigError> {
-        let mut last_inputs = self.lock_reloads();
-        *last_inputs = fingerprint(&self.settings.routes_file, &self.settings.policies_dir);
-        self.load_next()
+        let mut inputs = self.lock_reloads();
+        inputs.files = fingerprint(&self.settings.routes_file, &self.settings.policies_dir);
+        self.load_next(inputs.directory.as_deref())
     }
 
     /// `reload`, only if the files differ from those the last load (good or bad) read: a file
     /// event that changed nothing makes no new snapshot, and a broken file is not retried
     /// until it changes. `None` when nothing changed.
     pub fn reload_if_changed(&self) -> Option<Result<u64, ConfigError>> {
-        let mut last_inputs = self.lock_reloads();
+        let mut inputs = self.lock_reloads();
         let current = fingerprint(&self.settings.routes_file, &self.settings.policies_dir);
-        if *last_inputs == current {
+        if inputs.files == current {
             return None;
         }
-        *last_inputs = current;
-        Some(self.load_next())
+        inputs.files = current;
+        Some(self.load_next(inputs.directory.as_deref()))
     }
 
-    fn lock_reloads(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
-        self.last_inputs
+    /// Builds a snapshot with a newly synced directory and swaps it in; the directory is kept
+    /// for later reloads only if that worked. Returns how many synced entities
+    /// `entities.json` overrides.
+    pub fn apply_directory(&self, directory: Arc<Directory>) -> Result<usize, ConfigError> {
+        let mut inputs = self.lock_reloads();
+        self.load_next(Some(&directory))?;
+        inputs.directory = Some(directory);
+        Ok(self.snapshot().directory_conflicts)
+    }
+
+    fn lock_reloads(&self) -> std::sync::MutexGuard<'_, ReloadInputs> {
+        self.reloads
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -156,10 +196,10 @@ impl Gateway {
         self.snapshot.load().pools.start();
     }
 
-    fn load_next(&self) -> Result<u64, ConfigError> {
+    fn load_next(&self, directory: Option<&Directory>) -> Result<u64, ConfigError> {
         let current = self.snapshot.load_full();
         let version = current.version + 1;
-        match load_snapshot(&self.settings, version, Some(&current)) {
+        match load_snapshot(&self.settings, version, Some(&current), directory) {
             Ok(snapshot) => {
                 if self.pools_started.load(Ordering::Acquire) {
                     snapshot.pools.start();
@@ -178,6 +218,23 @@ impl Gateway {
     /// Fetches every issuer's keys once. Returns the issuers whose keys could not be fetched.
     pub async fn fetch_keys(&self) -> Vec<String> {
         self.authenticator.fetch_keys().await
+    }
+
+    /// Starts the directory sync (now, then every interval) on the current tokio runtime,
+    /// when `[directory]` is configured.
+    pub fn spawn_directory_sync(self: &Arc<Self>) -> Result<(), SyncError> {
+        let Some(settings) = &self.settings.directory else {
+            return Ok(());
+        };
+        let current = self.lock_reloads().directory.clone();
+        let syncer = Syncer::new(settings, self.directory_status.clone(), current)?;
+        let gateway = self.clone();
+        tokio::spawn(syncer.run(Box::new(move |directory| {
+            gateway
+                .apply_directory(directory)
+                .map_err(|e| e.to_string())
+        })));
+        Ok(())
     }
 
     /// Starts the background key refresh of every issuer on the current tokio runtime.

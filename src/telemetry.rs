@@ -92,6 +92,7 @@ pub fn decision_record(
         upstream_failure,
         latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         snapshot: outcome.map(|o| o.snapshot_version),
+        directory: outcome.and_then(|o| o.directory_version.as_deref()),
     };
     // Only strings, numbers and options of them: serialization cannot fail.
     serde_json::to_string(&record).unwrap_or_default()
@@ -123,4 +124,7 @@ struct DecisionRecord<'a> {
     upstream_failure: Option<&'static str>,
     latency_us: u64,
     snapshot: Option<u64>,
+    /// The synced directory's version (`[directory]`), absent without directory sync.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    directory: Option<&'a str>,
 }

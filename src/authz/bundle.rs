@@ -4,15 +4,18 @@
 //! Policies are validated strictly against the schema and the directory entities are checked
 //! against it too; any problem refuses the whole bundle, with the file and line Cedar points at.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use cedar_policy::{Entities, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use cedar_policy::{
+    Entities, Entity, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+};
 use miette::Diagnostic;
 
 use super::schema_info::ContextShapes;
 use super::slice::PolicySlices;
 use crate::config::source::{ConfigProblem, SourceFile};
+use crate::directory::Directory;
 
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
 pub const ENTITIES_FILE: &str = "entities.json";
@@ -82,6 +85,39 @@ impl PolicyBundle {
             }),
             _ => Err(problems),
         }
+    }
+}
+
+impl PolicyBundle {
+    /// The bundle with the synced directory's entities added to `entities.json`'s: a file
+    /// entry wins over a synced entity of the same uid, and the first source over later ones.
+    /// Returns how many synced entities were overridden. Every synced entity is checked
+    /// against the schema; the first that fails refuses the whole directory.
+    pub fn with_directory(self, directory: &Directory) -> Result<(Self, usize), String> {
+        let mut seen: HashSet<_> = self.entities.iter().map(Entity::uid).collect();
+        let mut added = Vec::with_capacity(directory.entity_count());
+        let mut overridden = 0;
+        for source in &directory.sources {
+            for synced in &source.entities {
+                let value = serde_json::to_value(synced).map_err(|e| e.to_string())?;
+                let entity = Entity::from_json_value(value, Some(&self.schema)).map_err(|e| {
+                    format!(
+                        "directory source {:?}: entity {} does not fit the schema: {e}",
+                        source.source, synced.uid
+                    )
+                })?;
+                if seen.insert(entity.uid()) {
+                    added.push(entity);
+                } else {
+                    overridden += 1;
+                }
+            }
+        }
+        let entities = self
+            .entities
+            .add_entities(added, Some(&self.schema))
+            .map_err(|e| format!("the synced directory does not fit the schema: {e}"))?;
+        Ok((PolicyBundle { entities, ..self }, overridden))
     }
 }
 

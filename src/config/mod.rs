@@ -5,6 +5,7 @@
 //! are checked against the Cedar schema. Every problem found is reported with file and line.
 
 mod authz_server;
+mod directory;
 pub mod raw;
 pub mod source;
 mod upstreams;
@@ -29,6 +30,7 @@ use crate::authz::{
     DecisionCache, PolicyBundle, PrincipalMemo, ResourceSpec, RouteAuthz, CONTEXT_KINDS,
 };
 use crate::canonical::canonicalize_host;
+use crate::directory::{Directory, DirectorySettings};
 use crate::routes::{PathTemplate, RouteSpec, RouteTable};
 use crate::snapshot::{AuthMode, CompiledRoute, EnforcementMode, Snapshot};
 use crate::tls::{CertificateFiles, CertificateStore};
@@ -121,6 +123,8 @@ pub struct Settings {
     pub decision_buffer: usize,
     /// The external authorization listener, when configured.
     pub authz_server: Option<AuthzServerSettings>,
+    /// Directory sync from the identity provider, when configured.
+    pub directory: Option<DirectorySettings>,
     /// Watch the routes and policies for changes; `None` when off.
     pub reload_debounce: Option<Duration>,
     pub lifecycle: Lifecycle,
@@ -258,6 +262,19 @@ impl Settings {
             None => None,
         };
 
+        let directory = match raw
+            .directory
+            .as_ref()
+            .map(|raw| directory::compile_directory(raw, &file, base))
+        {
+            Some(Ok(compiled)) => Some(compiled),
+            Some(Err(found)) => {
+                problems.extend(found);
+                None
+            }
+            None => None,
+        };
+
         let trusted_proxies = cidrs(
             &file,
             &raw.server.trusted_proxies,
@@ -355,6 +372,7 @@ impl Settings {
                 decision_sink,
                 decision_buffer: raw.decision_log.buffer_records,
                 authz_server,
+                directory,
                 reload_debounce: raw
                     .reload
                     .watch
@@ -598,8 +616,19 @@ pub fn load_snapshot(
     settings: &Settings,
     version: u64,
     previous: Option<&Snapshot>,
+    directory: Option<&Directory>,
 ) -> Result<Snapshot, ConfigError> {
-    let bundle = PolicyBundle::load(&settings.policies_dir);
+    let mut directory_conflicts = 0;
+    let bundle = PolicyBundle::load(&settings.policies_dir).and_then(|bundle| match directory {
+        None => Ok(bundle),
+        Some(directory) => bundle
+            .with_directory(directory)
+            .map(|(bundle, conflicts)| {
+                directory_conflicts = conflicts;
+                bundle
+            })
+            .map_err(|e| vec![ConfigProblem::file(&settings.file, format!("[directory]: {e}"))]),
+    });
     let routes = SourceFile::read(&settings.routes_file)
         .and_then(|file| file.parse_toml::<RawRoutesFile>().map(|raw| (file, raw)));
     let (bundle, (routes_file, raw)) = match (bundle, routes) {
@@ -612,6 +641,14 @@ pub fn load_snapshot(
     };
 
     let mut problems = claim_mapping_problems(settings, &bundle);
+    if let Some(directory) = &settings.directory {
+        problems.extend(directory::directory_mapping_problems(
+            directory,
+            &settings.authenticated_principal_types(),
+            &bundle,
+            &settings.file,
+        ));
+    }
     let routes_dir = settings.routes_file.parent().unwrap_or(Path::new("."));
     let mut specs = BTreeMap::new();
     for (name, upstream) in &raw.upstreams {
@@ -688,6 +725,8 @@ pub fn load_snapshot(
     })?;
     Ok(Snapshot {
         version,
+        directory: directory.map(|d| d.version.clone()),
+        directory_conflicts,
         routes,
         bundle,
         principals: PrincipalMemo::default(),

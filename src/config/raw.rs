@@ -27,6 +27,7 @@ pub struct RawGatewayFile {
     #[serde(default)]
     pub decision_log: RawDecisionLog,
     pub authz_server: Option<RawAuthzServer>,
+    pub directory: Option<RawDirectory>,
     #[serde(default)]
     pub reload: RawReload,
     #[serde(default)]
@@ -81,6 +82,91 @@ fn default_nginx_uri_header() -> Spanned<String> {
 
 fn default_nginx_host_header() -> Spanned<String> {
     Spanned::new(0..0, "host".to_string())
+}
+
+/// Directory sync from the identity provider's management API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirectory {
+    /// Time between the end of one full sync and the start of the next.
+    #[serde(default = "default_directory_interval")]
+    pub interval_seconds: Spanned<u64>,
+    /// The last good directory, served after a restart while the API is down.
+    pub cache_file: Option<Spanned<String>>,
+    /// Deadline of one API request.
+    #[serde(default = "default_directory_timeout")]
+    pub request_timeout_seconds: u64,
+    pub sources: Spanned<Vec<Spanned<RawDirectorySource>>>,
+}
+
+fn default_directory_interval() -> Spanned<u64> {
+    Spanned::new(0..0, 300)
+}
+
+fn default_directory_timeout() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawSourceKind {
+    Auth0,
+    Okta,
+}
+
+/// One identity provider tenant. Secrets are named (a file, an environment variable), never
+/// written here.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirectorySource {
+    pub name: Spanned<String>,
+    pub kind: RawSourceKind,
+    /// `https://TENANT.auth0.com`, `https://ORG.okta.com`.
+    pub url: Spanned<String>,
+    pub client_id: Option<Spanned<String>>,
+    pub client_secret_file: Option<String>,
+    pub client_secret_env: Option<String>,
+    /// Auth0: the Management API identifier; default `<url>/api/v2/`.
+    pub audience: Option<String>,
+    /// Okta: an API token (`SSWS`).
+    pub api_token_file: Option<String>,
+    pub api_token_env: Option<String>,
+    /// Okta: the PEM private key of an OAuth 2.0 service app (`private_key_jwt`).
+    pub private_key_file: Option<String>,
+    pub private_key_env: Option<String>,
+    pub key_id: Option<String>,
+    /// Okta OAuth scopes; default `okta.users.read okta.groups.read`.
+    pub scopes: Option<Vec<String>>,
+    pub users: Spanned<RawEntityMapping>,
+    /// Auth0 roles and their members.
+    pub roles: Option<Spanned<RawEntityMapping>>,
+    /// Okta groups and their members.
+    pub groups: Option<Spanned<RawEntityMapping>>,
+    /// Okta's `search` expression for the groups listed.
+    pub group_search: Option<String>,
+    /// Auth0 organizations and their members.
+    pub organizations: Option<Spanned<RawEntityMapping>>,
+    /// Auth0 members' organization roles.
+    pub organization_roles: Option<Spanned<RawOrganizationRoles>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntityMapping {
+    pub entity_type: String,
+    /// The field of the API's record that is the entity id (dotted: `profile.login`).
+    pub id: String,
+    /// Cedar attribute → field of the API's record.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrganizationRoles {
+    pub entity_type: String,
+    /// Template with `{organization}` and `{role}`.
+    pub id: String,
 }
 
 /// Where decision records go.
