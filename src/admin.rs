@@ -64,13 +64,23 @@ fn readiness(gateway: &Gateway) -> Response<ResponseBody> {
     }
     let (status, reason) = if !waiting.is_empty() {
         body["issuers_without_keys"] = json!(waiting);
-        (StatusCode::SERVICE_UNAVAILABLE, Some("no keys fetched yet for some issuers"))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("no keys fetched yet for some issuers"),
+        )
     } else if syncing && !gateway.directory_status.has_directory() {
-        (StatusCode::SERVICE_UNAVAILABLE, Some("the directory has not been synced yet (and no cache file was read)"))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("the directory has not been synced yet (and no cache file was read)"),
+        )
     } else {
         (StatusCode::OK, None)
     };
-    body["status"] = json!(if reason.is_some() { "not ready" } else { "ready" });
+    body["status"] = json!(if reason.is_some() {
+        "not ready"
+    } else {
+        "ready"
+    });
     if let Some(reason) = reason {
         body["reason"] = json!(reason);
     }

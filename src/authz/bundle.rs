@@ -102,8 +102,10 @@ impl PolicyBundle {
                 let value = serde_json::to_value(synced).map_err(|e| e.to_string())?;
                 let entity = Entity::from_json_value(value, Some(&self.schema)).map_err(|e| {
                     format!(
-                        "directory source {:?}: entity {} does not fit the schema: {e}",
-                        source.source, synced.uid
+                        "directory source {:?}: entity {} does not fit the schema: {}",
+                        source.source,
+                        synced.uid,
+                        with_causes(&e)
                     )
                 })?;
                 if seen.insert(entity.uid()) {
@@ -116,9 +118,26 @@ impl PolicyBundle {
         let entities = self
             .entities
             .add_entities(added, Some(&self.schema))
-            .map_err(|e| format!("the synced directory does not fit the schema: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "the synced directory does not fit the schema: {}",
+                    with_causes(&e)
+                )
+            })?;
         Ok((PolicyBundle { entities, ..self }, overridden))
     }
+}
+
+/// An error's message followed by its causes' (Cedar puts the detail in the causes).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    message
 }
 
 type LoadedPolicies = (

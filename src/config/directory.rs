@@ -47,7 +47,13 @@ pub fn compile_directory(
             ));
         }
         let mut source_problems = Vec::new();
-        if let Some(compiled) = compile_source(source.get_ref(), line, file, &mut source_problems) {
+        if let Some(compiled) = compile_source(
+            source.get_ref(),
+            line,
+            file,
+            config_dir,
+            &mut source_problems,
+        ) {
             sources.push(compiled);
         }
         problems.append(&mut source_problems);
@@ -57,7 +63,10 @@ pub fn compile_directory(
     }
     Ok(DirectorySettings {
         interval: Duration::from_secs(*raw.interval_seconds.get_ref()),
-        cache_file: raw.cache_file.as_ref().map(|f| config_dir.join(f.get_ref())),
+        cache_file: raw
+            .cache_file
+            .as_ref()
+            .map(|f| config_dir.join(f.get_ref())),
         request_timeout: Duration::from_secs(raw.request_timeout_seconds.max(1)),
         sources,
     })
@@ -67,6 +76,7 @@ fn compile_source(
     raw: &RawDirectorySource,
     line: usize,
     file: &SourceFile,
+    config_dir: &Path,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<SourceSettings> {
     let name = raw.name.get_ref().clone();
@@ -125,12 +135,16 @@ fn compile_source(
                 RawSourceKind::Auth0 => "auth0",
                 RawSourceKind::Okta => "okta",
             };
-            problem(None, format!("`{key}` does not apply to a {kind} source; remove it"));
+            problem(
+                None,
+                format!("`{key}` does not apply to a {kind} source; remove it"),
+            );
         }
     }
     let kind = match raw.kind {
         RawSourceKind::Auth0 => {
             let secret = one_secret(
+                config_dir,
                 raw.client_secret_file.as_deref(),
                 raw.client_secret_env.as_deref(),
                 "client_secret_file",
@@ -141,7 +155,10 @@ fn compile_source(
             if client_id.is_none() {
                 problem(None, "an auth0 source needs `client_id` (a machine-to-machine application authorized for the Management API)".into());
             }
-            let roles = raw.roles.as_ref().map(|m| mapping(m, "roles", &mut problem));
+            let roles = raw
+                .roles
+                .as_ref()
+                .map(|m| mapping(m, "roles", &mut problem));
             let organizations = raw
                 .organizations
                 .as_ref()
@@ -193,6 +210,7 @@ fn compile_source(
         RawSourceKind::Okta => {
             let token = (raw.api_token_file.is_some() || raw.api_token_env.is_some()).then(|| {
                 one_secret(
+                    config_dir,
                     raw.api_token_file.as_deref(),
                     raw.api_token_env.as_deref(),
                     "api_token_file",
@@ -200,15 +218,17 @@ fn compile_source(
                     &mut problem,
                 )
             });
-            let key = (raw.private_key_file.is_some() || raw.private_key_env.is_some()).then(|| {
-                one_secret(
-                    raw.private_key_file.as_deref(),
-                    raw.private_key_env.as_deref(),
-                    "private_key_file",
-                    "private_key_env",
-                    &mut problem,
-                )
-            });
+            let key =
+                (raw.private_key_file.is_some() || raw.private_key_env.is_some()).then(|| {
+                    one_secret(
+                        config_dir,
+                        raw.private_key_file.as_deref(),
+                        raw.private_key_env.as_deref(),
+                        "private_key_file",
+                        "private_key_env",
+                        &mut problem,
+                    )
+                });
             let auth = match (token, key, &raw.client_id) {
                 (Some(token), None, None) => token.map(OktaAuth::ApiToken),
                 (None, Some(key), Some(client_id)) => key.map(|key| OktaAuth::PrivateKey {
@@ -224,7 +244,10 @@ fn compile_source(
                     None
                 }
             };
-            let groups = raw.groups.as_ref().map(|m| mapping(m, "groups", &mut problem));
+            let groups = raw
+                .groups
+                .as_ref()
+                .map(|m| mapping(m, "groups", &mut problem));
             match (auth, groups) {
                 (Some(auth), groups) if groups.as_ref().is_none_or(Option::is_some) => {
                     SourceKind::Okta {
@@ -281,8 +304,9 @@ fn mapping(
     }
 }
 
-/// Exactly one of a file and an environment variable.
+/// Exactly one of a file (relative to portcullis.toml) and an environment variable.
 fn one_secret(
+    config_dir: &Path,
     file: Option<&str>,
     env: Option<&str>,
     file_key: &str,
@@ -290,7 +314,7 @@ fn one_secret(
     problem: &mut impl FnMut(Option<std::ops::Range<usize>>, String),
 ) -> Option<Secret> {
     match (file, env) {
-        (Some(file), None) => Some(Secret::File(file.into())),
+        (Some(file), None) => Some(Secret::File(config_dir.join(file))),
         (None, Some(env)) => Some(Secret::Env(env.to_string())),
         (None, None) => {
             problem(
@@ -300,7 +324,10 @@ fn one_secret(
             None
         }
         (Some(_), Some(_)) => {
-            problem(None, format!("give one of `{file_key}` and `{env_key}`, not both"));
+            problem(
+                None,
+                format!("give one of `{file_key}` and `{env_key}`, not both"),
+            );
             None
         }
     }

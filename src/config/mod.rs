@@ -627,7 +627,12 @@ pub fn load_snapshot(
                 directory_conflicts = conflicts;
                 bundle
             })
-            .map_err(|e| vec![ConfigProblem::file(&settings.file, format!("[directory]: {e}"))]),
+            .map_err(|e| {
+                vec![ConfigProblem::file(
+                    &settings.file,
+                    format!("[directory]: {e}"),
+                )]
+            }),
     });
     let routes = SourceFile::read(&settings.routes_file)
         .and_then(|file| file.parse_toml::<RawRoutesFile>().map(|raw| (file, raw)));

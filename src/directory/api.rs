@@ -91,13 +91,16 @@ impl ApiClient {
                 .request(method.clone(), url.clone())
                 .header(ACCEPT, "application/json");
             if let Some(authorization) = authorization {
-                let mut value = HeaderValue::from_str(authorization)
-                    .map_err(|_| SyncError::Credentials("the credential is not a valid header value".into()))?;
+                let mut value = HeaderValue::from_str(authorization).map_err(|_| {
+                    SyncError::Credentials("the credential is not a valid header value".into())
+                })?;
                 value.set_sensitive(true);
                 request = request.header(AUTHORIZATION, value);
             }
             if let Some((content_type, body)) = &body {
-                request = request.header(CONTENT_TYPE, *content_type).body(body.clone());
+                request = request
+                    .header(CONTENT_TYPE, *content_type)
+                    .body(body.clone());
             }
             let retry_after = match request.send().await {
                 Ok(response) => {
@@ -132,12 +135,11 @@ impl ApiClient {
                                 body: excerpt(&bytes),
                             });
                         }
-                        let body = serde_json::from_slice(&bytes).map_err(|e| {
-                            SyncError::Malformed {
+                        let body =
+                            serde_json::from_slice(&bytes).map_err(|e| SyncError::Malformed {
                                 url: url.to_string(),
                                 reason: format!("the body is not JSON: {e}"),
-                            }
-                        })?;
+                            })?;
                         return Ok(Answer { body, headers });
                     }
                 }
@@ -259,8 +261,14 @@ mod tests {
     #[test]
     fn links() {
         let okta = headers(&[
-            ("link", "<https://o.okta.com/api/v1/users?limit=2>; rel=\"self\""),
-            ("link", "<https://o.okta.com/api/v1/users?after=00u2&limit=2>; rel=\"next\""),
+            (
+                "link",
+                "<https://o.okta.com/api/v1/users?limit=2>; rel=\"self\"",
+            ),
+            (
+                "link",
+                "<https://o.okta.com/api/v1/users?after=00u2&limit=2>; rel=\"next\"",
+            ),
         ]);
         assert_eq!(
             next_link(&okta).as_deref(),
@@ -274,7 +282,10 @@ mod tests {
 
     #[test]
     fn reset_waits_are_bounded() {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let wait = |reset: u64| reset_wait(&headers(&[("x-ratelimit-reset", &reset.to_string())]));
         assert_eq!(wait(now - 10), Some(Duration::from_millis(100)));
         assert!(wait(now + 2).unwrap() <= Duration::from_secs(2));

@@ -42,13 +42,11 @@ impl Auth0 {
     }
 
     /// One full read of the tenant.
-    pub async fn fetch(
-        &self,
-        client: &ApiClient,
-    ) -> Result<(Vec<SyncedEntity>, usize), SyncError> {
+    pub async fn fetch(&self, client: &ApiClient) -> Result<(Vec<SyncedEntity>, usize), SyncError> {
         let authorization = format!("Bearer {}", self.access_token(client).await?);
         let mut builder = DirectoryBuilder::default();
-        self.read_users(client, &authorization, &mut builder).await?;
+        self.read_users(client, &authorization, &mut builder)
+            .await?;
         if let Some(roles) = &self.settings.roles {
             self.read_roles(client, &authorization, roles, &mut builder)
                 .await?;
@@ -259,7 +257,9 @@ impl Auth0 {
             let items = array(&answer.body, key, &url)?;
             items.iter().for_each(&mut each);
             match answer.body.get("next").and_then(Value::as_str) {
-                Some(next) if !next.is_empty() && !items.is_empty() => from = Some(next.to_string()),
+                Some(next) if !next.is_empty() && !items.is_empty() => {
+                    from = Some(next.to_string())
+                }
                 _ => return Ok(()),
             }
         }

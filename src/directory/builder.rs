@@ -168,7 +168,10 @@ mod tests {
             id: FieldPath::parse("user_id").unwrap(),
             attributes: vec![
                 ("email".into(), FieldPath::parse("email").unwrap()),
-                ("plan".into(), FieldPath::parse("app_metadata.plan").unwrap()),
+                (
+                    "plan".into(),
+                    FieldPath::parse("app_metadata.plan").unwrap(),
+                ),
             ],
         }
     }
@@ -183,7 +186,10 @@ mod tests {
     #[test]
     fn field_paths() {
         let record = json!({"a": {"b": 3, "n": null}, "s": "x"});
-        assert_eq!(FieldPath::parse("a.b").unwrap().get(&record), Some(&json!(3)));
+        assert_eq!(
+            FieldPath::parse("a.b").unwrap().get(&record),
+            Some(&json!(3))
+        );
         assert_eq!(FieldPath::parse("a.n").unwrap().get(&record), None);
         assert_eq!(FieldPath::parse("a.c").unwrap().get(&record), None);
         assert_eq!(FieldPath::parse("s.t").unwrap().get(&record), None);
@@ -199,7 +205,11 @@ mod tests {
         builder.add(&users(), &alice).unwrap();
         // Members listed by a role carry fewer fields: the attributes stay.
         builder.add_member(&users(), &json!({"user_id": "auth0|alice"}), &role("admin"));
-        builder.add_member(&users(), &json!({"user_id": "auth0|bob", "email": "b@x"}), &role("viewer"));
+        builder.add_member(
+            &users(),
+            &json!({"user_id": "auth0|bob", "email": "b@x"}),
+            &role("viewer"),
+        );
         builder.add_member(&users(), &json!({"email": "no-id@x"}), &role("viewer"));
         builder.add(&users(), &json!({"user_id": ""}));
         assert_eq!(builder.unmapped(), 2);

@@ -108,7 +108,14 @@ mod tests {
         }]);
         write_cache_file(&path, &directory).unwrap();
         assert_eq!(read_cache_file(&path).unwrap(), Some(directory));
-        std::fs::write(&path, b"{\"format\": \"other\", \"version\": \"\", \"sources\": []}").unwrap();
-        assert!(read_cache_file(&path).unwrap_err().to_string().contains("format"));
+        std::fs::write(
+            &path,
+            b"{\"format\": \"other\", \"version\": \"\", \"sources\": []}",
+        )
+        .unwrap();
+        assert!(read_cache_file(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("format"));
     }
 }

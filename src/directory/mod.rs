@@ -30,8 +30,8 @@ use serde_json::{Map, Value};
 pub use builder::{DirectoryBuilder, EntityMapping, FieldPath, Uid};
 pub use cache_file::{read_cache_file, CacheFileError};
 pub use settings::{
-    Auth0Settings, DirectorySettings, OktaAuth, OrganizationRoles, Secret,
-    SourceKind, SourceSettings,
+    Auth0Settings, DirectorySettings, OktaAuth, OrganizationRoles, Secret, SourceKind,
+    SourceSettings,
 };
 pub use status::{DirectoryStatus, SourceStatus};
 pub use sync::Syncer;
@@ -163,8 +163,14 @@ mod tests {
             entities: ids.iter().map(|id| entity(id)).collect(),
         };
         let first = Directory::new(vec![source(1, &["a"])]);
-        assert_eq!(first.version, Directory::new(vec![source(2, &["a"])]).version);
-        assert_ne!(first.version, Directory::new(vec![source(1, &["b"])]).version);
+        assert_eq!(
+            first.version,
+            Directory::new(vec![source(2, &["a"])]).version
+        );
+        assert_ne!(
+            first.version,
+            Directory::new(vec![source(1, &["b"])]).version
+        );
         assert_eq!(first.version.len(), 16);
     }
 }

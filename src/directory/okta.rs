@@ -46,10 +46,7 @@ impl Okta {
         }
     }
 
-    pub async fn fetch(
-        &self,
-        client: &ApiClient,
-    ) -> Result<(Vec<SyncedEntity>, usize), SyncError> {
+    pub async fn fetch(&self, client: &ApiClient) -> Result<(Vec<SyncedEntity>, usize), SyncError> {
         let authorization = self.authorization(client).await?;
         let mut builder = DirectoryBuilder::default();
         let users = self.url(&["api", "v1", "users"], &[])?;
@@ -65,8 +62,10 @@ impl Okta {
                 .collect();
             let mut listed = Vec::new();
             let url = self.url(&["api", "v1", "groups"], &search)?;
-            self.walk(client, &authorization, url, |group| listed.push(group.clone()))
-                .await?;
+            self.walk(client, &authorization, url, |group| {
+                listed.push(group.clone())
+            })
+            .await?;
             for group in &listed {
                 let Some(uid) = builder.add(groups, group) else {
                     continue;
@@ -112,7 +111,10 @@ impl Okta {
             if next.origin() != self.base.origin() {
                 return Err(SyncError::Malformed {
                     url: url.to_string(),
-                    reason: format!("the next link leaves {}: {next}", self.base.origin().ascii_serialization()),
+                    reason: format!(
+                        "the next link leaves {}: {next}",
+                        self.base.origin().ascii_serialization()
+                    ),
                 });
             }
             if items.is_empty() || next == url {
@@ -138,7 +140,8 @@ impl Okta {
                     }
                 }
                 let token_url = self.url(&["oauth2", "v1", "token"], &[])?;
-                let assertion = client_assertion(client_id, &key.read()?, key_id.as_deref(), &token_url)?;
+                let assertion =
+                    client_assertion(client_id, &key.read()?, key_id.as_deref(), &token_url)?;
                 let body: String = form_urlencoded::Serializer::new(String::new())
                     .append_pair("grant_type", "client_credentials")
                     .append_pair("scope", &scopes.join(" "))
@@ -151,7 +154,9 @@ impl Okta {
                 let answer = client
                     .post(&token_url, "application/x-www-form-urlencoded", body)
                     .await
-                    .map_err(|e| SyncError::Credentials(format!("client credentials exchange: {e}")))?;
+                    .map_err(|e| {
+                        SyncError::Credentials(format!("client credentials exchange: {e}"))
+                    })?;
                 let token = answer.body["access_token"]
                     .as_str()
                     .ok_or_else(|| {
@@ -159,7 +164,10 @@ impl Okta {
                     })?
                     .to_string();
                 let lifetime = answer.body["expires_in"].as_u64().unwrap_or(0);
-                *cached = Some((token.clone(), Instant::now() + Duration::from_secs(lifetime)));
+                *cached = Some((
+                    token.clone(),
+                    Instant::now() + Duration::from_secs(lifetime),
+                ));
                 Ok(format!("Bearer {token}"))
             }
         }
@@ -207,7 +215,9 @@ fn client_assertion(
         }
     };
     let key = key.map_err(|e| {
-        SyncError::Credentials(format!("the private key is not an RSA or P-256 PEM key: {e}"))
+        SyncError::Credentials(format!(
+            "the private key is not an RSA or P-256 PEM key: {e}"
+        ))
     })?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -117,7 +117,10 @@ impl Secret {
     pub fn read(&self) -> Result<String, SyncError> {
         let value = match self {
             Secret::File(path) => std::fs::read_to_string(path).map_err(|e| {
-                SyncError::Secret(format!("cannot read the secret file {}: {e}", path.display()))
+                SyncError::Secret(format!(
+                    "cannot read the secret file {}: {e}",
+                    path.display()
+                ))
             })?,
             Secret::Env(name) => std::env::var(name).map_err(|_| {
                 SyncError::Secret(format!("the environment variable {name} is not set"))

@@ -6,8 +6,10 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod directory_sync;
 mod forward_auth;
 mod grpc;
+mod idp_apis;
 mod pools;
 mod protocols;
 mod support;
