@@ -28,6 +28,8 @@ pub struct PolicyBundle {
     pub slices: PolicySlices,
     /// Directory entities (roles, groups, users, resources), closure computed once.
     pub entities: Entities,
+    /// The entities the policies name: evaluation may read their data whatever the request.
+    pub literals: Vec<cedar_policy::EntityUid>,
     pub contexts: ContextShapes,
     /// Policy id → the file it came from.
     pub policy_files: HashMap<String, PathBuf>,
@@ -77,6 +79,7 @@ impl PolicyBundle {
         match entities {
             Some(entities) if problems.is_empty() => Ok(PolicyBundle {
                 slices: PolicySlices::build(&policies, &schema),
+                literals: entity_literals(&policies),
                 schema,
                 policies,
                 entities,
@@ -126,6 +129,16 @@ impl PolicyBundle {
             })?;
         Ok((PolicyBundle { entities, ..self }, overridden))
     }
+}
+
+fn entity_literals(policies: &PolicySet) -> Vec<cedar_policy::EntityUid> {
+    let mut literals: Vec<_> = policies
+        .policies()
+        .flat_map(Policy::entity_literals)
+        .collect();
+    literals.sort();
+    literals.dedup();
+    literals
 }
 
 /// An error's message followed by its causes' (Cedar puts the detail in the causes).

@@ -239,10 +239,10 @@ mod tests {
     }
 
     const SCHEMA: &str = r#"
-entity Role;
-entity User in [Role];
-entity Folder;
-entity Doc in [Folder] { level: Long };
+entity Role in [Role];
+entity User in [Role] { manager?: User, clearance?: Long, teams?: Set<Role> };
+entity Folder { owner?: User };
+entity Doc in [Folder] { level: Long, author?: User, meta?: { reviewer: User } };
 entity Anonymous;
 action Read appliesTo {
   principal: [User, Anonymous],
@@ -261,9 +261,18 @@ action Read appliesTo {
 action Write appliesTo { principal: [User], resource: [Doc], context: {} };
 "#;
 
+    /// Users u0 and u1 are callers; u2 and u3 are reached only through attributes (a
+    /// manager, an author, a reviewer, a folder's owner), u4 only as a policy's literal.
     const ENTITIES: &str = r#"[
-  {"uid": {"type": "Doc", "id": "d0"}, "attrs": {"level": 1}, "parents": [{"type": "Folder", "id": "f0"}]},
-  {"uid": {"type": "Doc", "id": "d1"}, "attrs": {"level": 3}, "parents": [{"type": "Folder", "id": "f1"}]}
+  {"uid": {"type": "Doc", "id": "d0"}, "attrs": {"level": 1, "author": {"__entity": {"type": "User", "id": "u3"}}}, "parents": [{"type": "Folder", "id": "f0"}]},
+  {"uid": {"type": "Doc", "id": "d1"}, "attrs": {"level": 3, "meta": {"reviewer": {"__entity": {"type": "User", "id": "u2"}}}}, "parents": [{"type": "Folder", "id": "f1"}]},
+  {"uid": {"type": "Folder", "id": "f1"}, "attrs": {"owner": {"__entity": {"type": "User", "id": "u3"}}}, "parents": []},
+  {"uid": {"type": "User", "id": "u0"}, "attrs": {"manager": {"__entity": {"type": "User", "id": "u2"}}, "clearance": 2}, "parents": []},
+  {"uid": {"type": "User", "id": "u2"}, "attrs": {"clearance": 9, "teams": [{"__entity": {"type": "Role", "id": "r1"}}]}, "parents": [{"type": "Role", "id": "r1"}]},
+  {"uid": {"type": "User", "id": "u3"}, "attrs": {"manager": {"__entity": {"type": "User", "id": "u2"}}, "clearance": 4}, "parents": [{"type": "Role", "id": "r0"}]},
+  {"uid": {"type": "User", "id": "u4"}, "attrs": {"teams": [{"__entity": {"type": "Role", "id": "r1"}}]}, "parents": []},
+  {"uid": {"type": "Role", "id": "r1"}, "attrs": {}, "parents": [{"type": "Role", "id": "r0"}]},
+  {"uid": {"type": "Role", "id": "r2"}, "attrs": {}, "parents": [{"type": "Role", "id": "r1"}]}
 ]"#;
 
     /// A policy about `Read` whose condition (one of `conditions`) reads one context
@@ -302,6 +311,15 @@ action Write appliesTo { principal: [User], resource: [Doc], context: {} };
             // reproduce it too.
             8 => "resource.level < 3 || context.scopes.isEmpty()".to_string(),
             9 => "context.time > datetime(\"2020-01-01\")".to_string(),
+            // Data only reachable through attributes, at several depths, and a literal's.
+            10 => format!(
+                "principal has manager && principal.manager has clearance && principal.manager.clearance > {}",
+                [3, 9][rng.below(2) as usize]
+            ),
+            11 => "resource has author && resource.author has manager && resource.author.manager has clearance && resource.author.manager.clearance > 5 && resource.author in Role::\"r0\"".to_string(),
+            12 => "resource has meta && resource.meta.reviewer has teams && resource.meta.reviewer.teams.contains(Role::\"r1\")".to_string(),
+            13 => format!("resource in Folder::\"f1\" && Folder::\"f1\" has owner && Folder::\"f1\".owner has clearance && Folder::\"f1\".owner.clearance > {}", rng.below(6)),
+            14 => "User::\"u4\" has teams && principal in User::\"u4\".teams".to_string(),
             _ => "true".to_string(),
         };
         format!(
@@ -319,7 +337,8 @@ action Write appliesTo { principal: [User], resource: [Doc], context: {} };
     }
 
     fn identity(rng: &mut Rng) -> Identity {
-        let roles: Vec<String> = (0..2)
+        // r2, which no policy names, is in r1.
+        let roles: Vec<String> = (0..3)
             .filter(|_| rng.below(2) == 0)
             .map(|r| format!("r{r}"))
             .collect();
@@ -353,7 +372,7 @@ action Write appliesTo { principal: [User], resource: [Doc], context: {} };
         ];
         let (mut hits, mut allows, mut errors, mut requests) = (0, 0, 0, 0);
         for _round in 0..12 {
-            let conditions = [rng.below(11), rng.below(11)];
+            let conditions = [rng.below(15), rng.below(15)];
             let text: String = (0..12)
                 .map(|id| policy_text(&mut rng, id, &conditions))
                 .collect();
@@ -426,6 +445,12 @@ action Write appliesTo { principal: [User], resource: [Doc], context: {} };
                     Ok((request, entities)) => authorize(&bundle, &request, &entities),
                     Err(e) => Decision::error(&e),
                 };
+                // The request's slice of the directory decides as the whole directory does.
+                let whole = match route.build_with_whole_directory(&bundle, caller, &facts) {
+                    Ok((request, entities)) => authorize(&bundle, &request, &entities),
+                    Err(e) => Decision::error(&e),
+                };
+                assert_eq!(fresh, whole, "policies:\n{text}\n{facts:?}");
                 assert_eq!(*decided.decision, fresh, "policies:\n{text}\n{facts:?}");
                 assert_eq!(&*decided.resource, route.resource_name(&params));
                 hits += usize::from(decided.request.is_none() && fresh.errors.is_empty());

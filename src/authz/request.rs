@@ -6,11 +6,13 @@
 //! parameters the route has, and a probe request with the route's context passes schema
 //! validation. At request time only values are filled in.
 
-use std::borrow::Cow;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use cedar_policy::{Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request};
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, EvalResult, Request,
+};
 use serde_json::{json, Map, Value};
 
 use super::bundle::PolicyBundle;
@@ -133,18 +135,6 @@ pub fn identity_key(identity: &Identity) -> Result<String, AuthzError> {
         &identity.attributes,
     ))
     .map_err(|e| AuthzError::Principal(e.to_string()))
-}
-
-/// `base` with `added` inserted (or replacing entities of the same uid), checked against the
-/// schema.
-fn with_entities(
-    base: &Entities,
-    added: Vec<Entity>,
-    bundle: &PolicyBundle,
-) -> Result<Entities, AuthzError> {
-    base.clone()
-        .upsert_entities(added, Some(&bundle.schema))
-        .map_err(|e| AuthzError::Entities(e.to_string()))
 }
 
 /// The Cedar side of a route, compiled against the schema.
@@ -346,23 +336,44 @@ impl RouteAuthz {
         .map_err(|e| AuthzError::Request(e.to_string()))
     }
 
-    /// Builds the Cedar request and the entities it is evaluated against: the directory plus
-    /// the principal and, for a resource the directory does not know, the resource with the
-    /// route's parents. With a principal that carries its store and a resource the directory
-    /// knows, nothing is built: the store is borrowed.
-    pub fn build<'a>(
+    /// Builds the Cedar request and the entities it is evaluated against (see
+    /// [`request_entities`]): the principal, and, for a resource the directory does not know,
+    /// the resource with the route's parents, over the directory's entries.
+    pub fn build(
         &self,
-        bundle: &'a PolicyBundle,
-        caller: Caller<'a>,
+        bundle: &PolicyBundle,
+        caller: Caller<'_>,
         facts: &RequestFacts<'_>,
-    ) -> Result<(Request, Cow<'a, Entities>), AuthzError> {
+    ) -> Result<(Request, Entities), AuthzError> {
+        let (principal_uid, overlay) = self.request_parts(bundle, caller, facts)?;
         let resource = self.resource_uid(facts.params);
-        let mut added = Vec::new();
-        let (principal_uid, base) = match caller {
-            Caller::Anonymous(uid) => (uid.clone(), &bundle.entities),
+        let entities =
+            request_entities(bundle, overlay, [&principal_uid, &self.action, &resource])?;
+        // The probe at compile time checked this route's requests against the schema: the
+        // principal types, the action, the resource type and the context's shape and types.
+        // Per request only values change, typed by the context plan, so release builds skip
+        // the check (several microseconds); debug builds, the test suite's, check every one.
+        let schema = cfg!(debug_assertions).then_some(&bundle.schema);
+        let request = self.request(principal_uid, facts, schema, facts.params)?;
+        Ok((request, entities))
+    }
+
+    /// The principal's uid and the entities a request adds over the directory: the
+    /// principal built from a token, and a resource the directory lacks placed by the route's
+    /// parents.
+    fn request_parts(
+        &self,
+        bundle: &PolicyBundle,
+        caller: Caller<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> Result<(EntityUid, Vec<Entity>), AuthzError> {
+        let resource = self.resource_uid(facts.params);
+        let mut overlay = Vec::new();
+        let principal_uid = match caller {
+            Caller::Anonymous(uid) => uid.clone(),
             Caller::Authenticated(principal) => {
-                added.push(principal.entity.clone());
-                (principal.entity.uid(), &bundle.entities)
+                overlay.push(principal.entity.clone());
+                principal.entity.uid()
             }
         };
         // The directory is the source of truth for resources it knows: a path cannot move a
@@ -374,21 +385,85 @@ impl RouteAuthz {
                 .map(|(ty, id)| uid_json(&ty.to_string(), &id.render(facts.params)))
                 .collect();
             let entity = merged_entity(&bundle.entities, &resource, Map::new(), parents)?;
-            added.push(entity_from_json(entity, bundle).map_err(AuthzError::Resource)?);
+            overlay.push(entity_from_json(entity, bundle).map_err(AuthzError::Resource)?);
         }
-        let entities = if added.is_empty() {
-            Cow::Borrowed(base)
-        } else {
-            Cow::Owned(with_entities(base, added, bundle)?)
-        };
-        // The probe at compile time checked this route's requests against the schema: the
-        // principal types, the action, the resource type and the context's shape and types.
-        // Per request only values change, typed by the context plan, so release builds skip
-        // the check (several microseconds); debug builds, the test suite's, check every one.
-        let schema = cfg!(debug_assertions).then_some(&bundle.schema);
-        let request = self.request(principal_uid, facts, schema, facts.params)?;
+        Ok((principal_uid, overlay))
+    }
+
+    /// The request and the whole directory with the request's entities upserted: what
+    /// `build` computed before it sliced, kept as the reference the differential test checks
+    /// the slice against.
+    #[cfg(test)]
+    pub fn build_with_whole_directory(
+        &self,
+        bundle: &PolicyBundle,
+        caller: Caller<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> Result<(Request, Entities), AuthzError> {
+        let (principal_uid, overlay) = self.request_parts(bundle, caller, facts)?;
+        let entities = bundle
+            .entities
+            .clone()
+            .upsert_entities(overlay, Some(&bundle.schema))
+            .map_err(|e| AuthzError::Entities(e.to_string()))?;
+        let request = self.request(principal_uid, facts, Some(&bundle.schema), facts.params)?;
         Ok((request, entities))
     }
+}
+
+/// The entities a request is evaluated against: `overlay` (the principal and resource the
+/// request built) with their parents, the directory's entries for `roots` and for the
+/// policies' entity literals, and, to any depth, every entity their attributes name. That is
+/// all evaluation can read: entity values come only from those (a request's context holds
+/// none), and `in` reads the left side's ancestors, which a directory entry carries closed
+/// and the overlay's parents supply. Everything else in the directory (another 100,000 synced
+/// users) is left out: cloning the whole store per request cost time in proportion to its
+/// size. The decision cache's differential test checks the slice against the whole store.
+fn request_entities<'a>(
+    bundle: &PolicyBundle,
+    overlay: Vec<Entity>,
+    roots: impl IntoIterator<Item = &'a EntityUid>,
+) -> Result<Entities, AuthzError> {
+    let mut seen: HashSet<EntityUid> = overlay.iter().map(Entity::uid).collect();
+    let mut queue: Vec<EntityUid> = Vec::new();
+    for entity in &overlay {
+        let (_, _, parents) = entity.clone().into_inner();
+        queue.extend(parents);
+        queue.extend(referenced_entities(entity));
+    }
+    queue.extend(roots.into_iter().cloned());
+    queue.extend(bundle.literals.iter().cloned());
+    let mut included = overlay;
+    while let Some(uid) = queue.pop() {
+        if !seen.insert(uid.clone()) {
+            continue;
+        }
+        let Some(entity) = bundle.entities.get(&uid) else {
+            continue;
+        };
+        queue.extend(referenced_entities(entity));
+        included.push(entity.clone());
+    }
+    Entities::from_entities(included, None).map_err(|e| AuthzError::Entities(e.to_string()))
+}
+
+/// The entities an entity's attribute values name, at any depth of sets and records.
+fn referenced_entities(entity: &Entity) -> Vec<EntityUid> {
+    fn walk(value: &EvalResult, out: &mut Vec<EntityUid>) {
+        match value {
+            EvalResult::EntityUid(uid) => out.push(uid.clone()),
+            EvalResult::Set(set) => set.iter().for_each(|v| walk(v, out)),
+            EvalResult::Record(record) => record.iter().for_each(|(_, v)| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (_, value) in entity.attrs() {
+        if let Ok(value) = value {
+            walk(&value, &mut out);
+        }
+    }
+    out
 }
 
 fn uid_json(ty: &str, id: &str) -> Value {

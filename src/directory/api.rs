@@ -6,6 +6,8 @@
 //! `X-Rate-Limit-Remaining` / `X-Rate-Limit-Reset` on every response. Either reset time is
 //! waited for (bounded); without one, the wait doubles from half a second.
 
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
@@ -18,6 +20,8 @@ use super::SyncError;
 
 /// The largest response body read (a page of 200 Okta users is about 400 KiB).
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// The largest compressed export file read (a 100,000-user export is a few MiB).
+const MAX_EXPORT_BYTES: usize = 1024 * 1024 * 1024;
 /// How many 429s one request may wait out before the sync gives up.
 const MAX_RATE_LIMIT_WAITS: u32 = 30;
 /// How many times one request is tried when the API fails (5xx, timeout, connection).
@@ -36,7 +40,7 @@ pub struct ApiClient {
     http: reqwest::Client,
     /// When Okta said no calls remain in the window: no request before then.
     quiet_until: Mutex<Option<Instant>>,
-    rate_limited: std::sync::atomic::AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 impl ApiClient {
@@ -50,17 +54,33 @@ impl ApiClient {
         Ok(ApiClient {
             http,
             quiet_until: Mutex::new(None),
-            rate_limited: std::sync::atomic::AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
         })
     }
 
     /// How many rate-limit waits this client has made.
     pub fn rate_limited(&self) -> u64 {
-        self.rate_limited.load(std::sync::atomic::Ordering::Relaxed)
+        self.rate_limited.load(Ordering::Relaxed)
     }
 
     pub async fn get(&self, url: &Url, authorization: &str) -> Result<Answer, SyncError> {
         self.send(Method::GET, url, Some(authorization), None).await
+    }
+
+    /// POSTs a JSON `body` with credentials (creating an export job).
+    pub async fn post_authorized(
+        &self,
+        url: &Url,
+        authorization: &str,
+        body: String,
+    ) -> Result<Answer, SyncError> {
+        self.send(
+            Method::POST,
+            url,
+            Some(authorization),
+            Some(("application/json", body)),
+        )
+        .await
     }
 
     /// POSTs `body` (of `content_type`), for a token exchange.
@@ -81,6 +101,79 @@ impl ApiClient {
         authorization: Option<&str>,
         body: Option<(&'static str, String)>,
     ) -> Result<Answer, SyncError> {
+        let response = self
+            .send_until_answered(method, url, authorization, body)
+            .await?;
+        let headers = response.headers().clone();
+        let bytes = read_capped(response, url).await?;
+        let body = serde_json::from_slice(&bytes).map_err(|e| SyncError::Malformed {
+            url: url.to_string(),
+            reason: format!("the body is not JSON: {e}"),
+        })?;
+        Ok(Answer { body, headers })
+    }
+
+    /// GETs a gzip-compressed file of JSON lines (an Auth0 export), without credentials (its
+    /// URL is signed), and hands each line to `each` as it is decompressed: a 100,000-user
+    /// export is never held whole.
+    pub async fn get_gzip_lines(
+        &self,
+        url: &Url,
+        mut each: impl FnMut(&[u8]) -> Result<(), SyncError>,
+    ) -> Result<(), SyncError> {
+        let mut response = self
+            .send_until_answered(Method::GET, url, None, None)
+            .await?;
+        let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+        let mut read = 0;
+        let corrupt = |e: std::io::Error| SyncError::Malformed {
+            url: url.to_string(),
+            reason: format!("the export is not gzip: {e}"),
+        };
+        loop {
+            let chunk = response.chunk().await.map_err(|e| SyncError::Unreachable {
+                url: url.to_string(),
+                reason: format!("the body was cut off: {e}"),
+            })?;
+            let Some(chunk) = chunk else { break };
+            read += chunk.len();
+            if read > MAX_EXPORT_BYTES {
+                return Err(SyncError::TooLarge {
+                    url: url.to_string(),
+                    limit: MAX_EXPORT_BYTES,
+                });
+            }
+            decoder.write_all(&chunk).map_err(corrupt)?;
+            let lines = decoder.get_mut();
+            let complete = lines.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            for line in lines[..complete].split(|b| *b == b'\n') {
+                each(line)?;
+            }
+            lines.drain(..complete);
+            if lines.len() > MAX_BODY_BYTES {
+                return Err(SyncError::TooLarge {
+                    url: url.to_string(),
+                    limit: MAX_BODY_BYTES,
+                });
+            }
+        }
+        let rest = decoder.finish().map_err(corrupt)?;
+        for line in rest.split(|b| *b == b'\n') {
+            each(line)?;
+        }
+        Ok(())
+    }
+
+    /// Sends until the API answers with success: 429s are waited out, failures (5xx,
+    /// timeouts, refused connections) retried with a doubling backoff. Any other status is an
+    /// error with the start of its body.
+    async fn send_until_answered(
+        &self,
+        method: Method,
+        url: &Url,
+        authorization: Option<&str>,
+        body: Option<(&'static str, String)>,
+    ) -> Result<reqwest::Response, SyncError> {
         let mut rate_limit_waits = 0;
         let mut failures = 0;
         let mut backoff = FIRST_BACKOFF;
@@ -102,14 +195,13 @@ impl ApiClient {
                     .header(CONTENT_TYPE, *content_type)
                     .body(body.clone());
             }
-            let retry_after = match request.send().await {
+            let reason = match request.send().await {
                 Ok(response) => {
                     self.note_quota(response.headers()).await;
                     let status = response.status();
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         rate_limit_waits += 1;
-                        self.rate_limited
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.rate_limited.fetch_add(1, Ordering::Relaxed);
                         if rate_limit_waits > MAX_RATE_LIMIT_WAITS {
                             return Err(SyncError::RateLimited {
                                 url: url.to_string(),
@@ -122,31 +214,22 @@ impl ApiClient {
                         tokio::time::sleep(wait).await;
                         continue;
                     }
-                    let headers = response.headers().clone();
-                    let bytes = read_capped(response, url).await;
-                    if status.is_server_error() {
-                        Some(format!("answered {status}"))
-                    } else {
-                        let bytes = bytes?;
-                        if !status.is_success() {
-                            return Err(SyncError::Status {
-                                url: url.to_string(),
-                                status: status.as_u16(),
-                                body: excerpt(&bytes),
-                            });
-                        }
-                        let body =
-                            serde_json::from_slice(&bytes).map_err(|e| SyncError::Malformed {
-                                url: url.to_string(),
-                                reason: format!("the body is not JSON: {e}"),
-                            })?;
-                        return Ok(Answer { body, headers });
+                    if status.is_success() {
+                        return Ok(response);
                     }
+                    if !status.is_server_error() {
+                        let bytes = read_capped(response, url).await.unwrap_or_default();
+                        return Err(SyncError::Status {
+                            url: url.to_string(),
+                            status: status.as_u16(),
+                            body: excerpt(&bytes),
+                        });
+                    }
+                    format!("answered {status}")
                 }
-                Err(e) => Some(e.to_string()),
+                Err(e) => e.to_string(),
             };
             failures += 1;
-            let reason = retry_after.unwrap_or_default();
             if failures >= MAX_ATTEMPTS {
                 return Err(SyncError::Unreachable {
                     url: url.to_string(),

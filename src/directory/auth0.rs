@@ -2,7 +2,8 @@
 //! shortly before it expires), then users, roles and their members, organizations and their
 //! members with their organization roles.
 //!
-//! `/api/v2/users` pages by `page`/`per_page` and stops at 1,000 results; the member lists
+//! `/api/v2/users` pages by `page`/`per_page` and stops at 1,000 results, so a larger tenant's
+//! users are read through a bulk export job instead; the member lists
 //! (`/roles/{id}/users`, `/organizations`, `/organizations/{id}/members`) use checkpoint
 //! pagination (`take`, then `from` = the previous answer's `next`), which has no such limit.
 
@@ -21,6 +22,9 @@ use super::{SourceSettings, SyncError, SyncedEntity};
 const PER_PAGE: usize = 100;
 /// Auth0's page-based listing returns at most this many results.
 const PAGED_LIMIT: u64 = 1000;
+/// How often a users export job is polled, and how long it may take.
+const EXPORT_POLL: Duration = Duration::from_secs(2);
+const EXPORT_DEADLINE: Duration = Duration::from_secs(30 * 60);
 /// A token is renewed this long before it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
@@ -111,12 +115,9 @@ impl Auth0 {
                 .as_u64()
                 .ok_or_else(|| malformed(&url, "no \"total\" (include_totals)"))?;
             if total > PAGED_LIMIT {
-                return Err(SyncError::Malformed {
-                    url: url.to_string(),
-                    reason: format!(
-                        "the tenant has {total} users; Auth0 lists at most {PAGED_LIMIT} by page"
-                    ),
-                });
+                return self
+                    .export_users(client, authorization, &fields, builder)
+                    .await;
             }
             let users = array(&answer.body, "users", &url)?;
             for user in users {
@@ -128,6 +129,70 @@ impl Auth0 {
             }
             page += 1;
         }
+    }
+
+    /// Reads every user through a bulk export job (`/api/v2/jobs/users-exports`, JSON lines,
+    /// gzip), which has no result limit: create it, poll it until it completes, then stream
+    /// the file from its signed `location` (fetched without the management token).
+    async fn export_users(
+        &self,
+        client: &ApiClient,
+        authorization: &str,
+        fields: &[&str],
+        builder: &mut DirectoryBuilder,
+    ) -> Result<(), SyncError> {
+        let create = self.url("api/v2/jobs/users-exports")?;
+        let request = json!({
+            "format": "json",
+            "fields": fields.iter().map(|name| json!({"name": name})).collect::<Vec<_>>(),
+        });
+        let job = client
+            .post_authorized(&create, authorization, request.to_string())
+            .await?;
+        let id = string_field(&job.body, "id", &create)?.to_string();
+        let started = Instant::now();
+        let location = loop {
+            let status_url = self.url(&format!("api/v2/jobs/{id}"))?;
+            let job = client.get(&status_url, authorization).await?;
+            match job.body["status"].as_str() {
+                Some("completed") => {
+                    break string_field(&job.body, "location", &status_url)?.to_string()
+                }
+                Some("pending" | "processing") if started.elapsed() < EXPORT_DEADLINE => {
+                    tokio::time::sleep(EXPORT_POLL).await;
+                }
+                status => {
+                    return Err(malformed(
+                        &status_url,
+                        &format!(
+                            "the users export job {id} ended {status:?} after {} s",
+                            started.elapsed().as_secs()
+                        ),
+                    ))
+                }
+            }
+        };
+        let location = Url::parse(&location).map_err(|e| {
+            malformed(
+                &self.base,
+                &format!("the export location is not a URL: {e}"),
+            )
+        })?;
+        if location.scheme() != "https" && location.origin() != self.base.origin() {
+            return Err(malformed(&location, "the export location is not https"));
+        }
+        client
+            .get_gzip_lines(&location, |line| {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(());
+                }
+                let user: Value = serde_json::from_slice(line).map_err(|e| {
+                    malformed(&location, &format!("an exported line is not JSON: {e}"))
+                })?;
+                builder.add(&self.users, &user);
+                Ok(())
+            })
+            .await
     }
 
     async fn read_roles(

@@ -188,6 +188,29 @@ async fn auth0_roles_and_organization_roles_decide_and_a_removed_role_denies_the
 }
 
 #[tokio::test]
+async fn an_auth0_tenant_past_1000_users_syncs_through_an_export_job() {
+    let mut tenant = auth0_tenant();
+    tenant.users.splice(
+        0..0,
+        (150..1500).map(|i| json!({"user_id": format!("auth0|filler{i}"), "email": format!("f{i}@acme.example")})),
+    );
+    let apis = IdpApis::start(tenant).await;
+    let env = env_with(auth0_config(&apis.url)).await;
+    let token = token_for(&env, "auth0|dora", "tasks:read");
+
+    eventually("the export is read", async || {
+        directory_status(env.admin).await.1["directory"]["sources"][0]["entities"] == 1504
+    })
+    .await;
+    assert_eq!(send_to(env.gateway, "GET", TASK, &token).await.status, 200);
+    // One page told the total; the export job gave the users, in the fields the mapping reads.
+    assert_eq!(apis.requests_to("/api/v2/users"), 1);
+    let exports = apis.with(|t| t.exports.clone());
+    assert_eq!(exports[0].0, ["email", "user_id"]);
+    assert!(apis.requests_to("/exports/job_1.json.gz") >= 1);
+}
+
+#[tokio::test]
 async fn rate_limits_slow_a_sync_and_an_outage_keeps_the_last_good_directory_across_a_restart() {
     let mut tenant = auth0_tenant();
     tenant.rate_limit_next = 4;

@@ -46,6 +46,8 @@ pub struct Tenant {
     /// Requests answered, by path; 429s served.
     pub requests: HashMap<String, u32>,
     pub rate_limited: u32,
+    /// Users export jobs: the fields asked for, and how often the job was polled.
+    pub exports: Vec<(Vec<String>, u32)>,
     /// Access tokens the token endpoints issued.
     pub issued: Vec<String>,
 }
@@ -142,8 +144,38 @@ fn respond(
         *response.status_mut() = StatusCode::OK;
         return response;
     }
+    if let Some(job) = path.strip_prefix("/exports/") {
+        return export_file(tenant, job, parts);
+    }
     match (&parts.method, path.as_str()) {
         (&Method::POST, "/oauth/token") => auth0_token(tenant, body),
+        (&Method::POST, "/api/v2/jobs/users-exports") => {
+            if !bearer_issued(tenant, parts) {
+                return json_response(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({"error": "invalid credentials"}),
+                );
+            }
+            let request: Value = serde_json::from_slice(body).unwrap_or_default();
+            let fields: Vec<String> = request["fields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f["name"].as_str().map(str::to_string))
+                .collect();
+            if request["format"] != "json" || fields.is_empty() {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "bad export request"}),
+                );
+            }
+            tenant.exports.push((fields, 0));
+            let id = format!("job_{}", tenant.exports.len());
+            json_response(
+                StatusCode::CREATED,
+                &json!({"id": id, "type": "users_export", "status": "pending", "format": "json"}),
+            )
+        }
         (&Method::POST, "/oauth2/v1/token") => okta_token(tenant, base, body),
         (&Method::GET, _) => {
             let authorization = parts
@@ -151,16 +183,8 @@ fn respond(
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            let allowed = if okta {
-                authorization == format!("SSWS {OKTA_API_TOKEN}")
-                    || authorization
-                        .strip_prefix("Bearer ")
-                        .is_some_and(|t| tenant.issued.iter().any(|i| i == t))
-            } else {
-                authorization
-                    .strip_prefix("Bearer ")
-                    .is_some_and(|t| tenant.issued.iter().any(|i| i == t))
-            };
+            let allowed = bearer_issued(tenant, parts)
+                || (okta && authorization == format!("SSWS {OKTA_API_TOKEN}"));
             if !allowed {
                 return json_response(
                     StatusCode::UNAUTHORIZED,
@@ -169,12 +193,79 @@ fn respond(
             }
             if okta {
                 okta_get(tenant, base, &path, &query)
+            } else if let Some(job) = path.strip_prefix("/api/v2/jobs/") {
+                export_job(tenant, base, job)
             } else {
                 auth0_get(tenant, &path, &query)
             }
         }
         _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
     }
+}
+
+fn bearer_issued(tenant: &Tenant, parts: &http::request::Parts) -> bool {
+    parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| tenant.issued.iter().any(|i| i == t))
+}
+
+/// A users export job: processing at the first poll, completed at the next.
+fn export_job(tenant: &mut Tenant, base: &str, job: &str) -> Response<ResponseBody> {
+    let Some(index) = job
+        .strip_prefix("job_")
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return json_response(StatusCode::NOT_FOUND, &json!({"error": "no such job"}));
+    };
+    let Some((_, polls)) = tenant.exports.get_mut(index.wrapping_sub(1)) else {
+        return json_response(StatusCode::NOT_FOUND, &json!({"error": "no such job"}));
+    };
+    *polls += 1;
+    if *polls < 2 {
+        return json_response(
+            StatusCode::OK,
+            &json!({"id": job, "type": "users_export", "status": "processing"}),
+        );
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"id": job, "type": "users_export", "status": "completed", "location": format!("{base}/exports/{job}.json.gz")}),
+    )
+}
+
+/// The export file at its signed location: gzip-compressed JSON lines of the requested
+/// fields. Like a pre-signed storage URL, it refuses a request that carries credentials.
+fn export_file(
+    tenant: &Tenant,
+    name: &str,
+    parts: &http::request::Parts,
+) -> Response<ResponseBody> {
+    use std::io::Write;
+    if parts.headers.contains_key("authorization") {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "only one auth mechanism allowed"}),
+        );
+    }
+    let index = name
+        .strip_prefix("job_")
+        .and_then(|n| n.strip_suffix(".json.gz"))
+        .and_then(|n| n.parse::<usize>().ok());
+    let Some((fields, _)) = index.and_then(|i| tenant.exports.get(i.wrapping_sub(1))) else {
+        return json_response(StatusCode::NOT_FOUND, &json!({"error": "no such export"}));
+    };
+    let query: HashMap<String, String> = [("fields".to_string(), fields.join(","))].into();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for user in &tenant.users {
+        encoder
+            .write_all(select(user, &query).to_string().as_bytes())
+            .unwrap();
+        encoder.write_all(b"\n").unwrap();
+    }
+    Response::new(ResponseBody::from(encoder.finish().unwrap()))
 }
 
 fn auth0_token(tenant: &mut Tenant, body: &[u8]) -> Response<ResponseBody> {
