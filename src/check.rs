@@ -127,6 +127,23 @@ pub fn summary(gateway: &Gateway) -> String {
             authz.trusted_peers.len()
         );
     }
+    if let Some(directory) = &settings.directory {
+        for source in &directory.sources {
+            let mappings: Vec<String> = source
+                .mappings()
+                .iter()
+                .map(|(key, mapping)| format!("{key} → {}", mapping.entity_type))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  directory source: {} ({}, every {} s): {}",
+                source.name,
+                source.url,
+                directory.interval.as_secs(),
+                mappings.join(", ")
+            );
+        }
+    }
     for issuer in &settings.issuers {
         let _ = writeln!(
             out,

@@ -213,6 +213,125 @@ fn route_context_and_mode_mistakes_are_reported() {
 }
 
 #[test]
+fn directory_sources_are_checked_line_by_line_and_their_mappings_against_the_schema() {
+    // Settings: a secret written in the file, plain http to another host, a key of the other
+    // kind, no credential.
+    let section = "\n[directory]\n\n[[directory.sources]]\nname = \"okta\"\nkind = \"okta\"\n\
+                   url = \"http://idp.example.com\"\nclient_secret_file = \"secret\"\n\
+                   users = { entity_type = \"User\", id = \"id\" }\n";
+    let (ok, stderr) = check_with("portcullis.toml", |s| format!("{s}{section}"));
+    assert!(!ok);
+    let text = std::fs::read_to_string(repo_path("portcullis.toml")).unwrap() + section;
+    for (needle, message) in [
+        (
+            "url = \"http://idp",
+            "directory source \"okta\": url \"http://idp.example.com\" must be https://",
+        ),
+        (
+            "name = \"okta\"",
+            "directory source \"okta\": `client_secret_file` does not apply to a okta source",
+        ),
+        (
+            "name = \"okta\"",
+            "an okta source authenticates with either an API token",
+        ),
+    ] {
+        let line = line_of(&text, needle);
+        assert!(
+            stderr.contains(&format!("portcullis.toml:{line}: ")) && stderr.contains(message),
+            "line {line}, {message:?} in {stderr}"
+        );
+    }
+    let (ok, stderr) = check_with("portcullis.toml", |s| {
+        format!(
+            "{s}{}",
+            section.replace("client_secret_file = \"secret\"", "api_token = \"00abc\"")
+        )
+    });
+    assert!(!ok);
+    assert!(stderr.contains("unknown field `api_token`"), "{stderr}");
+
+    // Against the schema: an undeclared attribute, a type that is not a parent of User, a type
+    // the schema lacks, a user type no issuer maps tokens to.
+    let section = "\n[directory]\n\n[[directory.sources]]\nname = \"auth0\"\nkind = \"auth0\"\n\
+                   url = \"https://tenant.auth0.com\"\nclient_id = \"c\"\nclient_secret_env = \"S\"\n\
+                   users = { entity_type = \"User\", id = \"user_id\", attributes = { nickname = \"nickname\" } }\n\
+                   roles = { entity_type = \"List\", id = \"name\" }\n\
+                   organizations = { entity_type = \"Org\", id = \"id\" }\n\
+                   \n[[directory.sources]]\nname = \"apps\"\nkind = \"okta\"\n\
+                   url = \"https://org.okta.com\"\napi_token_env = \"T\"\n\
+                   users = { entity_type = \"Application\", id = \"id\" }\n";
+    let (ok, stdout, stderr) = check_edited(
+        vec![(
+            "portcullis.toml",
+            Box::new(|s: String| format!("{s}{section}")),
+        )],
+        &[],
+    );
+    assert!(!ok, "{stdout}");
+    let text = std::fs::read_to_string(repo_path("portcullis.toml")).unwrap() + section;
+    let auth0 = line_of(&text, "name = \"auth0\"") - 1;
+    let apps = line_of(&text, "name = \"apps\"") - 1;
+    for (line, message) in [
+        (auth0, "directory source \"auth0\": users.attributes: \"User\" declares no attribute \"nickname\""),
+        (auth0, "directory source \"auth0\": roles: the schema does not allow \"List\" as a parent of \"User\""),
+        (auth0, "directory source \"auth0\": organizations.entity_type \"Org\" is not an entity type of the schema"),
+        (apps, "directory source \"apps\": users.entity_type \"Application\" is no issuer's claims.principal_type"),
+    ] {
+        assert!(
+            stderr.contains(&format!("portcullis.toml:{line}: {message}")),
+            "line {line}, {message:?} in {stderr}"
+        );
+    }
+
+    // A correct source is listed by check.
+    let good = "\n[directory]\ninterval_seconds = 60\n\n[[directory.sources]]\nname = \"auth0\"\nkind = \"auth0\"\n\
+                url = \"https://tenant.auth0.com\"\nclient_id = \"c\"\nclient_secret_env = \"S\"\n\
+                users = { entity_type = \"User\", id = \"user_id\", attributes = { email = \"email\" } }\n\
+                roles = { entity_type = \"Role\", id = \"name\" }\n";
+    let (ok, stdout, stderr) = check_edited(
+        vec![(
+            "portcullis.toml",
+            Box::new(|s: String| format!("{s}{good}")),
+        )],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("directory source: auth0 (https://tenant.auth0.com/, every 60 s): users → User, roles → Role"),
+        "{stdout}"
+    );
+}
+
+/// The README's copy-paste `[directory]` blocks pass `check` with this repository's policies.
+#[test]
+fn the_readme_directory_configurations_check_clean() {
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    let section = readme
+        .split("## Directory sync")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap();
+    let blocks: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert_eq!(blocks.len(), 2, "an Auth0 and an Okta block");
+    for (block, listed) in blocks.iter().zip([
+        "directory source: auth0 (https://your_tenant.auth0.com/, every 300 s): users → User, roles → Role, organizations → Tenant",
+        "directory source: okta (https://your_org.okta.com/, every 300 s): users → User, groups → Group",
+    ]) {
+        let (ok, stdout, stderr) = check_edited(
+            vec![("portcullis.toml", Box::new(|s: String| format!("{s}\n{block}")))],
+            &[],
+        );
+        assert!(ok, "{block}\n{stderr}");
+        assert!(stdout.contains(listed), "{stdout}");
+    }
+}
+
+#[test]
 fn claim_mappings_are_checked_against_the_schema() {
     let (ok, stderr) = check_with("portcullis.toml", |s| {
         s.replace("entity_type = \"Role\"", "entity_type = \"Rol\"")

@@ -8,10 +8,12 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use cedar_policy::{
-    Entities, Entity, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+    Entities, Entity, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
+use serde_json::Value;
 
+use super::request::referenced_entities;
 use super::schema_info::ContextShapes;
 use super::slice::PolicySlices;
 use crate::config::source::{ConfigProblem, SourceFile};
@@ -28,8 +30,11 @@ pub struct PolicyBundle {
     pub slices: PolicySlices,
     /// Directory entities (roles, groups, users, resources), closure computed once.
     pub entities: Entities,
-    /// The entities the policies name: evaluation may read their data whatever the request.
-    pub literals: Vec<cedar_policy::EntityUid>,
+    /// The entities the policies name and read data of (`User::"x".attr`, `has`, tags):
+    /// every request's slice of the directory holds them.
+    pub read_literals: Vec<EntityUid>,
+    /// For each directory entity, the entities its attributes name (only those naming any).
+    pub references: HashMap<EntityUid, Vec<EntityUid>>,
     pub contexts: ContextShapes,
     /// Policy id → the file it came from.
     pub policy_files: HashMap<String, PathBuf>,
@@ -79,7 +84,8 @@ impl PolicyBundle {
         match entities {
             Some(entities) if problems.is_empty() => Ok(PolicyBundle {
                 slices: PolicySlices::build(&policies, &schema),
-                literals: entity_literals(&policies),
+                read_literals: read_literals(&policies),
+                references: references(entities.iter()),
                 schema,
                 policies,
                 entities,
@@ -118,6 +124,8 @@ impl PolicyBundle {
                 }
             }
         }
+        let mut references = self.references;
+        references.extend(self::references(added.iter()));
         let entities = self
             .entities
             .add_entities(added, Some(&self.schema))
@@ -127,18 +135,76 @@ impl PolicyBundle {
                     with_causes(&e)
                 )
             })?;
-        Ok((PolicyBundle { entities, ..self }, overridden))
+        Ok((
+            PolicyBundle {
+                entities,
+                references,
+                ..self
+            },
+            overridden,
+        ))
     }
 }
 
-fn entity_literals(policies: &PolicySet) -> Vec<cedar_policy::EntityUid> {
-    let mut literals: Vec<_> = policies
-        .policies()
-        .flat_map(Policy::entity_literals)
-        .collect();
-    literals.sort();
-    literals.dedup();
-    literals
+fn references<'a>(
+    entities: impl Iterator<Item = &'a Entity>,
+) -> HashMap<EntityUid, Vec<EntityUid>> {
+    entities
+        .filter_map(|entity| {
+            let named = referenced_entities(entity);
+            (!named.is_empty()).then(|| (entity.uid(), named))
+        })
+        .collect()
+}
+
+/// The entity literals in the operand of an attribute or tag read (`.`, `has`, `getTag`,
+/// `hasTag`) of any policy: the literals whose data evaluation may read. A literal only
+/// compared or tested with `in` (`principal in Role::"admin"`) needs no data. Read from the
+/// policies' JSON form; an operand that merely contains a literal (`(if c then User::"a" else
+/// principal).x`) counts too.
+fn read_literals(policies: &PolicySet) -> Vec<EntityUid> {
+    fn literals_in(value: &Value, out: &mut Vec<EntityUid>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(uid) = map
+                    .get("__entity")
+                    .and_then(|e| EntityUid::from_json(e.clone()).ok())
+                {
+                    out.push(uid);
+                }
+                map.values().for_each(|v| literals_in(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| literals_in(v, out)),
+            _ => {}
+        }
+    }
+    fn reads(value: &Value, out: &mut Vec<EntityUid>) {
+        match value {
+            Value::Object(map) => {
+                for (key, inner) in map {
+                    if matches!(key.as_str(), "." | "has" | "getTag" | "hasTag") {
+                        if let Some(left) = inner.get("left") {
+                            literals_in(left, out);
+                        }
+                    }
+                    reads(inner, out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| reads(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for policy in policies.policies() {
+        match policy.to_json() {
+            Ok(json) => reads(&json, &mut found),
+            // Not expected for a parsed policy; every literal then, to stay exact.
+            Err(_) => found.extend(policy.entity_literals()),
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// An error's message followed by its causes' (Cedar puts the detail in the causes).
@@ -271,4 +337,35 @@ fn diagnostic_problem<E: Diagnostic + std::fmt::Display + ?Sized>(
         message.push_str(&format!(" (help: {help})"));
     }
     file.problem(span, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_literals_whose_data_is_read_are_kept() {
+        let policies: PolicySet = r#"
+            permit (principal in Role::"admin", action == Action::"Read", resource in Folder::"f");
+            permit (principal, action, resource) when { User::"u4".clearance > 1 };
+            permit (principal, action, resource) when { User::"u5" has teams && principal in Group::"g" };
+            permit (principal, action, resource) when { (if principal == User::"u6" then User::"u7" else principal).level > 1 };
+            permit (principal, action, resource) when { principal == User::"u8" || resource.owner == User::"u9" };
+        "#
+        .parse()
+        .unwrap();
+        let found: Vec<String> = read_literals(&policies)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                r#"User::"u4""#,
+                r#"User::"u5""#,
+                r#"User::"u6""#,
+                r#"User::"u7""#
+            ]
+        );
+    }
 }

@@ -96,6 +96,9 @@ pub enum Caller<'a> {
 #[derive(Debug)]
 pub struct Principal {
     pub entity: Entity,
+    /// Its parents and the entities its attributes name: where a request's slice of the
+    /// directory starts from it (see [`request_entities`]).
+    pub reaches: Vec<EntityUid>,
     /// Everything the entity was built from (`identity_key`): equal keys, equal principals.
     pub key: String,
 }
@@ -122,7 +125,14 @@ pub fn principal_entity(
         .collect();
     let entity = merged_entity(&bundle.entities, &uid, identity.attributes.clone(), parents)?;
     let entity = entity_from_json(entity, bundle).map_err(AuthzError::Principal)?;
-    Ok(Principal { entity, key })
+    let mut reaches = referenced_entities(&entity);
+    let (_, _, parents) = entity.clone().into_inner();
+    reaches.extend(parents);
+    Ok(Principal {
+        entity,
+        reaches,
+        key,
+    })
 }
 
 /// Everything `principal_entity` reads from an identity, as one string: serde_json writes it
@@ -345,10 +355,9 @@ impl RouteAuthz {
         caller: Caller<'_>,
         facts: &RequestFacts<'_>,
     ) -> Result<(Request, Entities), AuthzError> {
-        let (principal_uid, overlay) = self.request_parts(bundle, caller, facts)?;
-        let resource = self.resource_uid(facts.params);
-        let entities =
-            request_entities(bundle, overlay, [&principal_uid, &self.action, &resource])?;
+        let (principal_uid, overlay, mut starts) = self.request_parts(bundle, caller, facts)?;
+        starts.push(self.action.clone());
+        let entities = request_entities(bundle, overlay, starts)?;
         // The probe at compile time checked this route's requests against the schema: the
         // principal types, the action, the resource type and the context's shape and types.
         // Per request only values change, typed by the context plan, so release builds skip
@@ -358,36 +367,53 @@ impl RouteAuthz {
         Ok((request, entities))
     }
 
-    /// The principal's uid and the entities a request adds over the directory: the
-    /// principal built from a token, and a resource the directory lacks placed by the route's
-    /// parents.
+    /// The principal's uid, the entities a request adds over the directory (the principal
+    /// built from a token, and a resource the directory lacks placed by the route's parents),
+    /// and the uids its slice of the directory starts from.
     fn request_parts(
         &self,
         bundle: &PolicyBundle,
         caller: Caller<'_>,
         facts: &RequestFacts<'_>,
-    ) -> Result<(EntityUid, Vec<Entity>), AuthzError> {
+    ) -> Result<(EntityUid, Vec<Entity>, Vec<EntityUid>), AuthzError> {
         let resource = self.resource_uid(facts.params);
         let mut overlay = Vec::new();
+        let mut starts = Vec::new();
         let principal_uid = match caller {
-            Caller::Anonymous(uid) => uid.clone(),
+            Caller::Anonymous(uid) => {
+                starts.push(uid.clone());
+                uid.clone()
+            }
             Caller::Authenticated(principal) => {
                 overlay.push(principal.entity.clone());
+                starts.extend(principal.reaches.iter().cloned());
                 principal.entity.uid()
             }
         };
         // The directory is the source of truth for resources it knows: a path cannot move a
         // known task into another list. Route parents place resources the directory lacks.
         if bundle.entities.get(&resource).is_none() && !self.parents.is_empty() {
-            let parents: Vec<Value> = self
+            let parents: Vec<EntityUid> = self
                 .parents
                 .iter()
-                .map(|(ty, id)| uid_json(&ty.to_string(), &id.render(facts.params)))
+                .map(|(ty, id)| {
+                    EntityUid::from_type_name_and_id(
+                        ty.clone(),
+                        EntityId::new(id.render(facts.params)),
+                    )
+                })
                 .collect();
-            let entity = merged_entity(&bundle.entities, &resource, Map::new(), parents)?;
+            let json = parents
+                .iter()
+                .map(|p| uid_json(&p.type_name().to_string(), p.id().unescaped()))
+                .collect();
+            let entity = merged_entity(&bundle.entities, &resource, Map::new(), json)?;
             overlay.push(entity_from_json(entity, bundle).map_err(AuthzError::Resource)?);
+            starts.extend(parents);
+        } else {
+            starts.push(resource);
         }
-        Ok((principal_uid, overlay))
+        Ok((principal_uid, overlay, starts))
     }
 
     /// The request and the whole directory with the request's entities upserted: what
@@ -400,7 +426,7 @@ impl RouteAuthz {
         caller: Caller<'_>,
         facts: &RequestFacts<'_>,
     ) -> Result<(Request, Entities), AuthzError> {
-        let (principal_uid, overlay) = self.request_parts(bundle, caller, facts)?;
+        let (principal_uid, overlay, _) = self.request_parts(bundle, caller, facts)?;
         let entities = bundle
             .entities
             .clone()
@@ -412,27 +438,22 @@ impl RouteAuthz {
 }
 
 /// The entities a request is evaluated against: `overlay` (the principal and resource the
-/// request built) with their parents, the directory's entries for `roots` and for the
-/// policies' entity literals, and, to any depth, every entity their attributes name. That is
-/// all evaluation can read: entity values come only from those (a request's context holds
-/// none), and `in` reads the left side's ancestors, which a directory entry carries closed
-/// and the overlay's parents supply. Everything else in the directory (another 100,000 synced
-/// users) is left out: cloning the whole store per request cost time in proportion to its
-/// size. The decision cache's differential test checks the slice against the whole store.
-fn request_entities<'a>(
+/// request built) and, from the directory, the entries `starts` names (the overlay's parents,
+/// the action, a known resource), the entries of the policies' entity literals whose data a
+/// condition reads, and, to any depth, every entity their attributes name. That is all
+/// evaluation can read: entity values come only from those (a request's context holds none),
+/// and `in` reads the left side's ancestors, which a directory entry carries closed and the
+/// overlay's parents supply. Everything else in the directory (another 100,000 synced users)
+/// is left out: cloning the whole store per request cost time in proportion to its size. The
+/// decision cache's differential test checks the slice against the whole store.
+fn request_entities(
     bundle: &PolicyBundle,
     overlay: Vec<Entity>,
-    roots: impl IntoIterator<Item = &'a EntityUid>,
+    starts: Vec<EntityUid>,
 ) -> Result<Entities, AuthzError> {
     let mut seen: HashSet<EntityUid> = overlay.iter().map(Entity::uid).collect();
-    let mut queue: Vec<EntityUid> = Vec::new();
-    for entity in &overlay {
-        let (_, _, parents) = entity.clone().into_inner();
-        queue.extend(parents);
-        queue.extend(referenced_entities(entity));
-    }
-    queue.extend(roots.into_iter().cloned());
-    queue.extend(bundle.literals.iter().cloned());
+    let mut queue = starts;
+    queue.extend(bundle.read_literals.iter().cloned());
     let mut included = overlay;
     while let Some(uid) = queue.pop() {
         if !seen.insert(uid.clone()) {
@@ -441,14 +462,16 @@ fn request_entities<'a>(
         let Some(entity) = bundle.entities.get(&uid) else {
             continue;
         };
-        queue.extend(referenced_entities(entity));
+        if let Some(named) = bundle.references.get(&uid) {
+            queue.extend(named.iter().cloned());
+        }
         included.push(entity.clone());
     }
     Entities::from_entities(included, None).map_err(|e| AuthzError::Entities(e.to_string()))
 }
 
 /// The entities an entity's attribute values name, at any depth of sets and records.
-fn referenced_entities(entity: &Entity) -> Vec<EntityUid> {
+pub fn referenced_entities(entity: &Entity) -> Vec<EntityUid> {
     fn walk(value: &EvalResult, out: &mut Vec<EntityUid>) {
         match value {
             EvalResult::EntityUid(uid) => out.push(uid.clone()),

@@ -49,40 +49,56 @@ impl Okta {
     pub async fn fetch(&self, client: &ApiClient) -> Result<(Vec<SyncedEntity>, usize), SyncError> {
         let authorization = self.authorization(client).await?;
         let mut builder = DirectoryBuilder::default();
+        let read = self.read_all(client, &authorization, &mut builder).await;
+        if let Err(SyncError::Status { status: 401, .. }) = read {
+            // A revoked or expired access token: the next sync asks for a new one.
+            *self.token.lock().await = None;
+        }
+        read?;
+        let unmapped = builder.unmapped();
+        Ok((builder.finish(), unmapped))
+    }
+
+    async fn read_all(
+        &self,
+        client: &ApiClient,
+        authorization: &str,
+        builder: &mut DirectoryBuilder,
+    ) -> Result<(), SyncError> {
         let users = self.url(&["api", "v1", "users"], &[])?;
-        self.walk(client, &authorization, users, |user| {
+        self.walk(client, authorization, users, |user| {
             builder.add(&self.users, user);
         })
         .await?;
-        if let Some(groups) = &self.groups {
-            let search: Vec<(&str, &str)> = self
-                .group_search
-                .iter()
-                .map(|s| ("search", s.as_str()))
-                .collect();
-            let mut listed = Vec::new();
-            let url = self.url(&["api", "v1", "groups"], &search)?;
-            self.walk(client, &authorization, url, |group| {
-                listed.push(group.clone())
+        let Some(groups) = &self.groups else {
+            return Ok(());
+        };
+        let search: Vec<(&str, &str)> = self
+            .group_search
+            .iter()
+            .map(|s| ("search", s.as_str()))
+            .collect();
+        let mut listed = Vec::new();
+        let url = self.url(&["api", "v1", "groups"], &search)?;
+        self.walk(client, authorization, url, |group| {
+            listed.push(group.clone())
+        })
+        .await?;
+        for group in &listed {
+            let Some(uid) = builder.add(groups, group) else {
+                continue;
+            };
+            let id = group["id"].as_str().ok_or_else(|| SyncError::Malformed {
+                url: self.base.to_string(),
+                reason: "a listed group has no \"id\"".into(),
+            })?;
+            let members = self.url(&["api", "v1", "groups", id, "users"], &[])?;
+            self.walk(client, authorization, members, |user| {
+                builder.add_member(&self.users, user, &uid)
             })
             .await?;
-            for group in &listed {
-                let Some(uid) = builder.add(groups, group) else {
-                    continue;
-                };
-                let id = group["id"].as_str().ok_or_else(|| SyncError::Malformed {
-                    url: self.base.to_string(),
-                    reason: "a listed group has no \"id\"".into(),
-                })?;
-                let members = self.url(&["api", "v1", "groups", id, "users"], &[])?;
-                self.walk(client, &authorization, members, |user| {
-                    builder.add_member(&self.users, user, &uid)
-                })
-                .await?;
-            }
         }
-        let unmapped = builder.unmapped();
-        Ok((builder.finish(), unmapped))
+        Ok(())
     }
 
     /// Follows `Link: rel="next"` from `url`, handing every item of every page to `each`.
