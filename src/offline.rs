@@ -133,11 +133,9 @@ impl OfflineGateway {
             Some(&snapshot.bundle.schema),
         )
         .map_err(|e| OfflineError::Request(format!("extra entities: {e}")))?;
-        snapshot.bundle.entities = snapshot
+        snapshot.bundle = snapshot
             .bundle
-            .entities
-            .clone()
-            .upsert_entities(extra, Some(&snapshot.bundle.schema))
+            .with_entities(extra)
             .map_err(|e| OfflineError::Request(format!("extra entities: {e}")))?;
         Ok(snapshot)
     }

@@ -45,7 +45,7 @@ pub fn load_gateway(config: &Path) -> Result<Gateway, ConfigError> {
                 None
             }
         });
-    if let Some(directory) = cached {
+    if let Some(directory) = cached.map(Arc::new) {
         match load_snapshot(&settings, 1, None, Some(&directory)) {
             Ok(snapshot) => {
                 log::info!(
@@ -53,8 +53,7 @@ pub fn load_gateway(config: &Path) -> Result<Gateway, ConfigError> {
                     directory.version,
                     directory.entity_count()
                 );
-                let directory = Some(Arc::new(directory));
-                return Ok(Gateway::new(settings, authenticator, snapshot, directory));
+                return Ok(Gateway::new(settings, authenticator, snapshot, Some(directory)));
             }
             Err(e) => log::warn!(
                 "the cached directory does not fit the configuration; starting without it until the first sync: {e}"

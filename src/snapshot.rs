@@ -155,7 +155,7 @@ impl Gateway {
     pub fn reload(&self) -> Result<u64, ConfigError> {
         let mut inputs = self.lock_reloads();
         inputs.files = fingerprint(&self.settings.routes_file, &self.settings.policies_dir);
-        self.load_next(inputs.directory.as_deref())
+        self.load_next(inputs.directory.as_ref())
     }
 
     /// `reload`, only if the files differ from those the last load (good or bad) read: a file
@@ -168,7 +168,7 @@ impl Gateway {
             return None;
         }
         inputs.files = current;
-        Some(self.load_next(inputs.directory.as_deref()))
+        Some(self.load_next(inputs.directory.as_ref()))
     }
 
     /// Builds a snapshot with a newly synced directory and swaps it in; the directory is kept
@@ -196,7 +196,7 @@ impl Gateway {
         self.snapshot.load().pools.start();
     }
 
-    fn load_next(&self, directory: Option<&Directory>) -> Result<u64, ConfigError> {
+    fn load_next(&self, directory: Option<&Arc<Directory>>) -> Result<u64, ConfigError> {
         let current = self.snapshot.load_full();
         let version = current.version + 1;
         match load_snapshot(&self.settings, version, Some(&current), directory) {

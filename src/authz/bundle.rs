@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cedar_policy::{
     Entities, Entity, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator,
@@ -17,7 +18,7 @@ use super::request::referenced_entities;
 use super::schema_info::ContextShapes;
 use super::slice::PolicySlices;
 use crate::config::source::{ConfigProblem, SourceFile};
-use crate::directory::Directory;
+use crate::directory::{Directory, EntityRef, SyncedEntity};
 
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
 pub const ENTITIES_FILE: &str = "entities.json";
@@ -35,6 +36,8 @@ pub struct PolicyBundle {
     pub read_literals: Vec<EntityUid>,
     /// For each directory entity, the entities its attributes name (only those naming any).
     pub references: HashMap<EntityUid, Vec<EntityUid>>,
+    /// Synced users, outside the store (see [`SyncedUsers`]).
+    pub synced_users: SyncedUsers,
     pub contexts: ContextShapes,
     /// Policy id → the file it came from.
     pub policy_files: HashMap<String, PathBuf>,
@@ -86,6 +89,7 @@ impl PolicyBundle {
                 slices: PolicySlices::build(&policies, &schema),
                 read_literals: read_literals(&policies),
                 references: references(entities.iter()),
+                synced_users: SyncedUsers::default(),
                 schema,
                 policies,
                 entities,
@@ -100,32 +104,49 @@ impl PolicyBundle {
 impl PolicyBundle {
     /// The bundle with the synced directory's entities added to `entities.json`'s: a file
     /// entry wins over a synced entity of the same uid, and the first source over later ones.
+    /// Synced entities of `user_types` are kept as the directory holds them
+    /// ([`SyncedUsers`]); the others (roles, groups, organizations) join the Cedar store.
     /// Returns how many synced entities were overridden. Every synced entity is checked
     /// against the schema; the first that fails refuses the whole directory.
-    pub fn with_directory(self, directory: &Directory) -> Result<(Self, usize), String> {
-        let mut seen: HashSet<_> = self.entities.iter().map(Entity::uid).collect();
-        let mut added = Vec::with_capacity(directory.entity_count());
+    pub fn with_directory(
+        self,
+        directory: Arc<Directory>,
+        user_types: &[String],
+    ) -> Result<(Self, usize), String> {
+        let file: HashSet<EntityUid> = self.entities.iter().map(Entity::uid).collect();
+        let mut synced_uids: HashSet<&EntityRef> = HashSet::new();
+        let mut added = Vec::new();
+        let mut users = HashMap::new();
+        let mut references = self.references;
         let mut overridden = 0;
-        for source in &directory.sources {
-            for synced in &source.entities {
-                let value = serde_json::to_value(synced).map_err(|e| e.to_string())?;
-                let entity = Entity::from_json_value(value, Some(&self.schema)).map_err(|e| {
+        for (s, source) in directory.sources.iter().enumerate() {
+            for (e, synced) in source.entities.iter().enumerate() {
+                if !synced_uids.insert(&synced.uid) {
+                    overridden += 1;
+                    continue;
+                }
+                let entity = synced_entity(synced, &self.schema).map_err(|e| {
                     format!(
-                        "directory source {:?}: entity {} does not fit the schema: {}",
-                        source.source,
-                        synced.uid,
-                        with_causes(&e)
+                        "directory source {:?}: entity {} does not fit the schema: {e}",
+                        source.source, synced.uid
                     )
                 })?;
-                if seen.insert(entity.uid()) {
-                    added.push(entity);
-                } else {
+                let uid = entity.uid();
+                if file.contains(&uid) {
                     overridden += 1;
+                    continue;
+                }
+                let named = referenced_entities(&entity);
+                if !named.is_empty() {
+                    references.insert(uid, named);
+                }
+                if user_types.contains(&synced.uid.entity_type) {
+                    users.insert(synced.uid.clone(), (s, e));
+                } else {
+                    added.push(entity);
                 }
             }
         }
-        let mut references = self.references;
-        references.extend(self::references(added.iter()));
         let entities = self
             .entities
             .add_entities(added, Some(&self.schema))
@@ -139,11 +160,89 @@ impl PolicyBundle {
             PolicyBundle {
                 entities,
                 references,
+                synced_users: SyncedUsers {
+                    index: users,
+                    directory: Some(directory.clone()),
+                },
                 ..self
             },
             overridden,
         ))
     }
+
+    /// The bundle with `extra` entities upserted into the store (policy test cases).
+    pub fn with_entities(mut self, extra: Entities) -> Result<Self, String> {
+        self.references.extend(references(extra.iter()));
+        self.entities = self
+            .entities
+            .upsert_entities(extra, Some(&self.schema))
+            .map_err(|e| with_causes(&e))?;
+        Ok(self)
+    }
+
+    /// The directory's entry for `uid` in entity JSON: the store's, or a synced user's.
+    pub fn entry_json(&self, uid: &EntityUid) -> Option<Result<Value, String>> {
+        if let Some(entity) = self.entities.get(uid) {
+            return Some(entity.to_json_value().map_err(|e| e.to_string()));
+        }
+        self.synced_users
+            .get(uid)
+            .map(|synced| serde_json::to_value(synced).map_err(|e| e.to_string()))
+    }
+
+    /// Whether the directory has an entry for `uid`.
+    pub fn knows(&self, uid: &EntityUid) -> bool {
+        self.entities.get(uid).is_some() || self.synced_users.get(uid).is_some()
+    }
+}
+
+/// Synced users, kept as the directory holds them (a few hundred bytes each) and made Cedar
+/// entities only when a request needs one: as its principal, or an entity its slice of the
+/// directory reaches. As Cedar entities in the store, 100,000 users took 370 MiB.
+#[derive(Default)]
+pub struct SyncedUsers {
+    directory: Option<Arc<Directory>>,
+    /// Uid → (source, entity) in `directory`.
+    index: HashMap<EntityRef, (usize, usize)>,
+}
+
+impl SyncedUsers {
+    pub fn get(&self, uid: &EntityUid) -> Option<&SyncedEntity> {
+        if self.index.is_empty() {
+            return None;
+        }
+        let key = EntityRef {
+            entity_type: uid.type_name().to_string(),
+            id: uid.id().unescaped().to_string(),
+        };
+        let (source, entity) = self.index.get(&key)?;
+        self.directory
+            .as_ref()?
+            .sources
+            .get(*source)?
+            .entities
+            .get(*entity)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The directory the users come from.
+    pub fn directory(&self) -> Option<&Arc<Directory>> {
+        self.directory.as_ref()
+    }
+
+    /// The Cedar entity of a synced user (its parents as the directory lists them, not
+    /// closed), typed by the schema.
+    pub fn entity(&self, uid: &EntityUid, schema: &Schema) -> Option<Result<Entity, String>> {
+        self.get(uid).map(|synced| synced_entity(synced, schema))
+    }
+}
+
+fn synced_entity(synced: &SyncedEntity, schema: &Schema) -> Result<Entity, String> {
+    let value = serde_json::to_value(synced).map_err(|e| e.to_string())?;
+    Entity::from_json_value(value, Some(schema)).map_err(|e| with_causes(&e))
 }
 
 fn references<'a>(

@@ -195,6 +195,7 @@ mod tests {
         authorize, decide, principal_entity, Caller, PolicyBundle, RequestFacts, ResourceSpec,
         RouteAuthz, CONTEXT_KINDS,
     };
+    use crate::directory::{Directory, SourceEntities};
 
     fn reads(text: &str) -> ContextReads {
         ContextReads::of(&PolicySet::from_str(text).unwrap())
@@ -241,7 +242,7 @@ mod tests {
     const SCHEMA: &str = r#"
 entity Role in [Role];
 entity User in [Role] { manager?: User, clearance?: Long, teams?: Set<Role> };
-entity Folder { owner?: User };
+entity Folder in [User] { owner?: User };
 entity Doc in [Folder] { level: Long, author?: User, meta?: { reviewer: User } };
 entity Anonymous;
 action Read appliesTo {
@@ -262,14 +263,17 @@ action Write appliesTo { principal: [User], resource: [Doc], context: {} };
 "#;
 
     /// Users u0 and u1 are callers; u2 and u3 are reached only through attributes (a
-    /// manager, an author, a reviewer, a folder's owner), u4 only as a policy's literal.
+    /// manager, an author, a reviewer, a folder's owner), u4 only as a policy's literal, u5
+    /// only as a folder's parent.
     const ENTITIES: &str = r#"[
   {"uid": {"type": "Doc", "id": "d0"}, "attrs": {"level": 1, "author": {"__entity": {"type": "User", "id": "u3"}}}, "parents": [{"type": "Folder", "id": "f0"}]},
   {"uid": {"type": "Doc", "id": "d1"}, "attrs": {"level": 3, "meta": {"reviewer": {"__entity": {"type": "User", "id": "u2"}}}}, "parents": [{"type": "Folder", "id": "f1"}]},
   {"uid": {"type": "Folder", "id": "f1"}, "attrs": {"owner": {"__entity": {"type": "User", "id": "u3"}}}, "parents": []},
+  {"uid": {"type": "Folder", "id": "f0"}, "attrs": {}, "parents": [{"type": "User", "id": "u5"}]},
+  {"uid": {"type": "User", "id": "u5"}, "attrs": {}, "parents": [{"type": "Role", "id": "r2"}]},
   {"uid": {"type": "User", "id": "u0"}, "attrs": {"manager": {"__entity": {"type": "User", "id": "u2"}}, "clearance": 2}, "parents": []},
   {"uid": {"type": "User", "id": "u2"}, "attrs": {"clearance": 9, "teams": [{"__entity": {"type": "Role", "id": "r1"}}]}, "parents": [{"type": "Role", "id": "r1"}]},
-  {"uid": {"type": "User", "id": "u3"}, "attrs": {"manager": {"__entity": {"type": "User", "id": "u2"}}, "clearance": 4}, "parents": [{"type": "Role", "id": "r0"}]},
+  {"uid": {"type": "User", "id": "u3"}, "attrs": {"manager": {"__entity": {"type": "User", "id": "u2"}}, "clearance": 4}, "parents": [{"type": "Role", "id": "r2"}]},
   {"uid": {"type": "User", "id": "u4"}, "attrs": {"teams": [{"__entity": {"type": "Role", "id": "r1"}}]}, "parents": []},
   {"uid": {"type": "Role", "id": "r1"}, "attrs": {}, "parents": [{"type": "Role", "id": "r0"}]},
   {"uid": {"type": "Role", "id": "r2"}, "attrs": {}, "parents": [{"type": "Role", "id": "r1"}]}
@@ -320,6 +324,10 @@ action Write appliesTo { principal: [User], resource: [Doc], context: {} };
             12 => "resource has meta && resource.meta.reviewer has teams && resource.meta.reviewer.teams.contains(Role::\"r1\")".to_string(),
             13 => format!("resource in Folder::\"f1\" && Folder::\"f1\" has owner && Folder::\"f1\".owner has clearance && Folder::\"f1\".owner.clearance > {}", rng.below(6)),
             14 => "User::\"u4\" has teams && principal in User::\"u4\".teams".to_string(),
+            // d0 is in f0, in u5, in r2, in r1, in r0: through a user's parents.
+            15 => "resource in Role::\"r0\"".to_string(),
+            // d1's reviewer u2 is in r1, which is in r0.
+            16 => "resource has meta && resource.meta.reviewer in Role::\"r0\"".to_string(),
             _ => "true".to_string(),
         };
         format!(
@@ -328,11 +336,41 @@ action Write appliesTo { principal: [User], resource: [Doc], context: {} };
     }
 
     fn bundle(policies: &str) -> (tempfile::TempDir, PolicyBundle) {
+        bundle_with(policies, false)
+    }
+
+    /// With `synced_users`, the users of `ENTITIES` come from a synced directory (kept
+    /// outside the store) instead of entities.json.
+    fn bundle_with(policies: &str, synced_users: bool) -> (tempfile::TempDir, PolicyBundle) {
         let dir = tempfile::tempdir().unwrap();
+        let all: Vec<serde_json::Value> = serde_json::from_str(ENTITIES).unwrap();
+        let (users, file): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|e| synced_users && e["uid"]["type"] == "User");
         std::fs::write(dir.path().join("schema.cedarschema"), SCHEMA).unwrap();
-        std::fs::write(dir.path().join("entities.json"), ENTITIES).unwrap();
+        std::fs::write(
+            dir.path().join("entities.json"),
+            serde_json::to_string(&file).unwrap(),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("generated.cedar"), policies).unwrap();
         let bundle = PolicyBundle::load(dir.path()).unwrap();
+        if !synced_users {
+            return (dir, bundle);
+        }
+        let directory = Directory::new(vec![SourceEntities {
+            source: "idp".into(),
+            synced_at: 0,
+            entities: users
+                .into_iter()
+                .map(|u| serde_json::from_value(u).unwrap())
+                .collect(),
+        }]);
+        let (bundle, overridden) = bundle
+            .with_directory(std::sync::Arc::new(directory), &["User".to_string()])
+            .unwrap();
+        assert_eq!(overridden, 0);
+        assert!(!bundle.synced_users.is_empty());
         (dir, bundle)
     }
 
@@ -371,12 +409,19 @@ action Write appliesTo { principal: [User], resource: [Doc], context: {} };
             [10, 9, 9, 9].into(),
         ];
         let (mut hits, mut allows, mut errors, mut requests) = (0, 0, 0, 0);
-        for _round in 0..12 {
-            let conditions = [rng.below(15), rng.below(15)];
+        for round in 0..20 {
+            // Rounds with synced users always draw one condition that reaches entities
+            // through attributes, literals or a user's parents.
+            let conditions = if round % 2 == 1 {
+                [rng.below(17), 10 + rng.below(7)]
+            } else {
+                [rng.below(17), rng.below(17)]
+            };
             let text: String = (0..12)
                 .map(|id| policy_text(&mut rng, id, &conditions))
                 .collect();
-            let (_dir, bundle) = bundle(&text);
+            // Every other round, the users are synced (outside the store).
+            let (_dir, bundle) = bundle_with(&text, round % 2 == 1);
             let mut kinds: Vec<String> =
                 ["method", "path", "client_ip", "scopes", "time", "params"]
                     .iter()
@@ -459,7 +504,7 @@ action Write appliesTo { principal: [User], resource: [Doc], context: {} };
                 requests += 1;
             }
         }
-        assert!(hits > requests / 10, "cache hits: {hits} of {requests}");
+        assert!(hits > requests / 20, "cache hits: {hits} of {requests}");
         assert!(
             allows > requests / 20 && allows < requests - requests / 20,
             "allows: {allows}"

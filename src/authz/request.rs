@@ -123,7 +123,7 @@ pub fn principal_entity(
         .iter()
         .map(|(ty, id)| uid_json(ty, id))
         .collect();
-    let entity = merged_entity(&bundle.entities, &uid, identity.attributes.clone(), parents)?;
+    let entity = merged_entity(bundle, &uid, identity.attributes.clone(), parents)?;
     let entity = entity_from_json(entity, bundle).map_err(AuthzError::Principal)?;
     let mut reaches = referenced_entities(&entity);
     let (_, _, parents) = entity.clone().into_inner();
@@ -392,7 +392,7 @@ impl RouteAuthz {
         };
         // The directory is the source of truth for resources it knows: a path cannot move a
         // known task into another list. Route parents place resources the directory lacks.
-        if bundle.entities.get(&resource).is_none() && !self.parents.is_empty() {
+        if !bundle.knows(&resource) && !self.parents.is_empty() {
             let parents: Vec<EntityUid> = self
                 .parents
                 .iter()
@@ -407,7 +407,7 @@ impl RouteAuthz {
                 .iter()
                 .map(|p| uid_json(&p.type_name().to_string(), p.id().unescaped()))
                 .collect();
-            let entity = merged_entity(&bundle.entities, &resource, Map::new(), json)?;
+            let entity = merged_entity(bundle, &resource, Map::new(), json)?;
             overlay.push(entity_from_json(entity, bundle).map_err(AuthzError::Resource)?);
             starts.extend(parents);
         } else {
@@ -427,9 +427,23 @@ impl RouteAuthz {
         facts: &RequestFacts<'_>,
     ) -> Result<(Request, Entities), AuthzError> {
         let (principal_uid, overlay, _) = self.request_parts(bundle, caller, facts)?;
+        let mut users = Vec::new();
+        if let Some(directory) = &bundle.synced_users.directory() {
+            for synced in directory.sources.iter().flat_map(|s| &s.entities) {
+                let value = serde_json::to_value(synced)
+                    .map_err(|e| AuthzError::Entities(e.to_string()))?;
+                let entity = Entity::from_json_value(value, Some(&bundle.schema))
+                    .map_err(|e| AuthzError::Entities(e.to_string()))?;
+                if bundle.synced_users.get(&entity.uid()).is_some() {
+                    users.push(entity);
+                }
+            }
+        }
         let entities = bundle
             .entities
             .clone()
+            .add_entities(users, Some(&bundle.schema))
+            .map_err(|e| AuthzError::Entities(e.to_string()))?
             .upsert_entities(overlay, Some(&bundle.schema))
             .map_err(|e| AuthzError::Entities(e.to_string()))?;
         let request = self.request(principal_uid, facts, Some(&bundle.schema), facts.params)?;
@@ -442,10 +456,12 @@ impl RouteAuthz {
 /// the action, a known resource), the entries of the policies' entity literals whose data a
 /// condition reads, and, to any depth, every entity their attributes name. That is all
 /// evaluation can read: entity values come only from those (a request's context holds none),
-/// and `in` reads the left side's ancestors, which a directory entry carries closed and the
-/// overlay's parents supply. Everything else in the directory (another 100,000 synced users)
-/// is left out: cloning the whole store per request cost time in proportion to its size. The
-/// decision cache's differential test checks the slice against the whole store.
+/// and `in` reads the left side's ancestors, which a store entry carries closed and the
+/// overlay's parents supply. A synced user (outside the store, its parents not closed) brings
+/// its parents, and a store entry the synced users it is in. Everything else in the directory
+/// (another 100,000 synced users) is left out: cloning the whole store per request cost time
+/// in proportion to its size. The decision cache's differential test checks the slice against
+/// the whole store.
 fn request_entities(
     bundle: &PolicyBundle,
     overlay: Vec<Entity>,
@@ -459,13 +475,29 @@ fn request_entities(
         if !seen.insert(uid.clone()) {
             continue;
         }
-        let Some(entity) = bundle.entities.get(&uid) else {
+        let entity = if let Some(entity) = bundle.entities.get(&uid) {
+            if !bundle.synced_users.is_empty() {
+                if let Some(ancestors) = bundle.entities.ancestors(&uid) {
+                    queue.extend(
+                        ancestors
+                            .filter(|a| bundle.synced_users.get(a).is_some())
+                            .cloned(),
+                    );
+                }
+            }
+            entity.clone()
+        } else if let Some(user) = bundle.synced_users.entity(&uid, &bundle.schema) {
+            let user = user.map_err(AuthzError::Entities)?;
+            let (_, _, parents) = user.clone().into_inner();
+            queue.extend(parents);
+            user
+        } else {
             continue;
         };
         if let Some(named) = bundle.references.get(&uid) {
             queue.extend(named.iter().cloned());
         }
-        included.push(entity.clone());
+        included.push(entity);
     }
     Entities::from_entities(included, None).map_err(|e| AuthzError::Entities(e.to_string()))
 }
@@ -496,15 +528,13 @@ fn uid_json(ty: &str, id: &str) -> Value {
 /// Entity JSON for `uid`: its directory entry (if any) with `attrs` laid over its attributes
 /// and `parents` added to its parents.
 fn merged_entity(
-    directory: &Entities,
+    bundle: &PolicyBundle,
     uid: &EntityUid,
     attrs: Map<String, Value>,
     parents: Vec<Value>,
 ) -> Result<Value, AuthzError> {
-    let mut entity = match directory.get(uid) {
-        Some(existing) => existing
-            .to_json_value()
-            .map_err(|e| AuthzError::Entities(e.to_string()))?,
+    let mut entity = match bundle.entry_json(uid) {
+        Some(existing) => existing.map_err(AuthzError::Entities)?,
         None => {
             json!({"uid": {"type": uid.type_name().to_string(), "id": uid.id().unescaped()}, "attrs": {}, "parents": []})
         }

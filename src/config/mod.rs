@@ -616,13 +616,13 @@ pub fn load_snapshot(
     settings: &Settings,
     version: u64,
     previous: Option<&Snapshot>,
-    directory: Option<&Directory>,
+    directory: Option<&Arc<Directory>>,
 ) -> Result<Snapshot, ConfigError> {
     let mut directory_conflicts = 0;
     let bundle = PolicyBundle::load(&settings.policies_dir).and_then(|bundle| match directory {
         None => Ok(bundle),
         Some(directory) => bundle
-            .with_directory(directory)
+            .with_directory(directory.clone(), &directory_user_types(settings))
             .map(|(bundle, conflicts)| {
                 directory_conflicts = conflicts;
                 bundle
@@ -738,6 +738,15 @@ pub fn load_snapshot(
         decisions: DecisionCache::default(),
         pools,
     })
+}
+
+/// The entity types the directory sources' users have.
+fn directory_user_types(settings: &Settings) -> Vec<String> {
+    settings
+        .directory
+        .iter()
+        .flat_map(|d| d.sources.iter().map(|s| s.users.entity_type.clone()))
+        .collect()
 }
 
 /// Checks every issuer's claim mapping against the schema: the principal type exists, each

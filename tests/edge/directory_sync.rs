@@ -179,12 +179,18 @@ async fn auth0_roles_and_organization_roles_decide_and_a_removed_role_denies_the
             .status,
         403
     );
-    let line = decision_lines(&env.decision_log)
-        .into_iter()
-        .rfind(|l| l["path"] == TASK)
-        .unwrap();
-    assert_eq!(line["decision"], "deny");
-    assert_ne!(line["directory"], version.as_str());
+    // The writer flushes in batches: wait for the refusal's line.
+    let last_for_task = || {
+        decision_lines(&env.decision_log)
+            .into_iter()
+            .rfind(|l| l["path"] == TASK)
+            .unwrap()
+    };
+    eventually("the refusal is logged", async || {
+        last_for_task()["decision"] == "deny"
+    })
+    .await;
+    assert_ne!(last_for_task()["directory"], version.as_str());
 }
 
 #[tokio::test]
