@@ -145,6 +145,10 @@ impl Syncer {
                 }
             }
         }
+        if results.is_empty() {
+            // No source has ever synced: there is no directory to use yet.
+            return;
+        }
         let candidate = Arc::new(Directory::new(results));
         if self
             .current

@@ -333,6 +333,8 @@ async fn okta_group_membership_grants_access_without_a_new_token() {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut tenant = okta_tenant();
     tenant.okta_public_key = Some(key.public_key_pem());
+    // Two 429s with Okta's headers (X-Rate-Limit-Remaining: 0 and the reset), waited out.
+    tenant.rate_limit_next = 2;
     let apis = IdpApis::start(tenant).await;
     let auth = format!(
         "client_id = \"{OKTA_CLIENT_ID}\"\nprivate_key_file = \"okta-key.pem\"\nkey_id = \"k1\""
@@ -365,11 +367,44 @@ async fn okta_group_membership_grants_access_without_a_new_token() {
         send_to(env.gateway, "GET", LIST, &token).await.status == 200
     })
     .await;
+    // Two requests to the token endpoint were 429s; one token was issued and kept.
     assert_eq!(
-        apis.requests_to("/oauth2/v1/token"),
+        apis.with(|t| t.issued.len()),
         1,
         "the access token is reused"
     );
+    assert_eq!(apis.with(|t| t.rate_limited), 2);
+    assert_eq!(
+        metric(
+            env.admin,
+            "portcullis_directory_syncs_total{result=\"failure\",source=\"okta\"}"
+        )
+        .await,
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn a_refused_client_secret_is_reported_without_the_secret() {
+    let apis = IdpApis::start(auth0_tenant()).await;
+    let env = TestEnv::start_with({
+        let config = auth0_config(&apis.url);
+        move |dir: &Path, _| {
+            std::fs::write(dir.join("auth0-client-secret"), "wrong-secret-value").unwrap();
+            append_config(dir, &config);
+        }
+    })
+    .await;
+    eventually("the refusal is reported", async || {
+        directory_status(env.admin).await.1["directory"]["sources"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("client credentials exchange") && e.contains("401"))
+    })
+    .await;
+    let (status, ready) = directory_status(env.admin).await;
+    assert_eq!(status, 503);
+    assert!(!ready.to_string().contains("wrong-secret-value"), "{ready}");
+    assert_eq!(apis.requests_to("/api/v2/users"), 0);
 }
 
 #[tokio::test]
