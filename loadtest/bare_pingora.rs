@@ -35,7 +35,7 @@ use pingora_core::Result;
 use pingora_http::RequestHeader;
 use pingora_proxy::{ProxyHttp, Session};
 use portcullis::config::DecisionSink;
-use portcullis::decision_log::DecisionLog;
+use portcullis::decision_log::{DecisionLog, LogMetrics};
 use portcullis::proxy::{never_forwarded, RequestIds};
 
 /// The gateway's default identity header names (`[headers]` in portcullis.toml).
@@ -254,16 +254,11 @@ fn main() {
             rewrite_headers: args.rewrite_headers,
             upstream_timeouts: args.upstream_timeouts,
             decision_log: args.decision_log.as_ref().map(|path| {
-                let counter = |name: &str| {
-                    prometheus::IntCounter::new(name, "decision records")
-                        .expect("a valid metric name")
-                };
                 Arc::new(
                     DecisionLog::start(
                         &DecisionSink::File(path.clone()),
                         16_384,
-                        counter("written"),
-                        counter("dropped"),
+                        LogMetrics::unregistered(),
                     )
                     .expect("the decision log file opens"),
                 )

@@ -27,6 +27,7 @@ pub mod proxy;
 pub mod reload;
 pub mod response;
 pub mod routes;
+pub mod secret;
 pub mod server;
 pub mod snapshot;
 pub mod telemetry;

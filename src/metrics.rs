@@ -13,6 +13,7 @@ use prometheus::{
 };
 
 use crate::authn::Authenticator;
+use crate::decision_log::LogMetrics;
 use crate::directory::DirectoryStatus;
 
 /// Latency buckets from 50 µs to 10 s: the gateway's own work sits at the low end, upstream
@@ -48,6 +49,8 @@ pub struct Metrics {
     last_reload_success: Gauge,
     snapshot_version: IntGauge,
     decision_records: IntCounterVec,
+    decision_ship_failures: IntCounter,
+    decision_spool_bytes: IntGauge,
     certificate_reloads: IntCounterVec,
 }
 
@@ -119,9 +122,19 @@ impl Metrics {
         let decision_records = IntCounterVec::new(
             Opts::new(
                 "portcullis_decision_log_records_total",
-                "Decision records, by outcome (written, dropped because the sink fell behind).",
+                "Decision records, by outcome: written (to the sink; the spool for the HTTP sink), dropped (the sink fell behind, or the spool was full), shipped (taken by the HTTP sink's collector).",
             ),
             &["outcome"],
+        )
+        .expect("valid metric definition");
+        let decision_ship_failures = IntCounter::new(
+            "portcullis_decision_log_ship_failures_total",
+            "POSTs of decision records the collector did not take (each retried).",
+        )
+        .expect("valid metric definition");
+        let decision_spool_bytes = IntGauge::new(
+            "portcullis_decision_log_spool_bytes",
+            "Bytes of decision records in the HTTP sink's spool, waiting for the collector.",
         )
         .expect("valid metric definition");
         let certificate_reloads = IntCounterVec::new(
@@ -132,7 +145,7 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric definition");
-        let collectors: [Box<dyn Collector>; 10] = [
+        let collectors: [Box<dyn Collector>; 12] = [
             Box::new(certificate_reloads.clone()),
             Box::new(requests.clone()),
             Box::new(request_seconds.clone()),
@@ -143,6 +156,8 @@ impl Metrics {
             Box::new(last_reload_success.clone()),
             Box::new(snapshot_version.clone()),
             Box::new(decision_records.clone()),
+            Box::new(decision_ship_failures.clone()),
+            Box::new(decision_spool_bytes.clone()),
         ];
         for collector in collectors {
             registry
@@ -150,7 +165,7 @@ impl Metrics {
                 .expect("metric names are distinct");
         }
         // Both outcomes exist from the start, so a dropped count of 0 is visible.
-        for outcome in ["written", "dropped"] {
+        for outcome in ["written", "dropped", "shipped"] {
             decision_records.with_label_values(&[outcome]);
         }
         for result in ["success", "failure"] {
@@ -168,6 +183,8 @@ impl Metrics {
             last_reload_success,
             snapshot_version,
             decision_records,
+            decision_ship_failures,
+            decision_spool_bytes,
             certificate_reloads,
         }
     }
@@ -223,12 +240,15 @@ impl Metrics {
         self.reloads.with_label_values(&["failure"]).inc();
     }
 
-    pub fn decision_record_written(&self) -> IntCounter {
-        self.decision_records.with_label_values(&["written"])
-    }
-
-    pub fn decision_record_dropped(&self) -> IntCounter {
-        self.decision_records.with_label_values(&["dropped"])
+    /// The decision log's counters.
+    pub fn decision_log(&self) -> LogMetrics {
+        LogMetrics {
+            written: self.decision_records.with_label_values(&["written"]),
+            dropped: self.decision_records.with_label_values(&["dropped"]),
+            shipped: self.decision_records.with_label_values(&["shipped"]),
+            ship_failures: self.decision_ship_failures.clone(),
+            spool_bytes: self.decision_spool_bytes.clone(),
+        }
     }
 
     /// The Prometheus text exposition of every metric, the authenticator's included.

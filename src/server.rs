@@ -81,8 +81,7 @@ pub fn start_decision_log(gateway: &Gateway) -> Result<Arc<DecisionLog>, OpenErr
     DecisionLog::start(
         &gateway.settings.decision_sink,
         gateway.settings.decision_buffer,
-        gateway.metrics.decision_record_written(),
-        gateway.metrics.decision_record_dropped(),
+        gateway.metrics.decision_log(),
     )
     .map(Arc::new)
 }

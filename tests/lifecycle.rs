@@ -625,3 +625,322 @@ async fn probes_answer_while_a_large_reload_is_validated() {
         gateway.output()
     );
 }
+
+const HEC_AUTHORIZATION: &str = "Splunk 0f0e2b1c-hec-token";
+
+/// A log collector on loopback that takes NDJSON POSTs (as Vector's `http_server` source does):
+/// every line it received, and a switch that takes it down (its port refuses connections)
+/// and up again on the same port.
+struct Collector {
+    address: SocketAddr,
+    lines: Arc<std::sync::Mutex<Vec<Value>>>,
+    posts: Arc<std::sync::atomic::AtomicU64>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Collector {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let collector = Collector {
+            address: listener.local_addr().unwrap(),
+            lines: Arc::default(),
+            posts: Arc::default(),
+            task: std::sync::Mutex::new(None),
+        };
+        collector.serve(listener);
+        collector
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let (lines, posts) = (self.lines.clone(), self.posts.clone());
+        let task = tokio::spawn(portcullis::http_server::serve(
+            listener,
+            move |request: http::Request<hyper::body::Incoming>| {
+                let (lines, posts) = (lines.clone(), posts.clone());
+                async move {
+                    use http_body_util::BodyExt;
+                    let header = |name: &str| {
+                        request
+                            .headers()
+                            .get(name)
+                            .map(|v| v.to_str().unwrap().to_string())
+                    };
+                    // NDJSON, or Splunk HEC events (with the HEC token).
+                    let hec = match (header("content-type"), header("authorization")) {
+                        (Some(t), None) if t == "application/x-ndjson" => false,
+                        (Some(t), Some(a)) if t == "application/json" && a == HEC_AUTHORIZATION => {
+                            true
+                        }
+                        _ => {
+                            return portcullis::http_server::error_response(
+                                http::StatusCode::UNAUTHORIZED,
+                                "not ndjson, or not HEC with the token",
+                            )
+                        }
+                    };
+                    let body = request.into_body().collect().await.unwrap().to_bytes();
+                    posts.fetch_add(1, Ordering::SeqCst);
+                    let mut received = lines.lock().unwrap();
+                    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                        let value: Value = serde_json::from_slice(line).unwrap();
+                        if hec {
+                            assert_eq!(value["sourcetype"], "portcullis:decision");
+                            received.push(value["event"].clone());
+                        } else {
+                            received.push(value);
+                        }
+                    }
+                    portcullis::http_server::json_response(
+                        http::StatusCode::OK,
+                        &serde_json::json!({}),
+                    )
+                }
+            },
+        ));
+        *self.task.lock().unwrap() = Some(task);
+    }
+
+    fn go_down(&self) {
+        if let Some(task) = self.task.lock().unwrap().take() {
+            task.abort();
+        }
+    }
+
+    async fn come_up(&self) {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.address).await {
+                Ok(listener) => break listener,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        self.serve(listener);
+    }
+
+    fn request_ids(&self) -> std::collections::HashSet<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["request_id"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Env {
+    /// Decisions to `collector` through a spool in the directory, in batches of 100 ms.
+    fn ship_to(&self, collector: &Collector, spool_max_bytes: u64) {
+        let text = std::fs::read_to_string(&self.config).unwrap().replace(
+            "sink = \"file\"\npath = \"decisions.log\"",
+            &format!(
+                "sink = \"http\"\nurl = \"http://{}/ingest\"\nspool_dir = \"spool\"\n\
+                 spool_max_bytes = {spool_max_bytes}\nbatch_bytes = 8192\nbatch_milliseconds = 100",
+                collector.address
+            ),
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+}
+
+/// Refused requests (401: no token), whose bodies carry their request ids.
+async fn refused_request_ids(address: SocketAddr, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let response = request(address, TASK, None, &[]).await.unwrap();
+        assert_eq!(response.status, 401);
+        ids.push(response.json()["request_id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+/// The value of the metric line that starts with `series`.
+async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
+    let response = try_exchange(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .ok()?;
+    response
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_logs_reach_the_collector_across_an_outage_and_a_restart() {
+    let env = Env::new().await;
+    let collector = Collector::start().await;
+    env.ship_to(&collector, 64 * 1024 * 1024);
+    let mut gateway = env.spawn("first", false);
+    env.wait_until_serving(&mut gateway).await;
+
+    let mut sent = refused_request_ids(env.listen, 100).await;
+    let ids = sent.clone();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let received = collector.request_ids();
+            let ids = ids.clone();
+            async move { ids.iter().all(|id| received.contains(id)) }
+        })
+        .await,
+        "the first 100 records did not all arrive:\n{}",
+        gateway.output()
+    );
+    assert!(collector.posts.load(Ordering::SeqCst) >= 1);
+
+    // The collector goes down: records wait in the spool, the POSTs fail and are retried.
+    collector.go_down();
+    sent.extend(refused_request_ids(env.listen, 100).await);
+    let admin = env.admin;
+    assert!(
+        eventually(Duration::from_secs(20), || async move {
+            metric(admin, "portcullis_decision_log_ship_failures_total")
+                .await
+                .is_some_and(|f| f >= 1.0)
+                && metric(admin, "portcullis_decision_log_spool_bytes")
+                    .await
+                    .is_some_and(|b| b > 0.0)
+        })
+        .await,
+        "no failed POST or no spooled bytes:\n{}",
+        gateway.output()
+    );
+
+    // A restart while the collector is still down: the second process takes over the spool.
+    gateway.signal("TERM");
+    assert!(gateway.exit_within(Duration::from_secs(20)).await.is_some());
+    let mut gateway = env.spawn("second", false);
+    env.wait_until_serving(&mut gateway).await;
+    sent.extend(refused_request_ids(env.listen, 50).await);
+
+    // Back up: everything arrives, at least once, and nothing was dropped.
+    collector.come_up().await;
+    let all = sent.clone();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let received = collector.request_ids();
+            let all = all.clone();
+            async move { all.iter().all(|id| received.contains(id)) }
+        })
+        .await,
+        "{} of {} records arrived:\n{}",
+        sent.iter()
+            .filter(|id| collector.request_ids().contains(*id))
+            .count(),
+        sent.len(),
+        gateway.output()
+    );
+    assert_eq!(
+        metric(
+            env.admin,
+            "portcullis_decision_log_records_total{outcome=\"dropped\"}"
+        )
+        .await,
+        Some(0.0)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async move {
+            metric(admin, "portcullis_decision_log_spool_bytes").await == Some(0.0)
+        })
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splunk_hec_events_carry_the_token() {
+    let env = Env::new().await;
+    let collector = Collector::start().await;
+    env.ship_to(&collector, 1024 * 1024);
+    std::fs::write(env.dir.path().join("hec-token"), "0f0e2b1c-hec-token\n").unwrap();
+    let text = std::fs::read_to_string(&env.config).unwrap().replace(
+        "spool_dir = \"spool\"",
+        "spool_dir = \"spool\"\nformat = \"splunk_hec\"\ntoken_file = \"hec-token\"",
+    );
+    std::fs::write(&env.config, text).unwrap();
+    let mut gateway = env.spawn("gateway", false);
+    env.wait_until_serving(&mut gateway).await;
+    let sent = refused_request_ids(env.listen, 20).await;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let received = collector.request_ids();
+            let sent = sent.clone();
+            async move { sent.iter().all(|id| received.contains(id)) }
+        })
+        .await,
+        "the HEC events did not arrive:\n{}",
+        gateway.output()
+    );
+    assert!(!gateway.output().contains("0f0e2b1c-hec-token"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_drops_and_counts_and_delivers_everything_it_kept() {
+    let env = Env::new().await;
+    let collector = Collector::start().await;
+    collector.go_down();
+    // About 40 records fit.
+    env.ship_to(&collector, 24 * 1024);
+    let mut gateway = env.spawn("gateway", false);
+    env.wait_until_serving(&mut gateway).await;
+    let sent = refused_request_ids(env.listen, 200).await;
+    let admin = env.admin;
+    assert!(
+        eventually(Duration::from_secs(20), || async move {
+            metric(
+                admin,
+                "portcullis_decision_log_records_total{outcome=\"dropped\"}",
+            )
+            .await
+            .is_some_and(|d| d > 0.0)
+        })
+        .await,
+        "nothing was dropped:\n{}",
+        gateway.output()
+    );
+    assert!(
+        gateway.output().contains("the decision log spool is full"),
+        "{}",
+        gateway.output()
+    );
+    let written = metric(
+        admin,
+        "portcullis_decision_log_records_total{outcome=\"written\"}",
+    )
+    .await
+    .unwrap();
+
+    collector.come_up().await;
+    assert!(
+        eventually(Duration::from_secs(30), || async move {
+            metric(
+                admin,
+                "portcullis_decision_log_records_total{outcome=\"shipped\"}",
+            )
+            .await
+                == Some(written)
+        })
+        .await,
+        "not every written record was shipped:\n{}",
+        gateway.output()
+    );
+    // Every record is accounted for: the collector has each written one (the readiness
+    // probes' `/health` among them), and each refused request was either delivered or dropped.
+    let received = collector.request_ids();
+    assert_eq!(received.len() as f64, written);
+    let probes = collector
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l["route"] == "health")
+        .count();
+    let delivered = sent.iter().filter(|id| received.contains(*id)).count();
+    assert_eq!(delivered + probes, written as usize);
+    let dropped = metric(
+        admin,
+        "portcullis_decision_log_records_total{outcome=\"dropped\"}",
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent.len() - delivered, dropped as usize);
+}

@@ -5,6 +5,7 @@
 //! are checked against the Cedar schema. Every problem found is reported with file and line.
 
 mod authz_server;
+mod decision_log;
 mod directory;
 pub mod raw;
 pub mod source;
@@ -37,15 +38,9 @@ use crate::tls::{CertificateFiles, CertificateStore};
 use crate::trust::Cidr;
 use crate::upstream::{Pool, Pools};
 pub use authz_server::{AuthzServerSettings, NginxHeaders};
-use raw::{RawGatewayFile, RawIssuer, RawMode, RawRoute, RawRouteDefaults, RawRoutesFile, RawSink};
+pub use decision_log::{DecisionSink, HttpSink, ShipFormat};
+use raw::{RawGatewayFile, RawIssuer, RawMode, RawRoute, RawRouteDefaults, RawRoutesFile};
 pub use source::{ConfigError, ConfigProblem, SourceFile};
-
-/// Where decision records are written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecisionSink {
-    Stdout,
-    File(PathBuf),
-}
 
 /// How the process shuts down and hands over its sockets (pingora's settings).
 #[derive(Debug, Clone)]
@@ -227,27 +222,13 @@ impl Settings {
                 None
             }
         };
-        let decision_sink = match (raw.decision_log.sink, &raw.decision_log.path) {
-            (RawSink::Stdout, None) => Some(DecisionSink::Stdout),
-            (RawSink::File, Some(path)) => Some(DecisionSink::File(base.join(path.get_ref()))),
-            (RawSink::Stdout, Some(path)) => {
-                problems.push(file.problem(
-                    Some(path.span()),
-                    "decision_log.path is only used with sink = \"file\"; add that or remove the path",
-                ));
-                None
-            }
-            (RawSink::File, None) => {
-                problems.push(file.problem(
-                    None,
-                    "decision_log: sink = \"file\" needs path = \"/where/decisions.log\"",
-                ));
+        let decision_sink = match decision_log::compile_sink(&raw.decision_log, &file, base) {
+            Ok(sink) => Some(sink),
+            Err(found) => {
+                problems.extend(found);
                 None
             }
         };
-        if raw.decision_log.buffer_records == 0 {
-            problems.push(file.problem(None, "decision_log.buffer_records must be at least 1"));
-        }
 
         let authz_server = match raw
             .authz_server

@@ -180,6 +180,52 @@ pub struct RawDecisionLog {
     /// Records waiting to be written; more are dropped (and counted).
     #[serde(default = "default_decision_log_buffer")]
     pub buffer_records: usize,
+    /// The collector, for `sink = "http"`.
+    pub url: Option<Spanned<String>>,
+    /// `"ndjson"` (Vector `http_server`, Fluent Bit `http`, Logstash `http`) or `"splunk_hec"`.
+    #[serde(default)]
+    pub format: RawShipFormat,
+    /// A token for the collector (`Authorization: Bearer`, or `Splunk` with HEC).
+    pub token_file: Option<String>,
+    pub token_env: Option<String>,
+    /// Where records wait until the collector has them.
+    pub spool_dir: Option<Spanned<String>>,
+    /// The spool's size limit; past it, records are dropped (and counted).
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+    /// A batch (one POST) holds at most this many bytes...
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: u64,
+    /// ...and is sent at the latest this long after its first record.
+    #[serde(default = "default_batch_milliseconds")]
+    pub batch_milliseconds: u64,
+    /// Deadline of one POST.
+    #[serde(default = "default_ship_timeout")]
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawShipFormat {
+    #[default]
+    Ndjson,
+    SplunkHec,
+}
+
+fn default_spool_max_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+
+fn default_batch_bytes() -> u64 {
+    1024 * 1024
+}
+
+fn default_batch_milliseconds() -> u64 {
+    1000
+}
+
+fn default_ship_timeout() -> u64 {
+    10
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -188,6 +234,7 @@ pub enum RawSink {
     #[default]
     Stdout,
     File,
+    Http,
 }
 
 impl Default for RawDecisionLog {
@@ -196,6 +243,15 @@ impl Default for RawDecisionLog {
             sink: RawSink::default(),
             path: None,
             buffer_records: default_decision_log_buffer(),
+            url: None,
+            format: RawShipFormat::default(),
+            token_file: None,
+            token_env: None,
+            spool_dir: None,
+            spool_max_bytes: default_spool_max_bytes(),
+            batch_bytes: default_batch_bytes(),
+            batch_milliseconds: default_batch_milliseconds(),
+            timeout_seconds: default_ship_timeout(),
         }
     }
 }

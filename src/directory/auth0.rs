@@ -74,7 +74,7 @@ impl Auth0 {
         let body = json!({
             "grant_type": "client_credentials",
             "client_id": self.settings.client_id,
-            "client_secret": self.settings.client_secret.read()?,
+            "client_secret": self.settings.client_secret.read().map_err(|e| SyncError::Secret(e.to_string()))?,
             "audience": self.settings.audience,
         });
         let answer = client

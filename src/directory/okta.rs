@@ -142,7 +142,10 @@ impl Okta {
 
     async fn authorization(&self, client: &ApiClient) -> Result<String, SyncError> {
         match &self.auth {
-            OktaAuth::ApiToken(token) => Ok(format!("SSWS {}", token.read()?)),
+            OktaAuth::ApiToken(token) => Ok(format!(
+                "SSWS {}",
+                token.read().map_err(|e| SyncError::Secret(e.to_string()))?
+            )),
             OktaAuth::PrivateKey {
                 client_id,
                 key,
@@ -156,8 +159,12 @@ impl Okta {
                     }
                 }
                 let token_url = self.url(&["oauth2", "v1", "token"], &[])?;
-                let assertion =
-                    client_assertion(client_id, &key.read()?, key_id.as_deref(), &token_url)?;
+                let assertion = client_assertion(
+                    client_id,
+                    &key.read().map_err(|e| SyncError::Secret(e.to_string()))?,
+                    key_id.as_deref(),
+                    &token_url,
+                )?;
                 let body: String = form_urlencoded::Serializer::new(String::new())
                     .append_pair("grant_type", "client_credentials")
                     .append_pair("scope", &scopes.join(" "))

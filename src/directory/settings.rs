@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use super::builder::EntityMapping;
-use super::SyncError;
+pub use crate::secret::Secret;
 
 #[derive(Debug, Clone)]
 pub struct DirectorySettings {
@@ -103,40 +103,4 @@ pub enum OktaAuth {
         key_id: Option<String>,
         scopes: Vec<String>,
     },
-}
-
-/// A secret kept outside portcullis.toml, read when it is used (so a rotated Kubernetes
-/// Secret is picked up at the next sync). Its value never appears in logs or errors.
-#[derive(Debug, Clone)]
-pub enum Secret {
-    File(PathBuf),
-    Env(String),
-}
-
-impl Secret {
-    pub fn read(&self) -> Result<String, SyncError> {
-        let value = match self {
-            Secret::File(path) => std::fs::read_to_string(path).map_err(|e| {
-                SyncError::Secret(format!(
-                    "cannot read the secret file {}: {e}",
-                    path.display()
-                ))
-            })?,
-            Secret::Env(name) => std::env::var(name).map_err(|_| {
-                SyncError::Secret(format!("the environment variable {name} is not set"))
-            })?,
-        };
-        let value = value.trim();
-        if value.is_empty() {
-            return Err(SyncError::Secret(format!("{} is empty", self.describe())));
-        }
-        Ok(value.to_string())
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Secret::File(path) => format!("the secret file {}", path.display()),
-            Secret::Env(name) => format!("the environment variable {name}"),
-        }
-    }
 }

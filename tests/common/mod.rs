@@ -352,7 +352,9 @@ pub struct Started {
 pub async fn start_gateway_with_admin(config: &Path) -> Started {
     let mut gateway = load_gateway(config).unwrap_or_else(|e| panic!("{e}"));
     let decision_log = config.parent().unwrap().join("decisions.log");
-    gateway.settings.decision_sink = DecisionSink::File(decision_log.clone());
+    if !matches!(gateway.settings.decision_sink, DecisionSink::Http(_)) {
+        gateway.settings.decision_sink = DecisionSink::File(decision_log.clone());
+    }
     let state = Arc::new(gateway);
     state.fetch_keys().await;
     state.spawn_key_refresh();

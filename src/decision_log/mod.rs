@@ -4,20 +4,29 @@
 //! and the queue is full, the record is dropped, counted in
 //! `portcullis_decision_log_records_total{outcome="dropped"}` and a warning is logged (at most
 //! every 10 s). A file sink is reopened on SIGHUP (`reopen`) and when its path stops naming the
-//! open file (logrotate's rename-and-create), so rotation loses nothing written after it.
+//! open file (logrotate's rename-and-create), so rotation loses nothing written after it. The
+//! HTTP sink writes to an on-disk spool (`spool`) that a shipper (`shipper`) sends to the
+//! collector.
+
+mod shipper;
+mod spool;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{
+    channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 
 use crate::config::DecisionSink;
+use shipper::ShipperMetrics;
+use spool::Spool;
 
 /// How often a file sink checks whether its path was rotated away.
 const ROTATION_CHECK: Duration = Duration::from_secs(1);
@@ -41,24 +50,89 @@ enum Message {
 pub struct DecisionLog {
     queue: SyncSender<Message>,
     reopen: Arc<AtomicBool>,
-    dropped: IntCounter,
-    last_drop_warning: AtomicU64,
+    dropped: Arc<Dropped>,
+}
+
+/// The decision log's counters (`portcullis_decision_log_*`).
+pub struct LogMetrics {
+    pub written: IntCounter,
+    pub dropped: IntCounter,
+    /// HTTP sink: records the collector took.
+    pub shipped: IntCounter,
+    /// HTTP sink: POSTs that failed (and were retried).
+    pub ship_failures: IntCounter,
+    /// HTTP sink: bytes waiting in the spool.
+    pub spool_bytes: IntGauge,
+}
+
+impl LogMetrics {
+    /// Counters registered nowhere (the load test's bare pingora).
+    pub fn unregistered() -> Self {
+        let counter = |name: &str| IntCounter::new(name, "decision records").expect("a valid name");
+        LogMetrics {
+            written: counter("written"),
+            dropped: counter("dropped"),
+            shipped: counter("shipped"),
+            ship_failures: counter("ship_failures"),
+            spool_bytes: IntGauge::new("spool_bytes", "bytes").expect("a valid name"),
+        }
+    }
+}
+
+/// Dropped records: counted, and a warning at most every 10 s.
+struct Dropped {
+    count: IntCounter,
+    last_warning: AtomicU64,
+}
+
+impl Dropped {
+    fn record(&self, why: &str) {
+        self.count.inc();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= DROP_WARNING_EVERY_SECONDS
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!(
+                "{why}: {} records dropped so far \
+                 (portcullis_decision_log_records_total{{outcome=\"dropped\"}})",
+                self.count.get()
+            );
+        }
+    }
 }
 
 impl DecisionLog {
-    /// Opens the sink and starts its writer thread. `capacity` records may wait in the queue.
+    /// Opens the sink and starts its writer thread (and the HTTP sink's shipper). `capacity`
+    /// records may wait in the queue.
     pub fn start(
         sink: &DecisionSink,
         capacity: usize,
-        written: IntCounter,
-        dropped: IntCounter,
+        metrics: LogMetrics,
     ) -> Result<Self, OpenError> {
-        let output = Output::open(sink)?;
+        let dropped = Arc::new(Dropped {
+            count: metrics.dropped,
+            last_warning: AtomicU64::new(0),
+        });
+        let output = Output::open(
+            sink,
+            ShipperMetrics {
+                shipped: metrics.shipped,
+                failures: metrics.ship_failures,
+                spool_bytes: metrics.spool_bytes,
+            },
+        )?;
         let (queue, records) = sync_channel(capacity);
         let reopen = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             output,
-            written,
+            written: metrics.written,
+            dropped: dropped.clone(),
             reopen: reopen.clone(),
         };
         // A writer that cannot start leaves the queue without a reader: records are dropped
@@ -73,7 +147,6 @@ impl DecisionLog {
             queue,
             reopen,
             dropped,
-            last_drop_warning: AtomicU64::new(0),
         })
     }
 
@@ -82,8 +155,7 @@ impl DecisionLog {
         match self.queue.try_send(Message::Record(line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.inc();
-                self.warn_dropped();
+                self.dropped.record("the decision log cannot keep up");
             }
         }
     }
@@ -108,25 +180,6 @@ impl DecisionLog {
     pub fn reopen(&self) {
         self.reopen.store(true, Ordering::Release);
     }
-
-    fn warn_dropped(&self) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = self.last_drop_warning.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= DROP_WARNING_EVERY_SECONDS
-            && self
-                .last_drop_warning
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            log::warn!(
-                "the decision log cannot keep up: {} records dropped so far \
-                 (portcullis_decision_log_records_total{{outcome=\"dropped\"}})",
-                self.dropped.get()
-            );
-        }
-    }
 }
 
 /// How long the writer lets records gather after writing a batch.
@@ -135,13 +188,31 @@ const BATCH_PAUSE: Duration = Duration::from_millis(5);
 struct Writer {
     output: Output,
     written: IntCounter,
+    dropped: Arc<Dropped>,
     reopen: Arc<AtomicBool>,
 }
 
 impl Writer {
-    /// Writes records until every sender is gone, flushing whenever the queue runs dry.
+    /// Writes records until every sender is gone, flushing whenever the queue runs dry. A
+    /// spool's open batch is sealed when its interval is over, records or not.
     fn run(mut self, messages: Receiver<Message>) {
-        while let Ok(first) = messages.recv() {
+        loop {
+            let first = match self.output.due_in() {
+                None => match messages.recv() {
+                    Ok(message) => message,
+                    Err(_) => break,
+                },
+                Some(wait) => match messages.recv_timeout(wait) {
+                    Ok(message) => message,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Err(e) = self.output.flush() {
+                            log::error!("decision log write failed: {e}");
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+            };
             let asked = self.reopen.swap(false, Ordering::AcqRel);
             self.output.reopen_if_rotated(asked);
             let mut flushed = Vec::new();
@@ -150,16 +221,23 @@ impl Writer {
                 std::iter::once(first).chain(std::iter::from_fn(|| messages.try_recv().ok()))
             {
                 match message {
-                    Message::Record(line) => {
-                        if let Err(e) = self.output.write_line(&line) {
-                            log::error!("decision log write failed: {e}");
-                        }
-                        batch += 1;
-                    }
+                    Message::Record(line) => match self.output.write_line(&line) {
+                        Ok(true) => batch += 1,
+                        Ok(false) => self
+                            .dropped
+                            .record("the decision log spool is full (spool_max_bytes)"),
+                        Err(e) => log::error!("decision log write failed: {e}"),
+                    },
                     Message::Flush(done) => flushed.push(done),
                 }
             }
-            if let Err(e) = self.output.flush() {
+            let flushed_all = if flushed.is_empty() {
+                self.output.flush()
+            } else {
+                // At shutdown: the open batch goes to the shipper now.
+                self.output.flush().and_then(|()| self.output.seal())
+            };
+            if let Err(e) = flushed_all {
                 log::error!("decision log write failed: {e}");
             }
             self.written.inc_by(batch);
@@ -176,6 +254,7 @@ impl Writer {
 
 enum Output {
     Stdout(io::Stdout),
+    Spool(Spool),
     File {
         path: PathBuf,
         file: BufWriter<File>,
@@ -186,9 +265,19 @@ enum Output {
 }
 
 impl Output {
-    fn open(sink: &DecisionSink) -> Result<Self, OpenError> {
+    /// Opens the sink; for the HTTP sink, the spool, and starts its shipper.
+    fn open(sink: &DecisionSink, shipper_metrics: ShipperMetrics) -> Result<Self, OpenError> {
         match sink {
             DecisionSink::Stdout => Ok(Output::Stdout(io::stdout())),
+            DecisionSink::Http(settings) => {
+                let error = |source| OpenError {
+                    path: settings.spool_dir.clone(),
+                    source,
+                };
+                let (spool, bytes) = Spool::open(settings).map_err(error)?;
+                shipper::start(settings.clone(), bytes, shipper_metrics).map_err(error)?;
+                Ok(Output::Spool(spool))
+            }
             DecisionSink::File(path) => {
                 let (file, identity) = open_append(path).map_err(|source| OpenError {
                     path: path.clone(),
@@ -204,24 +293,43 @@ impl Output {
         }
     }
 
-    fn write_line(&mut self, line: &str) -> io::Result<()> {
+    /// Writes one record; `Ok(false)` when a full spool refused it.
+    fn write_line(&mut self, line: &str) -> io::Result<bool> {
         match self {
             Output::Stdout(out) => {
                 let mut out = out.lock();
                 out.write_all(line.as_bytes())?;
-                out.write_all(b"\n")
+                out.write_all(b"\n")?;
             }
             Output::File { file, .. } => {
                 file.write_all(line.as_bytes())?;
-                file.write_all(b"\n")
+                file.write_all(b"\n")?;
             }
+            Output::Spool(spool) => return spool.append(line),
         }
+        Ok(true)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Output::Stdout(out) => out.flush(),
             Output::File { file, .. } => file.flush(),
+            Output::Spool(spool) => spool.flush(),
+        }
+    }
+
+    fn seal(&mut self) -> io::Result<()> {
+        match self {
+            Output::Spool(spool) => spool.seal(),
+            _ => Ok(()),
+        }
+    }
+
+    /// When the writer must wake without a record: a spool's open batch falls due.
+    fn due_in(&self) -> Option<Duration> {
+        match self {
+            Output::Spool(spool) => spool.due_in(),
+            _ => None,
         }
     }
 
@@ -268,11 +376,11 @@ fn open_append(path: &Path) -> io::Result<(File, (u64, u64))> {
 mod tests {
     use super::*;
 
-    fn counters() -> (IntCounter, IntCounter) {
-        (
-            IntCounter::new("written", "w").unwrap(),
-            IntCounter::new("dropped", "d").unwrap(),
-        )
+    /// Unregistered counters, and handles on the written and dropped ones.
+    fn counters() -> (LogMetrics, IntCounter, IntCounter) {
+        let metrics = LogMetrics::unregistered();
+        let (written, dropped) = (metrics.written.clone(), metrics.dropped.clone());
+        (metrics, written, dropped)
     }
 
     fn wait_for(condition: impl Fn() -> bool) {
@@ -289,14 +397,8 @@ mod tests {
     fn records_survive_rename_rotation_and_sighup_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("decisions.log");
-        let (written, dropped) = counters();
-        let log = DecisionLog::start(
-            &DecisionSink::File(path.clone()),
-            64,
-            written.clone(),
-            dropped.clone(),
-        )
-        .unwrap();
+        let (metrics, written, dropped) = counters();
+        let log = DecisionLog::start(&DecisionSink::File(path.clone()), 64, metrics).unwrap();
         log.record("{\"n\":1}".into());
         assert!(log.flush(Duration::from_secs(5)));
         assert_eq!(written.get(), 1);
@@ -329,13 +431,15 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts_instead_of_blocking() {
-        let (written, dropped) = counters();
+        let (_, written, dropped) = counters();
         let (queue, _messages) = sync_channel(2);
         let log = DecisionLog {
             queue,
             reopen: Arc::new(AtomicBool::new(false)),
-            dropped: dropped.clone(),
-            last_drop_warning: AtomicU64::new(0),
+            dropped: Arc::new(Dropped {
+                count: dropped.clone(),
+                last_warning: AtomicU64::new(0),
+            }),
         };
         for n in 0..5 {
             log.record(format!("{n}"));
@@ -346,9 +450,9 @@ mod tests {
 
     #[test]
     fn an_unopenable_file_is_an_error_naming_it() {
-        let (written, dropped) = counters();
+        let (metrics, _, _) = counters();
         let path = PathBuf::from("/nonexistent-dir/decisions.log");
-        let error = DecisionLog::start(&DecisionSink::File(path), 4, written, dropped)
+        let error = DecisionLog::start(&DecisionSink::File(path), 4, metrics)
             .err()
             .unwrap();
         assert!(error.to_string().contains("/nonexistent-dir/decisions.log"));
