@@ -303,6 +303,48 @@ fn directory_sources_are_checked_line_by_line_and_their_mappings_against_the_sch
     );
 }
 
+#[test]
+fn an_http_decision_log_sink_is_checked_line_by_line() {
+    let text = std::fs::read_to_string(repo_path("portcullis.toml")).unwrap();
+    for (edit, needle, message) in [
+        (
+            "sink = \"http\"\nurl = \"ftp://collector/\"\nspool_dir = \"spool\"",
+            "url = ",
+            "decision_log.url \"ftp://collector/\" is not an http:// or https:// URL",
+        ),
+        (
+            "sink = \"http\"\nurl = \"http://collector:8080/\"",
+            "sink = \"http\"",
+            "sink = \"http\" needs spool_dir",
+        ),
+        (
+            "sink = \"stdout\"\nspool_dir = \"spool\"",
+            "spool_dir = ",
+            "decision_log.spool_dir is only used with sink = \"http\"",
+        ),
+        (
+            "sink = \"http\"\nurl = \"http://c/\"\nspool_dir = \"s\"\nformat = \"gelf\"",
+            "format = ",
+            "unknown variant `gelf`, expected `ndjson` or `splunk_hec`",
+        ),
+    ] {
+        let edited = text.replace("sink = \"stdout\"", edit);
+        let line = line_of(&edited, needle);
+        let (ok, stderr) = check_with("portcullis.toml", |_| edited.clone());
+        assert!(!ok, "{edit}");
+        assert!(
+            stderr.contains("portcullis.toml:") && stderr.contains(message),
+            "{edit}: expected {message:?} in {stderr}"
+        );
+        if needle != "sink = \"http\"" {
+            assert!(
+                stderr.contains(&format!("portcullis.toml:{line}: ")),
+                "{edit}: expected line {line} in {stderr}"
+            );
+        }
+    }
+}
+
 /// The README's copy-paste `[directory]` blocks pass `check` with this repository's policies.
 #[test]
 fn the_readme_directory_configurations_check_clean() {
