@@ -30,9 +30,15 @@ fn respond(gateway: &Gateway, method: &Method, path: &str) -> Response<ResponseB
         "/healthz" => json_response(StatusCode::OK, &json!({ "status": "alive" })),
         "/readyz" => readiness(gateway),
         "/metrics" => {
-            let text = gateway
-                .metrics
-                .render(&gateway.authenticator, &gateway.directory_status);
+            let text = gateway.metrics.render(
+                &gateway.authenticator,
+                &gateway.directory_status,
+                gateway
+                    .settings
+                    .bundle
+                    .as_ref()
+                    .map(|_| &*gateway.bundle_status),
+            );
             let mut response = Response::new(Full::new(text.into()));
             response.headers_mut().insert(
                 CONTENT_TYPE,
@@ -61,6 +67,9 @@ fn readiness(gateway: &Gateway) -> Response<ResponseBody> {
     let mut body = json!({ "snapshot": snapshot });
     if syncing {
         body["directory"] = gateway.directory_status.describe(SystemTime::now());
+    }
+    if gateway.settings.bundle.is_some() {
+        body["bundle"] = gateway.bundle_status.describe();
     }
     let (status, reason) = if !waiting.is_empty() {
         body["issuers_without_keys"] = json!(waiting);

@@ -1,4 +1,4 @@
-//! Command line: `run` (default), `check`, `test`, `explain`, `demo`.
+//! Command line: `run` (default), `check`, `test`, `explain`, `bundle`, `demo`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -77,6 +77,9 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         client_ip: IpAddr,
     },
+    /// Policy bundles for a fleet: build, push, sign (and make a signing key).
+    #[command(subcommand)]
+    Bundle(BundleCommand),
     /// Start the demo in one process: the gateway with this repository's configuration, a sample
     /// tasks API behind it and a development token issuer, then print curl lines to try.
     Demo {
@@ -84,4 +87,41 @@ pub enum Command {
         #[arg(long, short, default_value = "portcullis.toml")]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Check the configuration, run the policy test suites, and pack routes.toml and policies/
+    /// into a bundle file; nothing is written if either fails.
+    Build {
+        #[arg(long, short, default_value = "portcullis.toml")]
+        config: PathBuf,
+        /// The bundle file to write.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// The bundle's version; gateways refuse one older than theirs (default: now, in Unix
+        /// seconds).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Push a bundle file to an OCI registry as `REFERENCE` (registry/repository:tag); prints
+    /// its digest.
+    Push {
+        bundle: PathBuf,
+        reference: String,
+        /// Talk HTTP to the registry.
+        #[arg(long)]
+        plain_http: bool,
+    },
+    /// Sign the bundle at `REFERENCE` with an Ed25519 private key (PEM) and push the signature
+    /// beside it.
+    Sign {
+        reference: String,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        plain_http: bool,
+    },
+    /// Write a new Ed25519 key pair: `<name>.key` (private, mode 0600) and `<name>.pub`.
+    Keygen { name: PathBuf },
 }

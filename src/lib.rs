@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod authn;
 pub mod authz;
+pub mod bundle;
 pub mod canonical;
 pub mod check;
 pub mod cli;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use portcullis::cli::{Cli, Command, Format};
+use portcullis::cli::{BundleCommand, Cli, Command, Format};
 use portcullis::server::{load_gateway, run};
 
 /// mimalloc instead of glibc's allocator: a request allocates and frees a few hundred small
@@ -70,35 +70,9 @@ fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Test { config, suites } => {
             let gateway = portcullis::offline::OfflineGateway::load(&config)?;
-            let mut files = Vec::new();
-            let dirs = if suites.is_empty() {
-                vec![gateway.gateway.settings.policies_dir.join("tests")]
-            } else {
-                suites
-            };
-            for path in dirs {
-                if path.is_dir() {
-                    files.extend(portcullis::policy_test::suite_files(&path)?);
-                } else {
-                    files.push(path);
-                }
-            }
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let mut report = String::new();
-            let summary = runtime.block_on(portcullis::policy_test::run_suites(
-                &gateway,
-                &files,
-                &mut report,
-            ))?;
-            print!("{report}");
-            println!("{} passed, {} failed", summary.passed, summary.failed);
-            if summary.failed > 0 {
-                anyhow::bail!("{} policy test case(s) failed", summary.failed);
-            }
-            Ok(())
+            run_suites(&gateway, suites)
         }
+        Command::Bundle(command) => bundle(command),
         Command::Explain {
             config,
             method,
@@ -166,5 +140,140 @@ fn execute(command: Command) -> anyhow::Result<()> {
             runtime.block_on(portcullis::demo::run_demo(&config))?;
             Ok(())
         }
+    }
+}
+
+/// Runs the policy test suites (`suites`, or the policies' `tests` directory); an error when a
+/// case fails.
+fn run_suites(
+    gateway: &portcullis::offline::OfflineGateway,
+    suites: Vec<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let mut files = Vec::new();
+    let dirs = if suites.is_empty() {
+        vec![gateway.gateway.settings.policies_dir.join("tests")]
+    } else {
+        suites
+    };
+    for path in dirs {
+        if path.is_dir() {
+            files.extend(portcullis::policy_test::suite_files(&path)?);
+        } else {
+            files.push(path);
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut report = String::new();
+    let summary = runtime.block_on(portcullis::policy_test::run_suites(
+        gateway,
+        &files,
+        &mut report,
+    ))?;
+    print!("{report}");
+    println!("{} passed, {} failed", summary.passed, summary.failed);
+    if summary.failed > 0 {
+        anyhow::bail!("{} policy test case(s) failed", summary.failed);
+    }
+    Ok(())
+}
+
+fn bundle(command: BundleCommand) -> anyhow::Result<()> {
+    use portcullis::bundle::format::Bundle;
+    use portcullis::bundle::registry::Registry;
+    use portcullis::bundle::signature::SigningKey;
+
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    match command {
+        BundleCommand::Build {
+            config,
+            output,
+            version,
+        } => {
+            let gateway = portcullis::offline::OfflineGateway::load(&config)
+                .context("the configuration does not check; no bundle built")?;
+            let settings = &gateway.gateway.settings;
+            if settings.policies_dir.join("tests").is_dir() {
+                run_suites(&gateway, Vec::new()).context("no bundle built")?;
+            }
+            let version = match version {
+                Some(version) => version,
+                None => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs(),
+            };
+            let bundle = Bundle::pack(&settings.routes_file, &settings.policies_dir, version)?;
+            std::fs::write(&output, bundle.to_bytes())
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            println!(
+                "bundle version {version}: {} files written to {}",
+                bundle.files.len(),
+                output.display()
+            );
+            Ok(())
+        }
+        BundleCommand::Push {
+            bundle,
+            reference,
+            plain_http,
+        } => {
+            let bytes = std::fs::read(&bundle)
+                .with_context(|| format!("cannot read {}", bundle.display()))?;
+            let parsed = Bundle::from_bytes(&bytes)?;
+            let registry = Registry::new(plain_http, registry_auth()?);
+            let digest = runtime()?.block_on(registry.push(&reference, &parsed))?;
+            println!("{digest}");
+            Ok(())
+        }
+        BundleCommand::Sign {
+            reference,
+            key,
+            plain_http,
+        } => {
+            let text = std::fs::read_to_string(&key)
+                .with_context(|| format!("cannot read {}", key.display()))?;
+            let key = SigningKey::from_pem(&text)?;
+            let registry = Registry::new(plain_http, registry_auth()?);
+            let digest = runtime()?.block_on(registry.sign(&reference, &key))?;
+            println!("signed {digest}");
+            Ok(())
+        }
+        BundleCommand::Keygen { name } => {
+            let (private, public) = SigningKey::generate()?;
+            let private_path = name.with_extension("key");
+            let public_path = name.with_extension("pub");
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            std::io::Write::write_all(
+                &mut options
+                    .open(&private_path)
+                    .with_context(|| format!("cannot create {}", private_path.display()))?,
+                private.as_bytes(),
+            )?;
+            std::fs::write(&public_path, public)?;
+            println!("{} and {}", private_path.display(), public_path.display());
+            Ok(())
+        }
+    }
+}
+
+/// Registry credentials for the push and sign commands: `PORTCULLIS_REGISTRY_USERNAME` and
+/// `PORTCULLIS_REGISTRY_PASSWORD`, or anonymous.
+fn registry_auth() -> anyhow::Result<oci_client::secrets::RegistryAuth> {
+    match (
+        std::env::var("PORTCULLIS_REGISTRY_USERNAME"),
+        std::env::var("PORTCULLIS_REGISTRY_PASSWORD"),
+    ) {
+        (Ok(user), Ok(password)) => Ok(oci_client::secrets::RegistryAuth::Basic(user, password)),
+        (Err(_), Err(_)) => Ok(oci_client::secrets::RegistryAuth::Anonymous),
+        _ => anyhow::bail!(
+            "set both PORTCULLIS_REGISTRY_USERNAME and PORTCULLIS_REGISTRY_PASSWORD, or neither"
+        ),
     }
 }

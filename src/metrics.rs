@@ -13,6 +13,7 @@ use prometheus::{
 };
 
 use crate::authn::Authenticator;
+use crate::bundle::puller::BundleStatus;
 use crate::decision_log::LogMetrics;
 use crate::directory::DirectoryStatus;
 
@@ -252,15 +253,58 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric, the authenticator's included.
-    pub fn render(&self, authenticator: &Authenticator, directory: &DirectoryStatus) -> String {
+    pub fn render(
+        &self,
+        authenticator: &Authenticator,
+        directory: &DirectoryStatus,
+        bundle: Option<&BundleStatus>,
+    ) -> String {
         let mut families = self.registry.gather();
         families.extend(authenticator_families(authenticator));
         families.extend(directory_families(directory));
+        families.extend(bundle.map(bundle_families).unwrap_or_default());
         let mut text = Vec::new();
         // Encoding into a Vec cannot fail; an empty page is the worst case.
         let _ = TextEncoder::new().encode(&families, &mut text);
         String::from_utf8(text).unwrap_or_default()
     }
+}
+
+/// Policy bundle figures, read from its status at scrape time.
+fn bundle_families(bundle: &BundleStatus) -> Vec<prometheus::proto::MetricFamily> {
+    let activations = IntCounter::new(
+        "portcullis_bundle_activations_total",
+        "Bundles pulled, verified and swapped in while running (the one at start not counted).",
+    )
+    .expect("valid metric definition");
+    let refusals = IntCounterVec::new(
+        Opts::new(
+            "portcullis_bundle_refusals_total",
+            "Bundles (or registry checks) refused, by reason: unsigned, untrusted_key, bad_signature, tampered, downgrade, invalid, registry, io.",
+        ),
+        &["reason"],
+    )
+    .expect("valid metric definition");
+    let version = IntGauge::new("portcullis_bundle_version", "Version of the active bundle.")
+        .expect("valid metric definition");
+    let activated = IntGauge::new(
+        "portcullis_bundle_activated_timestamp_seconds",
+        "When the active bundle became active (Unix time).",
+    )
+    .expect("valid metric definition");
+    activations.inc_by(bundle.activations());
+    for (reason, count) in bundle.failures() {
+        refusals.with_label_values(&[reason]).inc_by(count);
+    }
+    if let Some(active) = bundle.active() {
+        version.set(i64::try_from(active.version).unwrap_or(i64::MAX));
+        activated.set(i64::try_from(active.activated_at).unwrap_or(i64::MAX));
+    }
+    let mut families = activations.collect();
+    families.extend(refusals.collect());
+    families.extend(version.collect());
+    families.extend(activated.collect());
+    families
 }
 
 /// Directory sync figures, read from the sources' status at scrape time.

@@ -23,7 +23,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use pingora_core::listeners::tls::Acceptor;
 
 use crate::admin::serve_admin;
-use crate::config::{load_snapshot, ConfigError, Settings};
+use crate::bundle::puller::{self, ActiveBundle};
+use crate::bundle::{registry, BundleError};
+use crate::config::{load_snapshot, BundleSettings, ConfigError, ConfigProblem, Settings};
 use crate::decision_log::{DecisionLog, OpenError};
 use crate::directory::{read_cache_file, SyncError};
 use crate::ext_authz::serve_authz;
@@ -34,6 +36,57 @@ use crate::snapshot::Gateway;
 pub fn load_gateway(config: &Path) -> Result<Gateway, ConfigError> {
     let settings = Settings::load(config)?;
     let authenticator = settings.authenticator()?;
+    let active_bundle = match &settings.bundle {
+        Some(bundle) => Some(ensure_bundle(bundle).map_err(|e| {
+            ConfigProblem::file(
+                &settings.file,
+                format!("[bundle] {}: no bundle to serve: {e}", bundle.reference),
+            )
+        })?),
+        None => None,
+    };
+    let gateway = load_gateway_with(settings, authenticator)?;
+    if let Some(active) = active_bundle {
+        gateway.bundle_status.set_active(active, false);
+    }
+    Ok(gateway)
+}
+
+/// The bundle to start with: the active one in the cache directory (a restart with the
+/// registry down serves it), or one pulled and verified now.
+fn ensure_bundle(settings: &BundleSettings) -> Result<ActiveBundle, BundleError> {
+    if let Some(active) = puller::read_active(&settings.cache_dir) {
+        log::info!(
+            "bundle {} (version {}) from the cache {}",
+            active.digest,
+            active.version,
+            settings.cache_dir.display()
+        );
+        return Ok(active);
+    }
+    let registry = registry::for_settings(settings)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BundleError::Registry(e.to_string()))?;
+    let verified =
+        runtime.block_on(registry.pull_verified(&settings.reference, &settings.trusted))?;
+    let (active, previous) = puller::install(&settings.cache_dir, &verified)?;
+    puller::record_active(&settings.cache_dir, &active, previous.as_deref())?;
+    log::info!(
+        "bundle {} (version {}, signed by {}) pulled from {}",
+        active.digest,
+        active.version,
+        active.key_id,
+        settings.reference
+    );
+    Ok(active)
+}
+
+fn load_gateway_with(
+    settings: Settings,
+    authenticator: crate::authn::Authenticator,
+) -> Result<Gateway, ConfigError> {
     let cached = settings
         .directory
         .as_ref()
@@ -125,6 +178,7 @@ pub fn run(gateway: Gateway, upgrade: bool) -> Result<(), ServeError> {
         let _guard = runtime.enter();
         gateway.spawn_key_refresh();
         gateway.spawn_directory_sync()?;
+        gateway.spawn_bundle_poll();
         gateway.start_pools();
         if let Some(debounce) = gateway.settings.reload_debounce {
             let watched = gateway.clone();

@@ -11,6 +11,8 @@ use arc_swap::ArcSwap;
 
 use crate::authn::Authenticator;
 use crate::authz::{DecisionCache, PolicyBundle, PrincipalMemo, RouteAuthz};
+use crate::bundle::puller::{self, BundleStatus};
+use crate::bundle::registry;
 use crate::config::{load_snapshot, ConfigError, Settings};
 use crate::directory::{Directory, DirectoryStatus, SyncError, Syncer};
 use crate::metrics::Metrics;
@@ -96,6 +98,8 @@ pub struct Gateway {
     reloads: Mutex<ReloadInputs>,
     /// How the directory sources are doing (empty without `[directory]`).
     pub directory_status: Arc<DirectoryStatus>,
+    /// The active policy bundle (empty without `[bundle]`).
+    pub bundle_status: Arc<BundleStatus>,
     /// Set once a shutdown or upgrade has begun.
     draining: AtomicBool,
     /// Set once upstream pools run their discovery and health checks; the pools of every
@@ -130,6 +134,7 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             reloads: Mutex::new(ReloadInputs { files, directory }),
             directory_status,
+            bundle_status: Arc::default(),
             draining: AtomicBool::new(false),
             pools_started: AtomicBool::new(false),
         }
@@ -235,6 +240,83 @@ impl Gateway {
                 .map_err(|e| e.to_string())
         })));
         Ok(())
+    }
+
+    /// Polls the bundle's registry every `poll_seconds` on the current tokio runtime, when
+    /// `[bundle]` is configured: a new, verified, newer bundle is swapped in and reloaded; a
+    /// refused one (or one the reload refuses) leaves the active one.
+    pub fn spawn_bundle_poll(self: &Arc<Self>) {
+        let Some(settings) = self.settings.bundle.clone() else {
+            return;
+        };
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            let registry = match registry::for_settings(&settings) {
+                Ok(registry) => registry,
+                Err(e) => {
+                    log::error!("bundle polling cannot start: {e}");
+                    return;
+                }
+            };
+            loop {
+                tokio::time::sleep(settings.poll).await;
+                let status = &gateway.bundle_status;
+                let verified =
+                    match puller::check(&registry, &settings.reference, &settings.trusted, status)
+                        .await
+                    {
+                        Ok(Some(verified)) => verified,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            puller::refused(status, &e);
+                            continue;
+                        }
+                    };
+                let swapping = gateway.clone();
+                let cache_dir = settings.cache_dir.clone();
+                let swapped = tokio::task::spawn_blocking(move || {
+                    swapping.swap_bundle(&cache_dir, &verified)
+                })
+                .await;
+                match swapped {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => puller::refused(&gateway.bundle_status, &e),
+                    Err(e) => log::error!("the bundle swap did not finish: {e}"),
+                }
+            }
+        });
+    }
+
+    /// Unpacks `verified`, points the active bundle at it and reloads; on a refused reload,
+    /// points back.
+    fn swap_bundle(
+        &self,
+        cache_dir: &std::path::Path,
+        verified: &registry::Verified,
+    ) -> Result<(), crate::bundle::BundleError> {
+        let (active, previous) = puller::install(cache_dir, verified)?;
+        match self.reload() {
+            Ok(version) => {
+                puller::record_active(cache_dir, &active, previous.as_deref())?;
+                log::info!(
+                    "bundle {} (version {}, signed by {}) active: snapshot {version}",
+                    active.digest,
+                    active.version,
+                    active.key_id
+                );
+                self.bundle_status.set_active(active, true);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(previous) = previous {
+                    puller::point_active(cache_dir, &previous)?;
+                }
+                Err(crate::bundle::BundleError::Format(format!(
+                    "bundle {} does not load, the active one stays: {e}",
+                    active.digest
+                )))
+            }
+        }
     }
 
     /// Starts the background key refresh of every issuer on the current tokio runtime.

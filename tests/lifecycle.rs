@@ -944,3 +944,312 @@ async fn a_full_spool_drops_and_counts_and_delivers_everything_it_kept() {
     .unwrap();
     assert_eq!(sent.len() - delivered, dropped as usize);
 }
+
+/// Debian's `docker-registry` (CNCF distribution) on a loopback port, storing in `dir`.
+struct OciRegistry {
+    address: SocketAddr,
+    storage: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl OciRegistry {
+    async fn start(dir: &Path) -> Self {
+        let address = free_port();
+        let storage = dir.join("registry-storage");
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let mut registry = OciRegistry {
+            address,
+            storage,
+            config,
+            child: None,
+        };
+        registry.come_up().await;
+        registry
+    }
+
+    async fn come_up(&mut self) {
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry) must be installed");
+        self.child = Some(child);
+        let address = self.address;
+        assert!(
+            eventually(Duration::from_secs(20), || async move {
+                try_exchange(
+                    address,
+                    b"GET /v2/ HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n",
+                )
+                .await
+                .is_ok_and(|r| r.status == 200)
+            })
+            .await,
+            "the registry did not start"
+        );
+    }
+
+    fn go_down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn reference(&self, tag: &str) -> String {
+        format!("{}/portcullis/policies:{tag}", self.address)
+    }
+
+    /// Overwrites the blob `digest` in the registry's storage (what an attacker with access
+    /// to the storage, or a broken mirror, would do).
+    fn tamper(&self, digest: &str, with: &[u8]) {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let path = self
+            .storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data");
+        assert!(path.exists(), "no blob at {}", path.display());
+        std::fs::write(path, with).unwrap();
+    }
+}
+
+impl Drop for OciRegistry {
+    fn drop(&mut self) {
+        self.go_down();
+    }
+}
+
+/// `portcullis bundle ...`; (success, stdout, stderr).
+fn bundle_command(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("bundle")
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Builds a bundle of `version` from the environment's routes and policies, pushes it to
+/// `reference`, signs it with `key` (when given); returns the digest.
+fn publish(env: &Env, version: u64, reference: &str, key: Option<&Path>) -> String {
+    let file = env.dir.path().join(format!("bundle-{version}.json"));
+    let config = env.dir.path().join("build.toml");
+    let (ok, _, stderr) = bundle_command(&[
+        "build",
+        "--config",
+        config.to_str().unwrap(),
+        "--output",
+        file.to_str().unwrap(),
+        "--version",
+        &version.to_string(),
+    ]);
+    assert!(ok, "bundle build: {stderr}");
+    let (ok, stdout, stderr) =
+        bundle_command(&["push", file.to_str().unwrap(), reference, "--plain-http"]);
+    assert!(ok, "bundle push: {stderr}");
+    let digest = stdout.trim().to_string();
+    if let Some(key) = key {
+        let (ok, _, stderr) = bundle_command(&[
+            "sign",
+            reference,
+            "--key",
+            key.to_str().unwrap(),
+            "--plain-http",
+        ]);
+        assert!(ok, "bundle sign: {stderr}");
+    }
+    digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_bundles_from_an_oci_registry_reach_the_gateway_and_bad_ones_never_do() {
+    let env = Env::new().await;
+    let policies = env.copy_policies();
+    std::fs::create_dir(policies.join("tests")).unwrap();
+    std::fs::copy(
+        common::repo_path("policies/tests/tasks.toml"),
+        policies.join("tests/tasks.toml"),
+    )
+    .unwrap();
+    let mut registry = OciRegistry::start(env.dir.path()).await;
+    let dir = env.dir.path();
+    for name in ["release", "stranger"] {
+        let (ok, _, stderr) = bundle_command(&["keygen", dir.join(name).to_str().unwrap()]);
+        assert!(ok, "{stderr}");
+    }
+    // The build machine's configuration: the same files, no [bundle].
+    std::fs::copy(&env.config, dir.join("build.toml")).unwrap();
+    let reference = registry.reference("prod");
+    let release = dir.join("release.key");
+    publish(&env, 1, &reference, Some(&release));
+
+    // The gateway reads its routes and policies from the bundle only.
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        format!(
+            "{text}\n[bundle]\nreference = \"{reference}\"\npoll_seconds = 1\npublic_keys = [\"release.pub\"]\ncache_dir = \"bundles\"\nplain_http = true\n"
+        ),
+    )
+    .unwrap();
+    let mut gateway = env.spawn("first", false);
+    env.wait_until_serving(&mut gateway).await;
+    let token = env.token("zed");
+    assert_eq!(status_of(env.listen, TASK, Some(&token)).await, Some(200));
+    let admin = env.admin;
+    let bundle_version = || async move {
+        let response = try_exchange(
+            admin,
+            b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        response.json()["bundle"]["version"].as_u64()
+    };
+    assert_eq!(bundle_version().await, Some(1));
+
+    // A change that fails the policy test suites is not built.
+    std::fs::write(
+        policies.join("lockdown.cedar"),
+        "@id(\"lockdown\")\nforbid (principal == User::\"alice\", action, resource);\n",
+    )
+    .unwrap();
+    let build = dir.join("build.toml");
+    let (ok, stdout, _) = bundle_command(&[
+        "build",
+        "--config",
+        build.to_str().unwrap(),
+        "--output",
+        dir.join("failing.json").to_str().unwrap(),
+    ]);
+    assert!(!ok && stdout.contains("FAIL"), "{stdout}");
+    assert!(!dir.join("failing.json").exists());
+
+    // Version 2 forbids zed everything: pushed and signed, it reaches the gateway.
+    std::fs::write(
+        policies.join("lockdown.cedar"),
+        "@id(\"lockdown\")\nforbid (principal == User::\"zed\", action, resource);\n",
+    )
+    .unwrap();
+    publish(&env, 2, &reference, Some(&release));
+    let (listen, token_ref) = (env.listen, &token);
+    assert!(
+        eventually(Duration::from_secs(30), || async move {
+            status_of(listen, TASK, Some(token_ref)).await == Some(403)
+        })
+        .await,
+        "version 2 did not arrive:\n{}",
+        gateway.output()
+    );
+    assert_eq!(bundle_version().await, Some(2));
+
+    // Refused, each with its reason, while version 2 stays: unsigned, signed by an unknown
+    // key, an older version, a tampered layer.
+    std::fs::remove_file(policies.join("lockdown.cedar")).unwrap();
+    let refusal = |reason: &'static str| async move {
+        metric(
+            admin,
+            &format!("portcullis_bundle_refusals_total{{reason=\"{reason}\"}}"),
+        )
+        .await
+        .is_some_and(|n| n >= 1.0)
+    };
+    publish(&env, 3, &reference, None);
+    assert!(
+        eventually(Duration::from_secs(30), || refusal("unsigned")).await,
+        "{}",
+        gateway.output()
+    );
+    publish(&env, 4, &reference, Some(&dir.join("stranger.key")));
+    assert!(
+        eventually(Duration::from_secs(30), || refusal("untrusted_key")).await,
+        "{}",
+        gateway.output()
+    );
+    let file = dir.join("bundle-1.json");
+    let (ok, _, stderr) =
+        bundle_command(&["push", file.to_str().unwrap(), &reference, "--plain-http"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        eventually(Duration::from_secs(30), || refusal("downgrade")).await,
+        "{}",
+        gateway.output()
+    );
+    // Version 5, signed, pushed first under another tag; its layer is rewritten in the
+    // registry's storage; then `prod` is pointed at it.
+    let staging = registry.reference("staging");
+    let digest = publish(&env, 5, &staging, Some(&release));
+    let manifest = std::fs::read_to_string(
+        registry
+            .storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&digest["sha256:".len().."sha256:".len() + 2])
+            .join(&digest["sha256:".len()..])
+            .join("data"),
+    )
+    .unwrap();
+    let manifest: Value = serde_json::from_str(&manifest).unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut evil = portcullis::bundle::format::Bundle::from_bytes(
+        &std::fs::read(dir.join("bundle-5.json")).unwrap(),
+    )
+    .unwrap();
+    evil.files.insert(
+        "policies/open.cedar".into(),
+        "permit (principal, action, resource);".into(),
+    );
+    registry.tamper(&layer, &evil.to_bytes());
+    let (ok, _, stderr) = bundle_command(&[
+        "push",
+        dir.join("bundle-5.json").to_str().unwrap(),
+        &reference,
+        "--plain-http",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        eventually(Duration::from_secs(30), || refusal("tampered")).await,
+        "{}",
+        gateway.output()
+    );
+    assert_eq!(status_of(env.listen, TASK, Some(&token)).await, Some(403));
+    assert_eq!(bundle_version().await, Some(2));
+
+    // The registry goes down: the gateway keeps version 2 and stays ready.
+    registry.go_down();
+    assert!(
+        eventually(Duration::from_secs(30), || refusal("registry")).await,
+        "{}",
+        gateway.output()
+    );
+    assert_eq!(status_of(env.listen, TASK, Some(&token)).await, Some(403));
+
+    // A restart while the registry is down serves the cached version 2.
+    gateway.signal("TERM");
+    assert!(gateway.exit_within(Duration::from_secs(20)).await.is_some());
+    let mut gateway = env.spawn("second", false);
+    env.wait_until_serving(&mut gateway).await;
+    assert_eq!(status_of(env.listen, TASK, Some(&token)).await, Some(403));
+    assert_eq!(bundle_version().await, Some(2));
+    registry.come_up().await;
+}

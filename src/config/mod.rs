@@ -5,6 +5,7 @@
 //! are checked against the Cedar schema. Every problem found is reported with file and line.
 
 mod authz_server;
+mod bundle;
 mod decision_log;
 mod directory;
 pub mod raw;
@@ -30,6 +31,7 @@ use crate::authn::{
 use crate::authz::{
     DecisionCache, PolicyBundle, PrincipalMemo, ResourceSpec, RouteAuthz, CONTEXT_KINDS,
 };
+use crate::bundle::puller::ACTIVE;
 use crate::canonical::canonicalize_host;
 use crate::directory::{Directory, DirectorySettings};
 use crate::routes::{PathTemplate, RouteSpec, RouteTable};
@@ -38,6 +40,7 @@ use crate::tls::{CertificateFiles, CertificateStore};
 use crate::trust::Cidr;
 use crate::upstream::{Pool, Pools};
 pub use authz_server::{AuthzServerSettings, NginxHeaders};
+pub use bundle::{BundleSettings, RegistryCredentials};
 pub use decision_log::{DecisionSink, HttpSink, ShipFormat};
 use raw::{RawGatewayFile, RawIssuer, RawMode, RawRoute, RawRouteDefaults, RawRoutesFile};
 pub use source::{ConfigError, ConfigProblem, SourceFile};
@@ -120,6 +123,8 @@ pub struct Settings {
     pub authz_server: Option<AuthzServerSettings>,
     /// Directory sync from the identity provider, when configured.
     pub directory: Option<DirectorySettings>,
+    /// Routes and policies from a signed OCI bundle, when configured.
+    pub bundle: Option<BundleSettings>,
     /// Watch the routes and policies for changes; `None` when off.
     pub reload_debounce: Option<Duration>,
     pub lifecycle: Lifecycle,
@@ -243,6 +248,19 @@ impl Settings {
             None => None,
         };
 
+        let bundle = match raw
+            .bundle
+            .as_ref()
+            .map(|raw| bundle::compile_bundle(raw, &file, base))
+        {
+            Some(Ok(compiled)) => Some(compiled),
+            Some(Err(found)) => {
+                problems.extend(found);
+                None
+            }
+            None => None,
+        };
+
         let directory = match raw
             .directory
             .as_ref()
@@ -330,8 +348,14 @@ impl Settings {
                 listen,
                 threads: raw.server.threads,
                 realm: raw.server.realm,
-                routes_file: base.join(&raw.files.routes),
-                policies_dir: base.join(&raw.files.policies),
+                routes_file: match &bundle {
+                    Some(bundle) => bundle.cache_dir.join(ACTIVE).join("routes.toml"),
+                    None => base.join(&raw.files.routes),
+                },
+                policies_dir: match &bundle {
+                    Some(bundle) => bundle.cache_dir.join(ACTIVE).join("policies"),
+                    None => base.join(&raw.files.policies),
+                },
                 headers: IdentityHeaders {
                     principal,
                     roles,
@@ -354,10 +378,10 @@ impl Settings {
                 decision_buffer: raw.decision_log.buffer_records,
                 authz_server,
                 directory,
-                reload_debounce: raw
-                    .reload
-                    .watch
+                // With a bundle, the puller reloads when it swaps one in.
+                reload_debounce: (raw.reload.watch && bundle.is_none())
                     .then(|| Duration::from_millis(raw.reload.debounce_milliseconds)),
+                bundle,
                 lifecycle: Lifecycle {
                     grace_period: Duration::from_secs(raw.server.grace_period_seconds),
                     graceful_shutdown_timeout: Duration::from_secs(

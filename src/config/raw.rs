@@ -28,6 +28,7 @@ pub struct RawGatewayFile {
     pub decision_log: RawDecisionLog,
     pub authz_server: Option<RawAuthzServer>,
     pub directory: Option<RawDirectory>,
+    pub bundle: Option<RawBundle>,
     #[serde(default)]
     pub reload: RawReload,
     #[serde(default)]
@@ -82,6 +83,33 @@ fn default_nginx_uri_header() -> Spanned<String> {
 
 fn default_nginx_host_header() -> Spanned<String> {
     Spanned::new(0..0, "host".to_string())
+}
+
+/// Routes and policies from a signed bundle in an OCI registry, instead of `[files]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBundle {
+    /// `registry/repository:tag` or `registry/repository@sha256:...`.
+    pub reference: Spanned<String>,
+    /// Time between two checks of the registry.
+    #[serde(default = "default_bundle_poll")]
+    pub poll_seconds: u64,
+    /// Ed25519 public keys (PEM) that may sign; any one is enough.
+    pub public_keys: Spanned<Vec<Spanned<String>>>,
+    /// Where bundles are unpacked; the active one is kept for a restart with the registry down.
+    pub cache_dir: Spanned<String>,
+    /// Talk HTTP to the registry (loopback, a cluster-internal registry).
+    #[serde(default)]
+    pub plain_http: bool,
+    /// A Docker config file (`docker login`'s `config.json`) with the registry's credentials.
+    pub docker_config: Option<String>,
+    /// Or the user name and password from these environment variables.
+    pub username_env: Option<String>,
+    pub password_env: Option<String>,
+}
+
+fn default_bundle_poll() -> u64 {
+    30
 }
 
 /// Directory sync from the identity provider's management API.

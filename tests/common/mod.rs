@@ -359,6 +359,7 @@ pub async fn start_gateway_with_admin(config: &Path) -> Started {
     state.fetch_keys().await;
     state.spawn_key_refresh();
     state.spawn_directory_sync().unwrap();
+    state.spawn_bundle_poll();
     let log = start_decision_log(&state).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
