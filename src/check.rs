@@ -119,6 +119,16 @@ pub fn summary(gateway: &Gateway) -> String {
             tls.certificates.current().names().join(", ")
         );
     }
+    if let Some(bundle) = &settings.bundle {
+        let _ = writeln!(
+            out,
+            "  bundle: {} (every {} s, {} trusted key(s)); routes and policies read from {}",
+            bundle.reference,
+            bundle.poll.as_secs(),
+            bundle.trusted.len(),
+            bundle.cache_dir.join(crate::bundle::puller::ACTIVE).display()
+        );
+    }
     if let Some(authz) = &settings.authz_server {
         let _ = writeln!(
             out,

@@ -345,6 +345,31 @@ fn an_http_decision_log_sink_is_checked_line_by_line() {
     }
 }
 
+#[test]
+fn a_bundle_section_is_checked_line_by_line() {
+    let section = "\n[bundle]\nreference = \"not a reference!\"\n\
+                   public_keys = [\"missing.pub\"]\ncache_dir = \"bundles\"\n";
+    let (ok, stderr) = check_with("portcullis.toml", |s| format!("{s}{section}"));
+    assert!(!ok);
+    let text = std::fs::read_to_string(repo_path("portcullis.toml")).unwrap() + section;
+    for (needle, message) in [
+        ("reference = ", "bundle.reference \"not a reference!\" is not an image reference"),
+        ("public_keys = ", "bundle.public_keys: "),
+    ] {
+        let line = line_of(&text, needle);
+        assert!(
+            stderr.contains(&format!("portcullis.toml:{line}: ")) && stderr.contains(message),
+            "line {line}, {message:?} in {stderr}"
+        );
+    }
+    assert!(stderr.contains("missing.pub"), "{stderr}");
+    let (ok, stderr) = check_with("portcullis.toml", |s| {
+        format!("{s}\n[bundle]\nreference = \"r.example/p:prod\"\npublic_keys = []\ncache_dir = \"b\"\n")
+    });
+    assert!(!ok);
+    assert!(stderr.contains("bundle.public_keys is empty"), "{stderr}");
+}
+
 /// The README's copy-paste `[directory]` blocks pass `check` with this repository's policies.
 #[test]
 fn the_readme_directory_configurations_check_clean() {
