@@ -126,7 +126,10 @@ pub fn summary(gateway: &Gateway) -> String {
             bundle.reference,
             bundle.poll.as_secs(),
             bundle.trusted.len(),
-            bundle.cache_dir.join(crate::bundle::puller::ACTIVE).display()
+            bundle
+                .cache_dir
+                .join(crate::bundle::puller::ACTIVE)
+                .display()
         );
     }
     if let Some(authz) = &settings.authz_server {

@@ -353,7 +353,10 @@ fn a_bundle_section_is_checked_line_by_line() {
     assert!(!ok);
     let text = std::fs::read_to_string(repo_path("portcullis.toml")).unwrap() + section;
     for (needle, message) in [
-        ("reference = ", "bundle.reference \"not a reference!\" is not an image reference"),
+        (
+            "reference = ",
+            "bundle.reference \"not a reference!\" is not an image reference",
+        ),
         ("public_keys = ", "bundle.public_keys: "),
     ] {
         let line = line_of(&text, needle);

@@ -62,7 +62,8 @@ impl Registry {
             CONFIG_MEDIA_TYPE.to_string(),
             None,
         );
-        let mut manifest = OciImageManifest::build(std::slice::from_ref(&layer), &config, Some(annotations));
+        let mut manifest =
+            OciImageManifest::build(std::slice::from_ref(&layer), &config, Some(annotations));
         manifest.artifact_type = Some(ARTIFACT_TYPE.to_string());
         self.client
             .push(&reference, &[layer], config, &self.auth, Some(manifest))
