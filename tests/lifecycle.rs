@@ -1099,7 +1099,7 @@ async fn signed_bundles_from_an_oci_registry_reach_the_gateway_and_bad_ones_neve
     std::fs::copy(&env.config, dir.join("build.toml")).unwrap();
     let reference = registry.reference("prod");
     let release = dir.join("release.key");
-    publish(&env, 1, &reference, Some(&release));
+    let first = publish(&env, 1, &reference, Some(&release));
 
     // The gateway reads its routes and policies from the bundle only.
     let text = std::fs::read_to_string(&env.config).unwrap();
@@ -1251,5 +1251,26 @@ async fn signed_bundles_from_an_oci_registry_reach_the_gateway_and_bad_ones_neve
     env.wait_until_serving(&mut gateway).await;
     assert_eq!(status_of(env.listen, TASK, Some(&token)).await, Some(403));
     assert_eq!(bundle_version().await, Some(2));
+
+    // Rolling back: a reference pinned to version 1's digest is taken although it is older.
     registry.come_up().await;
+    gateway.signal("TERM");
+    assert!(gateway.exit_within(Duration::from_secs(20)).await.is_some());
+    let pinned = format!("{}/portcullis/policies@{first}", registry.address);
+    let text = std::fs::read_to_string(&env.config).unwrap().replace(
+        &format!("reference = \"{reference}\""),
+        &format!("reference = \"{pinned}\""),
+    );
+    std::fs::write(&env.config, text).unwrap();
+    let mut gateway = env.spawn("third", false);
+    env.wait_until_serving(&mut gateway).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async move {
+            status_of(listen, TASK, Some(token_ref)).await == Some(200)
+        })
+        .await,
+        "the pinned version 1 was not taken:\n{}",
+        gateway.output()
+    );
+    assert_eq!(bundle_version().await, Some(1));
 }
