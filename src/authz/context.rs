@@ -377,6 +377,10 @@ fn query_values(query: Option<&str>, name: &str) -> Result<Vec<String>, AuthzErr
     Ok(values)
 }
 
+/// `application/x-www-form-urlencoded` decoding, strict: a `%` must be followed by two hex
+/// digits, and the result must be UTF-8. Hand-written because `form_urlencoded` and
+/// `percent-encoding` pass a malformed escape through as literal text, where a value the
+/// policies read must either decode exactly or refuse the request.
 fn form_decode(text: &str) -> Result<String, AuthzError> {
     let bad = || {
         AuthzError::Context(format!(
@@ -390,6 +394,10 @@ fn form_decode(text: &str) -> Result<String, AuthzError> {
             b'+' => bytes.push(b' '),
             b'%' => {
                 let hex = [input.next().ok_or_else(bad)?, input.next().ok_or_else(bad)?];
+                // from_str_radix alone would take a sign: "+5" as 5.
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(bad());
+                }
                 let hex = std::str::from_utf8(&hex).map_err(|_| bad())?;
                 bytes.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
             }
@@ -458,6 +466,14 @@ mod tests {
         assert!(query_values(query, "d").is_err());
         assert!(query_values(None, "a").unwrap().is_empty());
         assert!(query_values(Some("e=%C3%28"), "e").is_err());
+        // A sign is not a hex digit (u8::from_str_radix("+5", 16) is Ok(5)).
+        for malformed in ["%+5", "%-5", "%5", "%", "%5g", "% 5"] {
+            assert!(
+                query_values(Some(&format!("f={malformed}")), "f").is_err(),
+                "{malformed}"
+            );
+        }
+        assert_eq!(query_values(Some("f=%2B5%2b"), "f").unwrap(), ["+5+"]);
     }
 
     fn field(scalar: Scalar, required: bool) -> Field {
