@@ -18,6 +18,7 @@ pub mod demo;
 pub mod directory;
 pub mod explain;
 pub mod ext_authz;
+pub mod http_body;
 pub mod http_server;
 pub mod identity_headers;
 pub mod metrics;

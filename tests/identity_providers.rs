@@ -404,8 +404,20 @@ async fn an_identity_provider_outage_with_warm_keys_keeps_requests_passing() {
             &claims,
         )
         .unwrap();
-    for mode in [JwksMode::Unavailable, JwksMode::Garbage] {
+    // Huge: the real keys padded past the gateway's 1 MiB cap on a key-set document, so the
+    // fetch fails (without the cap it would succeed: the keys are valid).
+    for mode in [JwksMode::Unavailable, JwksMode::Garbage, JwksMode::Huge] {
         env.auth0.set_mode(mode);
+        let counts = || {
+            env.state
+                .authenticator
+                .issuers()
+                .find(|i| i.name().starts_with(env.auth0.url.as_str()))
+                .unwrap()
+                .keys
+                .fetch_counts()
+        };
+        let fetches_before = counts();
         let before = env.auth0.jwks_requests();
         // Retry the unknown kid until the gateway has refetched (and failed) at least once.
         while env.auth0.jwks_requests() == before {
@@ -424,6 +436,12 @@ async fn an_identity_provider_outage_with_warm_keys_keeps_requests_passing() {
             .call("GET", "/lists/acme-roadmap", &env.auth0.token(&fresh))
             .await;
         assert_eq!(response.status, 200, "{mode:?}: {}", response.body);
+        let fetches_after = counts();
+        assert_eq!(
+            fetches_after.successes, fetches_before.successes,
+            "{mode:?}"
+        );
+        assert!(fetches_after.failures > fetches_before.failures, "{mode:?}");
     }
     env.auth0.go_down();
     env.state.fetch_keys().await;

@@ -339,6 +339,10 @@ fn max_age(cache_control: &str) -> Option<Duration> {
     found
 }
 
+/// The largest discovery document or JWKS read. Auth0's and Okta's are a few KiB; a larger
+/// answer is an error (the last good key set stays), not a reason to fill memory.
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
 /// The live key set of one issuer.
 pub struct KeyStore {
     source: KeySource,
@@ -549,8 +553,10 @@ impl KeyStore {
             .get(http::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
             .and_then(max_age);
-        let body = response.bytes().await.map_err(|e| fail(e.to_string()))?;
-        Ok((body, max_age))
+        let body = crate::http_body::read_capped(response, MAX_DOCUMENT_BYTES)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok((bytes::Bytes::from(body), max_age))
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::SyncError;
+use crate::http_body::{self, BodyError};
 
 /// The largest response body read (a page of 200 Okta users is about 400 KiB).
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -275,28 +276,19 @@ fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
-async fn read_capped(mut response: reqwest::Response, url: &Url) -> Result<Vec<u8>, SyncError> {
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(SyncError::TooLarge {
-                        url: url.to_string(),
-                        limit: MAX_BODY_BYTES,
-                    });
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(e) => {
-                return Err(SyncError::Unreachable {
-                    url: url.to_string(),
-                    reason: format!("the body was cut off: {e}"),
-                })
-            }
-        }
-    }
+async fn read_capped(response: reqwest::Response, url: &Url) -> Result<Vec<u8>, SyncError> {
+    http_body::read_capped(response, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(limit) => SyncError::TooLarge {
+                url: url.to_string(),
+                limit,
+            },
+            BodyError::CutOff(reason) => SyncError::Unreachable {
+                url: url.to_string(),
+                reason: format!("the body was cut off: {reason}"),
+            },
+        })
 }
 
 /// The start of an error body, for the log (APIs explain a 403 there: a missing scope).

@@ -31,6 +31,8 @@ pub enum JwksMode {
     Garbage,
     /// Waits until `release_held` before answering normally.
     Hold,
+    /// The real key set, padded to 2 MiB: valid, but larger than the gateway reads.
+    Huge,
 }
 
 struct State {
@@ -236,7 +238,7 @@ impl State {
                 let _permit = self.released.acquire().await.unwrap();
                 self.held.fetch_sub(1, Ordering::SeqCst);
             }
-            JwksMode::Serve => {}
+            JwksMode::Serve | JwksMode::Huge => {}
         }
         let keys: Vec<Value> = self
             .published
@@ -245,7 +247,11 @@ impl State {
             .iter()
             .flat_map(|k| k.jwks()["keys"].as_array().unwrap().clone())
             .collect();
-        let mut response = json_response(StatusCode::OK, &json!({ "keys": keys }));
+        let mut document = json!({ "keys": keys });
+        if mode == JwksMode::Huge {
+            document["padding"] = json!("x".repeat(2 * 1024 * 1024));
+        }
+        let mut response = json_response(StatusCode::OK, &document);
         let cache_control = self.cache_control.lock().unwrap().clone();
         response
             .headers_mut()
