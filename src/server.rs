@@ -24,8 +24,8 @@ use pingora_core::listeners::tls::Acceptor;
 
 use crate::admin::serve_admin;
 use crate::bundle::puller::{self, ActiveBundle};
-use crate::bundle::{registry, BundleError};
-use crate::config::{load_snapshot, BundleSettings, ConfigError, ConfigProblem, Settings};
+use crate::bundle::{registry, BundleError, BundleSettings};
+use crate::config::{load_snapshot, ConfigError, ConfigProblem, Settings};
 use crate::decision_log::{DecisionLog, OpenError};
 use crate::directory::{read_cache_file, SyncError};
 use crate::ext_authz::serve_authz;

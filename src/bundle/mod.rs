@@ -8,7 +8,10 @@
 pub mod format;
 pub mod puller;
 pub mod registry;
+mod settings;
 pub mod signature;
+
+pub use settings::{BundleSettings, RegistryCredentials};
 
 /// The media types of Portcullis' OCI artifacts (their own, as OPA's and Aserto's bundles).
 pub const ARTIFACT_TYPE: &str = "application/vnd.portcullis.bundle.v1";

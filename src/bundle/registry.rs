@@ -15,6 +15,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use super::format::Bundle;
+use super::{BundleSettings, RegistryCredentials};
 use super::signature::{verify, SignatureDocument, SigningKey, TrustedKey};
 use super::{
     BundleError, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, SIGNATURE_MEDIA_TYPE,
@@ -239,8 +240,7 @@ pub fn docker_config_auth(path: &Path, registry: &str) -> Result<RegistryAuth, B
 }
 
 /// The registry client for `settings`, with its credentials.
-pub fn for_settings(settings: &crate::config::BundleSettings) -> Result<Registry, BundleError> {
-    use crate::config::RegistryCredentials;
+pub fn for_settings(settings: &BundleSettings) -> Result<Registry, BundleError> {
     let auth = match &settings.credentials {
         RegistryCredentials::Anonymous => RegistryAuth::Anonymous,
         RegistryCredentials::DockerConfig(path) => {

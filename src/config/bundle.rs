@@ -1,29 +1,13 @@
 //! `[bundle]` of portcullis.toml → `BundleSettings`: where the signed bundle comes from, the
 //! keys that may sign it, and where it is kept.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::raw::RawBundle;
 use super::{ConfigProblem, SourceFile};
 use crate::bundle::signature::TrustedKey;
-
-#[derive(Debug, Clone)]
-pub struct BundleSettings {
-    pub reference: String,
-    pub poll: Duration,
-    pub trusted: Vec<TrustedKey>,
-    pub cache_dir: PathBuf,
-    pub plain_http: bool,
-    pub credentials: RegistryCredentials,
-}
-
-#[derive(Debug, Clone)]
-pub enum RegistryCredentials {
-    Anonymous,
-    DockerConfig(PathBuf),
-    Env { username: String, password: String },
-}
+use crate::bundle::{BundleSettings, RegistryCredentials};
 
 pub fn compile_bundle(
     raw: &RawBundle,

@@ -1,44 +1,15 @@
 //! `[decision_log]` of portcullis.toml → `DecisionSink`: stdout, a file, or an HTTP collector
 //! fed from an on-disk spool.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::Url;
 
 use super::raw::{RawDecisionLog, RawShipFormat, RawSink};
 use super::{ConfigProblem, SourceFile};
+use crate::decision_log::{DecisionSink, HttpSink, ShipFormat};
 use crate::secret::Secret;
-
-/// Where decision records go.
-#[derive(Debug, Clone)]
-pub enum DecisionSink {
-    Stdout,
-    File(PathBuf),
-    Http(HttpSink),
-}
-
-/// Decision records shipped to a collector: spooled on disk first, POSTed in batches, deleted
-/// once the collector answered 2xx.
-#[derive(Debug, Clone)]
-pub struct HttpSink {
-    pub url: Url,
-    pub format: ShipFormat,
-    pub token: Option<Secret>,
-    pub spool_dir: PathBuf,
-    pub spool_max_bytes: u64,
-    pub batch_bytes: u64,
-    pub batch_interval: Duration,
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShipFormat {
-    /// One JSON record per line, `Content-Type: application/x-ndjson`.
-    Ndjson,
-    /// Splunk's HTTP Event Collector: `{"event": record, ...}` objects, `Authorization: Splunk`.
-    SplunkHec,
-}
 
 pub fn compile_sink(
     raw: &RawDecisionLog,

@@ -32,6 +32,7 @@ use crate::authz::{
     DecisionCache, PolicyBundle, PrincipalMemo, ResourceSpec, RouteAuthz, CONTEXT_KINDS,
 };
 use crate::bundle::puller::ACTIVE;
+use crate::bundle::BundleSettings;
 use crate::canonical::canonicalize_host;
 use crate::directory::{Directory, DirectorySettings};
 use crate::routes::{PathTemplate, RouteSpec, RouteTable};
@@ -40,8 +41,7 @@ use crate::tls::{CertificateFiles, CertificateStore};
 use crate::trust::Cidr;
 use crate::upstream::{Pool, Pools};
 pub use authz_server::{AuthzServerSettings, NginxHeaders};
-pub use bundle::{BundleSettings, RegistryCredentials};
-pub use decision_log::{DecisionSink, HttpSink, ShipFormat};
+pub use crate::decision_log::DecisionSink;
 use raw::{RawGatewayFile, RawIssuer, RawMode, RawRoute, RawRouteDefaults, RawRoutesFile};
 pub use source::{ConfigError, ConfigProblem, SourceFile};
 

@@ -8,8 +8,11 @@
 //! HTTP sink writes to an on-disk spool (`spool`) that a shipper (`shipper`) sends to the
 //! collector.
 
+mod settings;
 mod shipper;
 mod spool;
+
+pub use settings::{DecisionSink, HttpSink, ShipFormat};
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -24,7 +27,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::{IntCounter, IntGauge};
 
-use crate::config::DecisionSink;
 use shipper::ShipperMetrics;
 use spool::Spool;
 

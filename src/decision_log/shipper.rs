@@ -12,7 +12,7 @@ use prometheus::{IntCounter, IntGauge};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
 use super::spool::{sealed_segments, SpoolBytes};
-use crate::config::{HttpSink, ShipFormat};
+use super::{HttpSink, ShipFormat};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::HttpSink;
+use super::HttpSink;
 
 const SEALED: &str = "ndjson";
 const OPEN: &str = "open";
@@ -182,7 +182,7 @@ pub fn sealed_segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ShipFormat;
+    use crate::decision_log::ShipFormat;
 
     fn settings(dir: &Path, max: u64, batch: u64) -> HttpSink {
         HttpSink {
