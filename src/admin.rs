@@ -31,7 +31,7 @@ fn respond(gateway: &Gateway, method: &Method, path: &str) -> Response<ResponseB
         "/readyz" => readiness(gateway),
         "/metrics" => {
             let text = gateway.metrics.render(
-                &gateway.authenticator,
+                &gateway.authenticator.figures(),
                 &gateway.directory_status,
                 gateway
                     .settings

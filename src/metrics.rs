@@ -12,7 +12,6 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::authn::Authenticator;
 use crate::bundle::puller::BundleStatus;
 use crate::decision_log::LogMetrics;
 use crate::directory::DirectoryStatus;
@@ -255,7 +254,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric, the authenticator's included.
     pub fn render(
         &self,
-        authenticator: &Authenticator,
+        authenticator: &AuthenticatorFigures,
         directory: &DirectoryStatus,
         bundle: Option<&BundleStatus>,
     ) -> String {
@@ -402,7 +401,17 @@ impl Drop for InFlight {
 }
 
 /// JWKS and token-cache counters, read from the authenticator at scrape time.
-fn authenticator_families(authenticator: &Authenticator) -> Vec<prometheus::proto::MetricFamily> {
+/// What the authenticator counts itself, as `/metrics` reports it (`Authenticator::figures`).
+#[derive(Debug, Clone, Default)]
+pub struct AuthenticatorFigures {
+    /// Per issuer: its name, and its successful and failed key fetches.
+    pub fetches: Vec<(String, u64, u64)>,
+    pub issuers_without_keys: usize,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+}
+
+fn authenticator_families(figures: &AuthenticatorFigures) -> Vec<prometheus::proto::MetricFamily> {
     let fetches = IntCounterVec::new(
         Opts::new(
             "portcullis_jwks_fetches_total",
@@ -424,19 +433,19 @@ fn authenticator_families(authenticator: &Authenticator) -> Vec<prometheus::prot
         &["result"],
     )
     .expect("valid metric definition");
-    for issuer in authenticator.issuers() {
-        let counts = issuer.keys.fetch_counts();
+    for (issuer, successes, failures) in &figures.fetches {
         fetches
-            .with_label_values(&[issuer.name(), "success"])
-            .inc_by(counts.successes);
+            .with_label_values(&[issuer.as_str(), "success"])
+            .inc_by(*successes);
         fetches
-            .with_label_values(&[issuer.name(), "failure"])
-            .inc_by(counts.failures);
+            .with_label_values(&[issuer.as_str(), "failure"])
+            .inc_by(*failures);
     }
-    without_keys.set(i64::try_from(authenticator.issuers_without_keys().len()).unwrap_or(i64::MAX));
-    let stats = authenticator.cache_stats();
-    cache.with_label_values(&["hit"]).inc_by(stats.hits);
-    cache.with_label_values(&["miss"]).inc_by(stats.misses);
+    without_keys.set(i64::try_from(figures.issuers_without_keys).unwrap_or(i64::MAX));
+    cache.with_label_values(&["hit"]).inc_by(figures.cache_hits);
+    cache
+        .with_label_values(&["miss"])
+        .inc_by(figures.cache_misses);
     let mut families = fetches.collect();
     families.extend(without_keys.collect());
     families.extend(cache.collect());

@@ -99,6 +99,23 @@ impl Authenticator {
             .collect()
     }
 
+    /// The counters `/metrics` reads at scrape time.
+    pub fn figures(&self) -> crate::metrics::AuthenticatorFigures {
+        let stats = self.cache_stats();
+        crate::metrics::AuthenticatorFigures {
+            fetches: self
+                .issuers()
+                .map(|issuer| {
+                    let counts = issuer.keys.fetch_counts();
+                    (issuer.name().to_string(), counts.successes, counts.failures)
+                })
+                .collect(),
+            issuers_without_keys: self.issuers_without_keys().len(),
+            cache_hits: stats.hits,
+            cache_misses: stats.misses,
+        }
+    }
+
     pub fn cache_stats(&self) -> CacheStats {
         self.cache
             .as_ref()

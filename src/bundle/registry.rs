@@ -15,11 +15,11 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use super::format::Bundle;
-use super::{BundleSettings, RegistryCredentials};
 use super::signature::{verify, SignatureDocument, SigningKey, TrustedKey};
 use super::{
     BundleError, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, SIGNATURE_MEDIA_TYPE,
 };
+use super::{BundleSettings, RegistryCredentials};
 
 pub struct Registry {
     client: Client,

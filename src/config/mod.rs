@@ -34,6 +34,7 @@ use crate::authz::{
 use crate::bundle::puller::ACTIVE;
 use crate::bundle::BundleSettings;
 use crate::canonical::canonicalize_host;
+pub use crate::decision_log::DecisionSink;
 use crate::directory::{Directory, DirectorySettings};
 use crate::routes::{PathTemplate, RouteSpec, RouteTable};
 use crate::snapshot::{AuthMode, CompiledRoute, EnforcementMode, Snapshot};
@@ -41,7 +42,6 @@ use crate::tls::{CertificateFiles, CertificateStore};
 use crate::trust::Cidr;
 use crate::upstream::{Pool, Pools};
 pub use authz_server::{AuthzServerSettings, NginxHeaders};
-pub use crate::decision_log::DecisionSink;
 use raw::{RawGatewayFile, RawIssuer, RawMode, RawRoute, RawRouteDefaults, RawRoutesFile};
 pub use source::{ConfigError, ConfigProblem, SourceFile};
 
