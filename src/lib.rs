@@ -21,6 +21,7 @@ pub mod ext_authz;
 pub mod http_body;
 pub mod http_server;
 pub mod identity_headers;
+pub mod inputs;
 pub mod metrics;
 pub mod offline;
 pub mod pipeline;

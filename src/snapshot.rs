@@ -15,8 +15,8 @@ use crate::bundle::puller::{self, BundleStatus};
 use crate::bundle::registry;
 use crate::config::{load_snapshot, ConfigError, Settings};
 use crate::directory::{Directory, DirectoryStatus, SyncError, Syncer};
+use crate::inputs::fingerprint;
 use crate::metrics::Metrics;
-use crate::reload::fingerprint;
 use crate::routes::RouteTable;
 use crate::upstream::{Pool, Pools};
 
