@@ -36,20 +36,7 @@ pub struct ClaimMapping {
     pub attributes: Vec<(String, String)>,
 }
 
-/// Who the caller is, as far as the token says.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Identity {
-    pub issuer: String,
-    pub principal_type: String,
-    pub principal_id: String,
-    pub roles: Vec<String>,
-    pub tenant: Option<String>,
-    pub scopes: Vec<String>,
-    /// (entity type, id) of every parent: roles, groups, permissions, tenant.
-    pub parents: Vec<(String, String)>,
-    /// Principal attributes in Cedar's entity JSON form (entity references as `__entity`).
-    pub attributes: Map<String, Value>,
-}
+pub use crate::identity::Identity;
 
 /// The identity as the gateway passes it on: the trusted header values and the principal as
 /// the decision log names it. Made once per verified token, not once per request.

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::request::referenced_entities;
 use super::schema_info::ContextShapes;
 use super::slice::PolicySlices;
-use crate::config::source::{ConfigProblem, SourceFile};
+use crate::diagnostics::{ConfigProblem, SourceFile};
 use crate::directory::{Directory, EntityRef, SyncedEntity};
 
 pub const SCHEMA_FILE: &str = "schema.cedarschema";

@@ -189,13 +189,13 @@ mod tests {
     use http::{HeaderMap, HeaderValue};
     use serde_json::Map;
 
-    use crate::authn::Identity;
     use crate::authz::test_rng::Rng;
     use crate::authz::{
         authorize, decide, principal_entity, Caller, PolicyBundle, RequestFacts, ResourceSpec,
         RouteAuthz, CONTEXT_KINDS,
     };
     use crate::directory::{Directory, SourceEntities};
+    use crate::identity::Identity;
 
     fn reads(text: &str) -> ContextReads {
         ContextReads::of(&PolicySet::from_str(text).unwrap())

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use super::request::identity_key;
 use super::{principal_entity, AuthzError, PolicyBundle, Principal};
-use crate::authn::Identity;
+use crate::identity::Identity;
 
 /// How many distinct identities a snapshot remembers.
 const REMEMBERED_IDENTITIES: usize = 4096;

@@ -19,7 +19,7 @@ use super::bundle::PolicyBundle;
 use super::context::{ContextPlan, RequestFacts};
 use super::decision_cache::{ContextReads, DecisionKey};
 use super::AuthzError;
-use crate::authn::Identity;
+use crate::identity::Identity;
 
 /// A resource id template such as `"{task_id}"` or `"tasks-{task_id}"`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ mod bundle;
 mod decision_log;
 mod directory;
 pub mod raw;
-pub mod source;
+pub use crate::diagnostics as source;
 mod upstreams;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -36,8 +36,8 @@ use crate::bundle::BundleSettings;
 use crate::canonical::canonicalize_host;
 pub use crate::decision_log::DecisionSink;
 use crate::directory::{Directory, DirectorySettings};
+use crate::model::{AuthMode, CompiledRoute, EnforcementMode, Snapshot};
 use crate::routes::{PathTemplate, RouteSpec, RouteTable};
-use crate::snapshot::{AuthMode, CompiledRoute, EnforcementMode, Snapshot};
 use crate::tls::{CertificateFiles, CertificateStore};
 use crate::trust::Cidr;
 use crate::upstream::{Pool, Pools};
