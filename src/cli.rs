@@ -27,7 +27,12 @@ pub enum Command {
     /// Run the gateway (the default when no subcommand is given).
     Run {
         /// Path to portcullis.toml; routes.toml and policies/ are found relative to it.
-        #[arg(long, short, default_value = "portcullis.toml")]
+        #[arg(
+            long,
+            short,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "portcullis.toml"
+        )]
         config: PathBuf,
         /// Take over the listening sockets of a running instance (pingora graceful upgrade).
         #[arg(long)]
@@ -36,7 +41,12 @@ pub enum Command {
     /// Load and validate the configuration, routes and policies, print what was loaded, and exit
     /// non-zero on any problem.
     Check {
-        #[arg(long, short, default_value = "portcullis.toml")]
+        #[arg(
+            long,
+            short,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "portcullis.toml"
+        )]
         config: PathBuf,
         /// `text` for people, `json` for machines.
         #[arg(long, value_enum, default_value = "text")]
@@ -48,7 +58,12 @@ pub enum Command {
     /// Run the policy test suites (`<policies>/tests/*.toml`) through the real pipeline, without
     /// sockets or identity providers; exit non-zero if any case fails.
     Test {
-        #[arg(long, short, default_value = "portcullis.toml")]
+        #[arg(
+            long,
+            short,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "portcullis.toml"
+        )]
         config: PathBuf,
         /// Suite files or directories (default: the `tests` directory of the policies).
         suites: Vec<PathBuf>,
@@ -57,7 +72,12 @@ pub enum Command {
     /// Cedar principal (parents, attributes), action, resource, context, decision, the policies
     /// that determined it and any evaluation errors.
     Explain {
-        #[arg(long, short, default_value = "portcullis.toml")]
+        #[arg(
+            long,
+            short,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "portcullis.toml"
+        )]
         config: PathBuf,
         /// Request method, e.g. GET.
         method: String,
@@ -84,7 +104,12 @@ pub enum Command {
     /// tasks API behind it and a development token issuer, then print curl lines to try.
     Demo {
         /// Path to the demo's portcullis.toml.
-        #[arg(long, short, default_value = "portcullis.toml")]
+        #[arg(
+            long,
+            short,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "portcullis.toml"
+        )]
         config: PathBuf,
     },
 }
@@ -94,7 +119,12 @@ pub enum BundleCommand {
     /// Check the configuration, run the policy test suites, and pack routes.toml and policies/
     /// into a bundle file; nothing is written if either fails.
     Build {
-        #[arg(long, short, default_value = "portcullis.toml")]
+        #[arg(
+            long,
+            short,
+            env = "PORTCULLIS_CONFIG",
+            default_value = "portcullis.toml"
+        )]
         config: PathBuf,
         /// The bundle file to write.
         #[arg(long, short)]

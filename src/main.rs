@@ -17,15 +17,41 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run {
-        config: "portcullis.toml".into(),
+        config: std::env::var_os("PORTCULLIS_CONFIG")
+            .map_or_else(|| "portcullis.toml".into(), Into::into),
         upgrade: false,
     });
+    if let Some(config) = config_of(&command) {
+        if let Err(e) = std::fs::File::open(config) {
+            eprintln!("error: cannot read {}: {e}", config.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
     match execute(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_PROBLEMS)
         }
+    }
+}
+
+/// Exit status when the configuration, a check, a policy test or the gateway found a problem.
+const EXIT_PROBLEMS: u8 = 1;
+/// Exit status of a usage error or an unreadable configuration file (clap exits 2 for the
+/// former itself).
+const EXIT_USAGE: u8 = 2;
+
+/// The configuration file a command reads, if it reads one.
+fn config_of(command: &Command) -> Option<&std::path::Path> {
+    match command {
+        Command::Run { config, .. }
+        | Command::Check { config, .. }
+        | Command::Test { config, .. }
+        | Command::Explain { config, .. }
+        | Command::Demo { config }
+        | Command::Bundle(BundleCommand::Build { config, .. }) => Some(config),
+        Command::Bundle(_) => None,
     }
 }
 

@@ -670,3 +670,45 @@ fn upstream_mistakes_name_their_line_and_resolve_nothing() {
     });
     assert!(ok, "{stderr}");
 }
+
+/// Exit statuses: 0 ok, 1 problems found, 2 usage or an unreadable configuration file; the
+/// configuration path may come from PORTCULLIS_CONFIG.
+#[test]
+fn exit_codes_mean_something_and_the_config_path_can_come_from_the_environment() {
+    let status = |args: &[&str], env: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .args(args)
+            .env("RUST_LOG", "off")
+            .env_remove("PORTCULLIS_CONFIG");
+        if let Some(config) = env {
+            command.env("PORTCULLIS_CONFIG", config);
+        }
+        command.output().unwrap().status.code()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "http://127.0.0.1:9/",
+        "127.0.0.1:9".parse().unwrap(),
+    );
+    let good = dir.path().join("portcullis.toml");
+    let good = good.to_str().unwrap();
+    assert_eq!(status(&["check", "--config", good], None), Some(0));
+    assert_eq!(status(&["check"], Some(good)), Some(0));
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[server]\nlisten = \"nowhere\"\n").unwrap();
+    assert_eq!(
+        status(&["check", "--config", broken.to_str().unwrap()], None),
+        Some(1)
+    );
+    assert_eq!(
+        status(&["check", "--config", "/nonexistent/portcullis.toml"], None),
+        Some(2)
+    );
+    assert_eq!(
+        status(&["check"], Some("/nonexistent/portcullis.toml")),
+        Some(2)
+    );
+    assert_eq!(status(&["check", "--no-such-flag"], None), Some(2));
+}
