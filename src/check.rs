@@ -6,7 +6,8 @@ use std::fmt::Write;
 
 use cedar_policy::{ActionConstraint, Effect, EntityUid};
 
-use crate::config::ConfigProblem;
+use crate::authn::jwks::KeySource;
+use crate::config::{is_loopback, ConfigProblem};
 use crate::routes::TemplateSegment;
 use crate::snapshot::{AuthMode, EnforcementMode, Gateway};
 
@@ -64,6 +65,25 @@ pub fn warnings(gateway: &Gateway) -> Vec<ConfigProblem> {
             line,
             message: format!("action {action} is used by no route"),
         });
+    }
+    for issuer in &settings.issuers {
+        let url = match &issuer.key_source {
+            KeySource::JwksUri(uri) => uri.as_str(),
+            KeySource::Discovery { issuer } => issuer.as_str(),
+            KeySource::Inline => continue,
+        };
+        let plain = url::Url::parse(url)
+            .is_ok_and(|parsed| parsed.scheme() == "http" && !is_loopback(&parsed));
+        if plain {
+            warnings.push(ConfigProblem {
+                file: settings.file.clone(),
+                line: issuer.line,
+                message: format!(
+                    "issuer {:?}: keys are fetched over plain http from {url}, which is not a loopback address: anyone on the path can substitute the keys; use https",
+                    issuer.rules.issuer
+                ),
+            });
+        }
     }
     let groups = bundle.schema.action_entities().ok();
     for route in snapshot.routes.routes() {

@@ -59,6 +59,10 @@ fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config, upgrade } => {
             let gateway = load_gateway(&config)?;
+            // What `check` warns about (plain-http key sources, unreachable routes), at start.
+            for warning in portcullis::check::warnings(&gateway) {
+                log::warn!("{warning}");
+            }
             run(gateway, upgrade)?;
             Ok(())
         }

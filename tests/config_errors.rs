@@ -671,6 +671,27 @@ fn upstream_mistakes_name_their_line_and_resolve_nothing() {
     assert!(ok, "{stderr}");
 }
 
+/// Keys fetched over plain http from a host that is not loopback are a warning (the tests'
+/// issuers on 127.0.0.1 are not).
+#[test]
+fn plain_http_key_sources_outside_loopback_are_warned_about() {
+    let (ok, _, stderr) = check_edited(vec![], &[]);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("plain http"), "{stderr}");
+    let (ok, _, stderr) = check_edited(
+        vec![(
+            "portcullis.toml",
+            Box::new(|s: String| s.replace("http://127.0.0.1:9/", "http://idp.example.com/")),
+        )],
+        &["--strict"],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("keys are fetched over plain http from http://idp.example.com/"),
+        "{stderr}"
+    );
+}
+
 /// Exit statuses: 0 ok, 1 problems found, 2 usage or an unreadable configuration file; the
 /// configuration path may come from PORTCULLIS_CONFIG.
 #[test]

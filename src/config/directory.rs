@@ -333,7 +333,8 @@ fn one_secret(
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether `url`'s host is a loopback address (or `localhost`).
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(domain)) => domain == "localhost",
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

@@ -42,6 +42,7 @@ use crate::tls::{CertificateFiles, CertificateStore};
 use crate::trust::Cidr;
 use crate::upstream::{Pool, Pools};
 pub use authz_server::{AuthzServerSettings, NginxHeaders};
+pub(crate) use directory::is_loopback;
 use raw::{RawGatewayFile, RawIssuer, RawMode, RawRoute, RawRouteDefaults, RawRoutesFile};
 pub use source::{ConfigError, ConfigProblem, SourceFile};
 
