@@ -164,6 +164,12 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are distinct");
         }
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric names are distinct");
         // Both outcomes exist from the start, so a dropped count of 0 is visible.
         for outcome in ["written", "dropped", "shipped"] {
             decision_records.with_label_values(&[outcome]);

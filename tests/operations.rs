@@ -146,6 +146,9 @@ async fn metrics_count_real_requests_by_route_and_outcome() {
     );
     assert_eq!(sample(&page, "portcullis_issuers_without_keys", &[]), 0.0);
     assert_eq!(sample(&page, "portcullis_snapshot_version", &[]), 1.0);
+    // The process collector: this process's resident memory and open descriptors.
+    assert!(sample(&page, "process_resident_memory_bytes", &[]) > 1e6);
+    assert!(sample(&page, "process_open_fds", &[]) >= 3.0);
     assert!(
         sample(
             &page,
