@@ -17,6 +17,22 @@ pub struct DenyResponse {
 }
 
 /// Quotes a value for an auth-param (RFC 9110 quoted-string).
+/// An RFC 6750 `error_description` value: a quoted string whose characters are all in
+/// %x20-21 / %x23-5B / %x5D-7E (§3), so a `"` becomes `'`, a `\` becomes `/`, anything
+/// else outside the set `?` — never a backslash escape, which the RFC does not allow there.
+fn description(value: &str) -> String {
+    let text: String = value
+        .chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect();
+    format!("\"{text}\"")
+}
+
 fn quoted(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
@@ -140,7 +156,7 @@ fn classify(denial: &Denial, realm: &str) -> Classified {
                 format!(
                     "Bearer realm={}, error=\"invalid_request\", error_description={}",
                     quoted(realm),
-                    quoted(&AuthnError::DuplicateAuthorization.to_string())
+                    description(&AuthnError::DuplicateAuthorization.to_string())
                 ),
             ));
             (
@@ -166,7 +182,7 @@ fn classify(denial: &Denial, realm: &str) -> Classified {
                 format!(
                     "Bearer realm={}, error=\"invalid_token\", error_description={}",
                     quoted(realm),
-                    quoted(&e.to_string())
+                    description(&e.to_string())
                 ),
             ));
             (401, "invalid_token", e.to_string())
@@ -229,6 +245,16 @@ mod tests {
             header(&r, "www-authenticate"),
             Some("Bearer realm=\"api\", error=\"invalid_token\", error_description=\"the token has expired\"")
         );
+    }
+
+    #[test]
+    fn error_descriptions_hold_only_the_characters_rfc_6750_allows() {
+        let described = description("kid \"k1\" is unknown \\ é\u{7}");
+        assert_eq!(described, "\"kid 'k1' is unknown / ??\"");
+        let inner = &described[1..described.len() - 1];
+        assert!(inner
+            .bytes()
+            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e)));
     }
 
     #[test]
