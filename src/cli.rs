@@ -37,6 +37,12 @@ pub enum Command {
         /// Take over the listening sockets of a running instance (pingora graceful upgrade).
         #[arg(long)]
         upgrade: bool,
+        /// Listen here instead of `[server] listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Serve `/metrics`, `/healthz` and `/readyz` here instead of `[admin] listen`.
+        #[arg(long)]
+        admin_listen: Option<std::net::SocketAddr>,
     },
     /// Load and validate the configuration, routes and policies, print what was loaded, and exit
     /// non-zero on any problem.

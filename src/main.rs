@@ -20,6 +20,8 @@ fn main() -> ExitCode {
         config: std::env::var_os("PORTCULLIS_CONFIG")
             .map_or_else(|| "portcullis.toml".into(), Into::into),
         upgrade: false,
+        listen: None,
+        admin_listen: None,
     });
     if let Some(config) = config_of(&command) {
         if let Err(e) = std::fs::File::open(config) {
@@ -57,8 +59,19 @@ fn config_of(command: &Command) -> Option<&std::path::Path> {
 
 fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config, upgrade } => {
-            let gateway = load_gateway(&config)?;
+        Command::Run {
+            config,
+            upgrade,
+            listen,
+            admin_listen,
+        } => {
+            let mut gateway = load_gateway(&config)?;
+            if let Some(listen) = listen {
+                gateway.settings.listen = listen;
+            }
+            if let Some(admin_listen) = admin_listen {
+                gateway.settings.admin_listen = admin_listen;
+            }
             // What `check` warns about (plain-http key sources, unreachable routes), at start.
             for warning in portcullis::check::warnings(&gateway) {
                 log::warn!("{warning}");

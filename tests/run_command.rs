@@ -63,10 +63,16 @@ async fn run_serves_and_stops_on_sigterm() {
         );
     std::fs::write(&config, text).unwrap();
 
+    // --listen and --admin-listen win over the file's addresses.
+    let (configured, listen, admin) = (listen, free_port(), free_port());
     let gateway = Running(
         Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["run", "--config"])
             .arg(&config)
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -82,6 +88,20 @@ async fn run_serves_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, Some(200), "the gateway did not come up");
+    assert_eq!(get(configured, "/health", None).await, None);
+    let mut ready = None;
+    for _ in 0..100 {
+        ready = get(admin, "/healthz", None).await;
+        if ready.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        ready,
+        Some(200),
+        "the admin listener is not on --admin-listen"
+    );
 
     let token = issuer
         .mint(
