@@ -7,68 +7,55 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use ipnet::IpNet;
+
 /// An address range such as `10.0.0.0/8` or `fd00::/8`; a bare address is a single host.
+/// `ipnet` does the arithmetic; this adds the strictness a trust list wants (no host bits set)
+/// and matches IPv4 ranges against IPv4-mapped IPv6 peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl FromStr for Cidr {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let (address, prefix) = match text.split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (text, None),
+        let net = match text.split_once('/') {
+            None => IpNet::from(
+                text.parse::<IpAddr>()
+                    .map_err(|_| format!("{text:?} is not an IP address or CIDR range"))?,
+            ),
+            Some((address, prefix)) => {
+                let address: IpAddr = address
+                    .parse()
+                    .map_err(|_| format!("{text:?} is not an IP address or CIDR range"))?;
+                let max = if address.is_ipv4() { 32 } else { 128 };
+                prefix
+                    .parse::<u8>()
+                    .ok()
+                    .and_then(|p| IpNet::new(address, p).ok())
+                    .ok_or_else(|| format!("{text:?}: the prefix length must be 0..={max}"))?
+            }
         };
-        let network: IpAddr = address
-            .parse()
-            .map_err(|_| format!("{text:?} is not an IP address or CIDR range"))?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?}: the prefix length must be 0..={max}"))?,
-        };
-        if mask(network, prefix) != network {
+        if net.trunc() != net {
             return Err(format!(
-                "{text:?} has host bits set; write the network address ({}/{prefix})",
-                mask(network, prefix)
+                "{text:?} has host bits set; write the network address ({})",
+                net.trunc()
             ));
         }
-        Ok(Cidr { network, prefix })
+        Ok(Cidr(net))
     }
 }
 
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match (self.network, ip) {
-            (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+        let ip = match (self.0, ip) {
+            (IpNet::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
                 Some(v4) => IpAddr::V4(v4),
                 None => return false,
             },
             (_, ip) => ip,
         };
-        ip.is_ipv4() == self.network.is_ipv4() && mask(ip, self.prefix) == self.network
-    }
-}
-
-fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4);
-            let kept = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::from((bits & kept).to_be_bytes())
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let kept = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::from((bits & kept).to_be_bytes())
-        }
+        self.0.contains(&ip)
     }
 }
 
