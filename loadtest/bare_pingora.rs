@@ -105,7 +105,7 @@ fn rewrite(request: &mut RequestHeader, request_id: &str, peer: Option<SocketAdd
     let host = headers.get(http::header::HOST).cloned();
     let removed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| never_forwarded(name.as_str(), &IDENTITY_HEADERS, false))
+        .filter(|name| never_forwarded(name.as_str(), &IDENTITY_HEADERS, &[], false))
         .cloned()
         .collect();
     for name in removed {

@@ -71,6 +71,83 @@ pub enum HostError {
     Invalid,
 }
 
+/// Why a request head was refused before its target or Host were read: its syntax, its framing,
+/// a `Connection` header that would remove what the gateway must forward, or CONNECT. Most are
+/// found by pingora's parser and handed over by the proxy's `refuse_unserved` hook; the
+/// `Connection` faults are found here, by [`check_connection_nominations`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("the request line or a header field is malformed")]
+    Malformed,
+    #[error("the method is not a valid HTTP token")]
+    InvalidMethod,
+    #[error("the message framing (Content-Length, Transfer-Encoding) is invalid or ambiguous")]
+    Framing,
+    #[error(
+        "the Connection header nominates a header that is always forwarded (Host, \
+         X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto) or a pseudo-header"
+    )]
+    ProtectedNomination,
+    #[error(
+        "the Connection header is not a list of at most {MAX_CONNECTION_NOMINATIONS} header names"
+    )]
+    MalformedConnection,
+    #[error("the CONNECT method is not proxied")]
+    Connect,
+}
+
+/// Most header names one request's `Connection` headers may nominate, as pingora allows.
+pub const MAX_CONNECTION_NOMINATIONS: usize = 9;
+
+/// Headers the proxy adds or rewrites itself, which a client's `Connection` header therefore
+/// may not nominate for removal (pingora refuses such a request when it builds the upstream
+/// request, after the decision; the gateway refuses it here, before).
+const PROTECTED_FROM_NOMINATION: &[&str] = &[
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+/// Checks the tokens of every `Connection` header value the way pingora does before it removes
+/// the nominated headers: at most [`MAX_CONNECTION_NOMINATIONS`] names, each an RFC 9110 token,
+/// none a pseudo-header or one of [`PROTECTED_FROM_NOMINATION`] (in any case). A request that
+/// passes is one pingora forwards with the nominated headers removed.
+pub fn check_connection_nominations<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<(), HeadError> {
+    let mut count = 0;
+    for token in values
+        .into_iter()
+        .flat_map(|value| value.split(|byte| *byte == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
+    {
+        count += 1;
+        if count > MAX_CONNECTION_NOMINATIONS {
+            return Err(HeadError::MalformedConnection);
+        }
+        if token.starts_with(b":") {
+            return Err(HeadError::ProtectedNomination);
+        }
+        if !token.iter().all(|&byte| is_token_byte(byte)) {
+            return Err(HeadError::MalformedConnection);
+        }
+        if PROTECTED_FROM_NOMINATION
+            .iter()
+            .any(|name| name.as_bytes().eq_ignore_ascii_case(token))
+        {
+            return Err(HeadError::ProtectedNomination);
+        }
+    }
+    Ok(())
+}
+
+/// `tchar` (RFC 9110 §5.6.2).
+pub fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
 /// Canonicalizes a `Host` value for matching: a DNS name (letters, digits, `-`, `_`, `.`; no
 /// empty label), an IPv4 address or a bracketed IPv6 literal, with an optional port. The result
 /// is lowercase, without the port and without a trailing dot, so `API.example.com.:443` and
@@ -389,6 +466,40 @@ mod tests {
             let twice = ok(&once.path);
             assert_eq!(once, twice, "{raw}");
         }
+    }
+
+    #[test]
+    fn connection_nominations_are_checked_as_pingora_checks_them() {
+        let check =
+            |values: &[&str]| check_connection_nominations(values.iter().map(|v| v.as_bytes()));
+        assert_eq!(check(&[]), Ok(()));
+        assert_eq!(check(&["close"]), Ok(()));
+        assert_eq!(check(&["keep-alive, X-Debug", "te"]), Ok(()));
+        assert_eq!(check(&[" , close ,, "]), Ok(()));
+        for protected in [
+            "close, X-Forwarded-For",
+            "HOST",
+            "x-forwarded-host",
+            "keep-alive,X-Forwarded-Proto",
+            ":authority",
+        ] {
+            assert_eq!(
+                check(&[protected]),
+                Err(HeadError::ProtectedNomination),
+                "{protected}"
+            );
+        }
+        assert_eq!(
+            check(&["close", "\"X-Forwarded-For\""]),
+            Err(HeadError::MalformedConnection)
+        );
+        assert_eq!(check(&["a b"]), Err(HeadError::MalformedConnection));
+        let nine = ["x"; MAX_CONNECTION_NOMINATIONS].join(",");
+        assert_eq!(check(&[&nine]), Ok(()));
+        assert_eq!(
+            check(&[&nine, "close"]),
+            Err(HeadError::MalformedConnection)
+        );
     }
 
     #[test]

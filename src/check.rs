@@ -8,6 +8,7 @@ use cedar_policy::{ActionConstraint, Effect, EntityUid};
 
 use crate::authn::jwks::KeySource;
 use crate::config::{is_loopback, ConfigProblem};
+use crate::identity_headers::FRAMEWORK_INTERNAL;
 use crate::routes::TemplateSegment;
 use crate::snapshot::{AuthMode, EnforcementMode, Gateway};
 
@@ -187,6 +188,23 @@ pub fn summary(gateway: &Gateway) -> String {
             issuer.mapping.principal_id_claim
         );
     }
+    let names = &settings.headers;
+    let stripped: Vec<&str> = [
+        &names.principal,
+        &names.roles,
+        &names.tenant,
+        &names.request_id,
+    ]
+    .into_iter()
+    .chain(&names.strip)
+    .map(http::HeaderName::as_str)
+    .chain(FRAMEWORK_INTERNAL.iter().map(|header| header.name))
+    .collect();
+    let _ = writeln!(
+        out,
+        "  removed from client requests, in any spelling: {} and method overrides",
+        stripped.join(", ")
+    );
     let bundle = &snapshot.bundle;
     let _ = writeln!(
         out,

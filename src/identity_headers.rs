@@ -1,8 +1,9 @@
 //! The trusted identity headers of a permitted request, defined once for both front ends: the
 //! proxy sends them upstream, the external authorization listener returns them to the proxy
 //! that asked, which sends them upstream in turn. Beside them, the client headers neither front
-//! end lets through in any spelling: other spellings of the identity headers and method
-//! overrides.
+//! end lets through in any spelling: other spellings of the identity headers, method
+//! overrides, the framework-internal headers of [`FRAMEWORK_INTERNAL`] and the deployment's own
+//! (`[headers] strip`).
 
 use http::{HeaderMap, HeaderValue};
 
@@ -77,6 +78,60 @@ pub fn is_method_override(name: &str) -> bool {
     METHOD_OVERRIDES.iter().any(|h| loosely_equal(name, h))
 }
 
+/// A request header a web framework trusts because only its own infrastructure is meant to
+/// set it, and whose trust was exploited.
+pub struct FrameworkHeader {
+    pub name: &'static str,
+    pub framework: &'static str,
+    pub cve: &'static str,
+}
+
+/// Framework-internal headers removed from every client request, whatever the peer: a client
+/// sending one can skip the application's own middleware or poison a cache in front of it.
+pub const FRAMEWORK_INTERNAL: &[FrameworkHeader] = &[
+    FrameworkHeader {
+        name: "x-middleware-subrequest",
+        framework: "Next.js (middleware skipped: authorization bypass)",
+        cve: "CVE-2025-29927",
+    },
+    FrameworkHeader {
+        name: "x-middleware-prefetch",
+        framework: "Next.js (empty prefetch response cached)",
+        cve: "CVE-2023-46298",
+    },
+    FrameworkHeader {
+        name: "x-now-route-matches",
+        framework: "Next.js pages router (cache poisoning)",
+        cve: "CVE-2024-46982",
+    },
+    FrameworkHeader {
+        name: "x-react-router-spa-mode",
+        framework: "React Router 7 (SPA mode forced: cache poisoning)",
+        cve: "CVE-2025-43864",
+    },
+    FrameworkHeader {
+        name: "x-react-router-prerender-data",
+        framework: "React Router 7 (loader data spoofed)",
+        cve: "CVE-2025-43865",
+    },
+    FrameworkHeader {
+        name: "x-astro-path",
+        framework: "Astro on Vercel (internal path rewritten)",
+        cve: "CVE-2026-33768",
+    },
+];
+
+/// Whether `name` is a framework-internal header or one of `configured`, in any spelling
+/// frameworks fold together.
+pub fn is_stripped(name: &str, configured: &[http::HeaderName]) -> bool {
+    FRAMEWORK_INTERNAL
+        .iter()
+        .any(|header| loosely_equal(name, header.name))
+        || configured
+            .iter()
+            .any(|header| loosely_equal(name, header.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +142,23 @@ mod tests {
         assert!(!is_valid_request_id(""));
         assert!(!is_valid_request_id("a b"));
         assert!(!is_valid_request_id(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn framework_internal_and_configured_headers_are_stripped_in_any_spelling() {
+        let configured = [http::HeaderName::from_static("x-internal-user")];
+        for name in [
+            "x-middleware-subrequest",
+            "X_Middleware_Subrequest",
+            "x.react.router.spa.mode",
+            "X-Internal-User",
+            "x_internal_user",
+        ] {
+            assert!(is_stripped(name, &configured), "{name}");
+        }
+        for name in ["x-middleware", "x-internal-users", "authorization"] {
+            assert!(!is_stripped(name, &configured), "{name}");
+        }
     }
 
     #[test]

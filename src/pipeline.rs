@@ -13,7 +13,10 @@ use http::HeaderMap;
 
 use crate::authn::{bearer_token, AuthnError, VerifiedToken};
 use crate::authz::{decide, BuiltPrincipal, Caller, Decision, RequestFacts};
-use crate::canonical::{canonicalize, canonicalize_host, HostError, TargetError};
+use crate::canonical::{
+    canonicalize, canonicalize_host, check_connection_nominations, HeadError, HostError,
+    TargetError,
+};
 use crate::routes::Lookup;
 use crate::snapshot::{AuthMode, EnforcementMode, Gateway, Snapshot};
 use crate::upstream::Pool;
@@ -68,6 +71,8 @@ pub enum Denial {
     BadHost(HostError),
     #[error("the request header fields are too large or too many")]
     HeadersTooLarge,
+    #[error("{0}")]
+    MalformedHead(HeadError),
     #[error("no route matches")]
     NotFound,
     #[error("method not allowed (allowed: {})", .0.join(", "))]
@@ -215,6 +220,15 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
         || incoming.headers.len() > settings.max_header_count
     {
         return outcome.deny(Denial::HeadersTooLarge);
+    }
+    if let Err(e) = check_connection_nominations(
+        incoming
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .map(|v| v.as_bytes()),
+    ) {
+        return outcome.deny(Denial::MalformedHead(e));
     }
     let host = match request_host(incoming) {
         Ok(host) => host,

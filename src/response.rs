@@ -5,7 +5,7 @@
 //! log). 401s carry an RFC 6750 challenge.
 
 use crate::authn::AuthnError;
-use crate::canonical::TargetError;
+use crate::canonical::{HeadError, TargetError};
 use crate::pipeline::{Denial, UpstreamFailure};
 
 /// A response the gateway writes itself.
@@ -137,6 +137,8 @@ fn classify(denial: &Denial, realm: &str) -> Classified {
         Denial::BadTarget(e) => (400, "bad_request", e.to_string()),
         Denial::BadHost(_) => (400, "bad_request", denial.to_string()),
         Denial::HeadersTooLarge => (431, "headers_too_large", denial.to_string()),
+        Denial::MalformedHead(HeadError::Connect) => (501, "not_implemented", denial.to_string()),
+        Denial::MalformedHead(_) => (400, "bad_request", denial.to_string()),
         Denial::NotFound => (
             404,
             "not_found",

@@ -25,6 +25,7 @@ pub fn decision_label(outcome: Option<&Outcome>) -> &'static str {
             Denial::BadTarget(_)
             | Denial::BadHost(_)
             | Denial::HeadersTooLarge
+            | Denial::MalformedHead(_)
             | Denial::BodyTooLarge { .. },
         )) => "bad_request",
         Some(Err(Denial::Misdirected { .. })) => "misdirected",
@@ -50,7 +51,7 @@ pub fn failure_label(failure: &Denial) -> &'static str {
 pub fn decision_record(
     front: &str,
     request_id: &str,
-    method: &str,
+    method: Option<&str>,
     outcome: Option<&Outcome>,
     status: u16,
     error: Option<String>,
@@ -62,7 +63,9 @@ pub fn decision_record(
         Err(Denial::BadTarget(e)) => Some(e.to_string()),
         Err(Denial::BadHost(e)) => Some(e.to_string()),
         Err(
-            denial @ (Denial::Misdirected { .. }
+            denial @ (Denial::HeadersTooLarge
+            | Denial::MalformedHead(_)
+            | Denial::Misdirected { .. }
             | Denial::BodyTooLarge { .. }
             | Denial::UntrustedPeer(_)
             | Denial::Undescribed(_)),
@@ -106,7 +109,8 @@ struct DecisionRecord<'a> {
     /// Who asked: `proxy`, or the external authorization front end (`nginx`, `envoy-http`, ...).
     front: &'a str,
     request_id: &'a str,
-    method: &'a str,
+    /// Absent when the request head could not be read.
+    method: Option<&'a str>,
     path: Option<&'a str>,
     route: Option<&'a str>,
     issuer: Option<&'a str>,

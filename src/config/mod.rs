@@ -68,13 +68,15 @@ pub struct TlsListener {
     pub certificates: Arc<CertificateStore>,
 }
 
-/// Names of the identity headers set on forwarded requests.
+/// Names of the identity headers set on forwarded requests, and the deployment's own headers
+/// removed from client requests (`[headers] strip`).
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
     pub principal: HeaderName,
     pub roles: HeaderName,
     pub tenant: HeaderName,
     pub request_id: HeaderName,
+    pub strip: Vec<HeaderName>,
 }
 
 /// One issuer's settings, validated.
@@ -199,6 +201,12 @@ impl Settings {
             header(&raw.headers.tenant),
             header(&raw.headers.request_id),
         );
+        let strip: Vec<HeaderName> = raw
+            .headers
+            .strip
+            .iter()
+            .filter_map(|name| header_name(&file, name, &mut problems))
+            .collect();
 
         let anonymous_principal =
             match EntityTypeName::from_str(raw.anonymous.principal_type.get_ref()) {
@@ -362,6 +370,7 @@ impl Settings {
                     roles,
                     tenant,
                     request_id,
+                    strip,
                 },
                 anonymous_principal,
                 max_token_bytes,

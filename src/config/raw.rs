@@ -534,6 +534,9 @@ pub struct RawHeaders {
     pub tenant: Spanned<String>,
     #[serde(default = "default_request_id_header")]
     pub request_id: Spanned<String>,
+    /// More headers removed from every client request (beside the built-in list).
+    #[serde(default)]
+    pub strip: Vec<Spanned<String>>,
 }
 
 impl Default for RawHeaders {
@@ -543,6 +546,7 @@ impl Default for RawHeaders {
             roles: default_roles_header(),
             tenant: default_tenant_header(),
             request_id: default_request_id_header(),
+            strip: Vec::new(),
         }
     }
 }

@@ -27,7 +27,9 @@ use tonic::codegen::Service;
 use crate::config::{AuthzServerSettings, IdentityHeaders};
 use crate::decision_log::DecisionLog;
 use crate::http_server::{serve_h1_and_h2c, Peer, ResponseBody};
-use crate::identity_headers::{insert_identity_headers, is_method_override, loosely_equal};
+use crate::identity_headers::{
+    insert_identity_headers, is_method_override, is_stripped, loosely_equal,
+};
 use crate::metrics::{RequestObservation, NO_ROUTE};
 use crate::pipeline::{evaluate, Denial, Incoming, Outcome, Transport};
 use crate::proxy::RequestIds;
@@ -179,7 +181,7 @@ impl DecisionService {
         self.log.record(decision_record(
             front,
             request_id,
-            method,
+            Some(method),
             Some(outcome),
             status,
             None,
@@ -191,8 +193,9 @@ impl DecisionService {
 
 /// The names of the original request's headers the gateway never lets through: the principal,
 /// roles or tenant header in any spelling frameworks fold together (`X_Portcullis_Roles`), the
-/// request id header in such a spelling, and method overrides (`X-HTTP-Method-Override`), which
-/// would make the application run another method than the one decided.
+/// request id header in such a spelling, method overrides (`X-HTTP-Method-Override`), which
+/// would make the application run another method than the one decided, and framework-internal
+/// and `[headers] strip` headers (`X-Middleware-Subrequest`).
 fn never_let_through<'a>(
     headers: &'a HeaderMap,
     names: &'a IdentityHeaders,
@@ -204,6 +207,7 @@ fn never_let_through<'a>(
             || (**name != names.request_id
                 && loosely_equal(name.as_str(), names.request_id.as_str()))
             || is_method_override(name.as_str())
+            || is_stripped(name.as_str(), &names.strip)
     })
 }
 

@@ -10,7 +10,7 @@ use pingora_http::RequestHeader;
 
 use crate::config::IdentityHeaders;
 use crate::identity_headers::{
-    insert_identity_headers, is_method_override, loosely_equal, IdentityHeaderError,
+    insert_identity_headers, is_method_override, is_stripped, loosely_equal, IdentityHeaderError,
 };
 use crate::pipeline::Forward;
 use crate::trust::{self, Cidr};
@@ -47,13 +47,19 @@ const FORWARDING: &[&str] = &[
     "x-original-uri",
 ];
 
-/// Whether a client's header `name` is removed before forwarding: hop-by-hop, one of the
-/// gateway's `identity` headers or a method override (in any spelling), or a forwarding header
-/// from a peer that is not a trusted proxy.
-pub fn never_forwarded(name: &str, identity: &[&str], peer_trusted: bool) -> bool {
+/// Whether a client's header `name` is removed before forwarding: hop-by-hop; one of the
+/// gateway's `identity` headers, a method override, a framework-internal header or one of
+/// `strip` (in any spelling); or a forwarding header from a peer that is not a trusted proxy.
+pub fn never_forwarded(
+    name: &str,
+    identity: &[&str],
+    strip: &[HeaderName],
+    peer_trusted: bool,
+) -> bool {
     HOP_BY_HOP.contains(&name)
         || identity.iter().any(|id| loosely_equal(name, id))
         || is_method_override(name)
+        || is_stripped(name, strip)
         || (!peer_trusted && FORWARDING.iter().any(|h| loosely_equal(name, h)))
 }
 
@@ -147,7 +153,7 @@ fn rewrite_parts(
     let identity = identity.map(HeaderName::as_str);
     let mut remove: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| never_forwarded(name.as_str(), &identity, peer_trusted))
+        .filter(|name| never_forwarded(name.as_str(), &identity, &names.strip, peer_trusted))
         .cloned()
         .collect();
     for value in headers.get_all(CONNECTION) {

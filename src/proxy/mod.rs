@@ -12,6 +12,7 @@ mod connection;
 mod forward;
 mod request_id;
 mod tls;
+mod unserved;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,11 +20,12 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session, Unserved};
 
 use crate::decision_log::DecisionLog;
 use crate::identity_headers::is_valid_request_id;
@@ -79,14 +81,7 @@ impl Proxy {
         } else {
             deny_response(denial, &ctx.request_id, &settings.realm)
         };
-        // Without pingora's header-case map: the names are the gateway's own, and pingora
-        // writes them title-cased (standard ones) or in lower case, as Envoy does.
-        let mut header =
-            ResponseHeader::build_no_case(response.status, Some(response.headers.len() + 2))?;
-        for (name, value) in &response.headers {
-            header.insert_header(*name, value)?;
-        }
-        header.insert_header(settings.headers.request_id.clone(), &ctx.request_id)?;
+        let mut header = self.refusal_header(&response, &ctx.request_id)?;
         let is_head = session.req_header().method == http::Method::HEAD;
         if grpc {
             // A trailers-only gRPC response: the status is in the headers, no body follows.
@@ -105,6 +100,19 @@ impl Proxy {
             self.drain_refused_body(session).await;
         }
         Ok(())
+    }
+
+    /// The response head of a refusal, with the request id.
+    fn refusal_header(&self, response: &DenyResponse, request_id: &str) -> Result<ResponseHeader> {
+        // Without pingora's header-case map: the names are the gateway's own, and pingora
+        // writes them title-cased (standard ones) or in lower case, as Envoy does.
+        let mut header =
+            ResponseHeader::build_no_case(response.status, Some(response.headers.len() + 2))?;
+        for (name, value) in &response.headers {
+            header.insert_header(*name, value)?;
+        }
+        header.insert_header(self.gateway.settings.headers.request_id.clone(), request_id)?;
+        Ok(header)
     }
 
     /// Reads what is left of a refused HTTP/2 request's body, a bounded amount for a bounded
@@ -198,6 +206,48 @@ fn hash_key(selection: &Selection, session: &Session, ctx: &RequestContext) -> V
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = RequestContext;
+
+    async fn refuse_unserved(&self, session: &mut ServerSession, unserved: Unserved<'_>) {
+        let started = Instant::now();
+        let _in_flight = self.gateway.metrics.request_started();
+        let request_id = self.request_ids.next();
+        let denial = unserved::denial(unserved);
+        let response = deny_response(&denial, &request_id, &self.gateway.settings.realm);
+        let status = response.status;
+        let written = async {
+            let mut header = self.refusal_header(&response, &request_id)?;
+            let body = Bytes::from(response.body);
+            header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+            // Closes the connection after the answer: what follows an unreadable head is
+            // never read as a request.
+            session.write_error_response(header, body).await
+        };
+        let error = written.await.err();
+        let outcome = Outcome::refused(&self.gateway.snapshot(), denial);
+        if let Some(e) = &error {
+            log::debug!("cannot answer an unserved request: {e}");
+        }
+        let duration = started.elapsed();
+        self.gateway.metrics.observe_request(RequestObservation {
+            route: NO_ROUTE,
+            decision: decision_label(Some(&outcome)),
+            status,
+            duration,
+            authorization: None,
+            upstream_error: None,
+        });
+        let method = matches!(unserved, Unserved::Connect).then_some("CONNECT");
+        self.decision_log.record(decision_record(
+            "proxy",
+            &request_id,
+            method,
+            Some(&outcome),
+            status,
+            error.map(|e| e.to_string()),
+            None,
+            duration,
+        ));
+    }
 
     fn new_ctx(&self) -> RequestContext {
         RequestContext {
@@ -483,7 +533,7 @@ impl ProxyHttp for Proxy {
         self.decision_log.record(decision_record(
             "proxy",
             &ctx.request_id,
-            session.req_header().method.as_str(),
+            Some(session.req_header().method.as_str()),
             outcome,
             status,
             error.map(|e| e.to_string()),

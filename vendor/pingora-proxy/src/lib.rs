@@ -99,7 +99,7 @@ use subrequest::{BodyMode, Ctx as SubrequestCtx};
 
 pub use proxy_cache::range_filter::{range_header_filter, MultiRangeInfo, RangeType};
 pub use proxy_purge::PurgeStatus;
-pub use proxy_trait::{FailToProxy, ProxyHttp, ProxyWarnLogContext};
+pub use proxy_trait::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Unserved};
 
 pub mod prelude {
     pub use crate::{http_proxy, http_proxy_service, ProxyHttp, ProxyWarnLogContext, Session};
@@ -352,12 +352,9 @@ where
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
-                    downstream_session
-                        .respond_error(400)
-                        .await
-                        .unwrap_or_else(|e| {
-                            error!("failed to send error response to downstream: {e}");
-                        });
+                    self.inner
+                        .refuse_unserved(&mut downstream_session, Unserved::Unreadable(&e))
+                        .await;
                 } else {
                     // otherwise the connection must be broken, no need to send anything
                     error!(
@@ -385,12 +382,9 @@ where
             .is_some_and(|opts| opts.allow_connect_method_proxying)
             && downstream_session.req_header().method == Method::CONNECT
         {
-            downstream_session
-                .respond_error(405)
-                .await
-                .unwrap_or_else(|e| {
-                    error!("failed to send error response to downstream: {e}");
-                });
+            self.inner
+                .refuse_unserved(&mut downstream_session, Unserved::Connect)
+                .await;
             downstream_session.shutdown().await;
             return None;
         }

@@ -38,6 +38,17 @@ pub enum ProxyWarnLogContext {
     DownstreamCache,
 }
 
+/// A request pingora does not serve, answered by [`ProxyHttp::refuse_unserved`] (a Portcullis
+/// patch; see PATCHED.md).
+#[derive(Clone, Copy, Debug)]
+pub enum Unserved<'a> {
+    /// The request head could not be read: it does not parse, or it fails validation (an
+    /// `InvalidHTTPHeader` error).
+    Unreadable(&'a Error),
+    /// A CONNECT request, and CONNECT proxying is not enabled.
+    Connect,
+}
+
 /// The interface to control the HTTP proxy
 ///
 /// The methods in [ProxyHttp] are filters/callbacks which will be performed on all requests at their
@@ -666,6 +677,19 @@ pub trait ProxyHttp {
             // default to no reuse, which is safest
             can_reuse_downstream: false,
         }
+    }
+
+    /// Answer a request pingora does not serve, before `new_ctx` and any filter (a Portcullis
+    /// patch; see PATCHED.md). The connection is shut down afterwards. The default answers as
+    /// pingora 0.9.1 does: 400 for an unreadable head, 405 for CONNECT, with no body.
+    async fn refuse_unserved(&self, session: &mut HttpSession, unserved: Unserved<'_>) {
+        let code = match unserved {
+            Unserved::Unreadable(_) => 400,
+            Unserved::Connect => 405,
+        };
+        session.respond_error(code).await.unwrap_or_else(|e| {
+            error!("failed to send error response to downstream: {e}");
+        });
     }
 
     /// Decide whether should serve stale when encountering an error or during revalidation
