@@ -733,3 +733,43 @@ fn exit_codes_mean_something_and_the_config_path_can_come_from_the_environment()
     );
     assert_eq!(status(&["check", "--no-such-flag"], None), Some(2));
 }
+
+#[test]
+fn headers_to_strip_are_checked_and_listed() {
+    let (ok, stderr) = check_with("portcullis.toml", |s| {
+        s.replace(
+            "[headers]\n",
+            "[headers]\nstrip = [\n  \"X-Internal-User\",\n  \"bad name\",\n]\n",
+        )
+    });
+    assert!(!ok);
+    let text = std::fs::read_to_string(repo_path("portcullis.toml")).unwrap();
+    let line = line_of(&text, "[headers]") + 3;
+    assert!(
+        stderr.contains(&format!(
+            "portcullis.toml:{line}: \"bad name\" is not a valid HTTP header name"
+        )),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = check_edited(
+        vec![(
+            "portcullis.toml",
+            Box::new(|s: String| {
+                s.replace("[headers]\n", "[headers]\nstrip = [\"X-Internal-User\"]\n")
+            }),
+        )],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let listed = stdout
+        .lines()
+        .find(|l| l.contains("removed from client requests"))
+        .unwrap_or_default();
+    for name in [
+        "x-portcullis-principal",
+        "x-internal-user",
+        "x-middleware-subrequest",
+    ] {
+        assert!(listed.contains(name), "{name}: {stdout}");
+    }
+}

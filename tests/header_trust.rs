@@ -1,10 +1,11 @@
 //! Header trust over real sockets: forwarding headers are believed only from trusted proxies,
-//! method-override headers never reach the application, and the Cedar `client_ip` is the
-//! client a trusted proxy reports, never one a client claims.
+//! method-override and framework-internal headers never reach the application (whoever the
+//! peer), and the Cedar `client_ip` is the client a trusted proxy reports, never one a client
+//! claims.
 
 mod common;
 
-use common::spoofed_headers::{FORWARDING, METHOD_OVERRIDES};
+use common::spoofed_headers::{framework_internal, FORWARDING, METHOD_OVERRIDES};
 use common::TestEnv;
 
 fn sent(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -262,4 +263,82 @@ async fn hosts_are_validated_and_canonicalized_before_host_routes_match() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Every framework-internal header of the gateway's list, in every spelling, and a header of
+/// the deployment's own `[headers] strip`: removed on an authenticated and on an anonymous
+/// route, from an untrusted client and from a trusted proxy alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_internal_and_configured_headers_never_reach_upstream() {
+    let env = TestEnv::start_with(|dir, _| {
+        let config = dir.join("portcullis.toml");
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("[headers]\n", "[headers]\nstrip = [\"X-Internal-User\"]\n");
+        std::fs::write(&config, text).unwrap();
+    })
+    .await;
+    let mut spoofed = framework_internal();
+    spoofed.extend([
+        ("X-Internal-User".to_string(), "1"),
+        ("x_internal_user".to_string(), "1"),
+    ]);
+    // One request with all of them, then each alone (a header alone must not slip through
+    // where it would in company, or the other way round).
+    let all: Vec<(&str, &str)> = spoofed.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let token = format!("Bearer {}", env.token("bob"));
+    let mut requests: Vec<Vec<(&str, &str)>> = vec![all.clone()];
+    requests.extend(all.iter().map(|header| vec![*header]));
+    for headers in requests {
+        for (target, authorization) in [
+            ("/lists/acme-roadmap", Some(token.as_str())),
+            ("/health", None),
+        ] {
+            let mut sent = headers.clone();
+            sent.extend(authorization.map(|a| ("Authorization", a)));
+            let response = env.send("GET", target, &sent).await;
+            assert_eq!(
+                response.status, 200,
+                "{target} {headers:?}: {}",
+                response.body
+            );
+            let seen = env.upstream.last();
+            for (name, _) in &headers {
+                assert!(
+                    seen.header_values(name).is_empty(),
+                    "{target}: {name} reached the upstream: {seen:?}"
+                );
+            }
+        }
+    }
+    assert!(
+        spoofed.iter().any(|(n, _)| n == "X-Middleware-Subrequest"),
+        "the CVE-2025-29927 header is on the list"
+    );
+}
+
+/// A trusted proxy's framework-internal header is removed too: only the framework's own
+/// infrastructure sets one, and that is behind the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_internal_headers_from_a_trusted_proxy_are_removed_too() {
+    let env = TestEnv::start_with(|dir, _| {
+        let config = dir.join("portcullis.toml");
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "realm = \"tasks\"",
+            "realm = \"tasks\"\ntrusted_proxies = [\"127.0.0.0/8\"]",
+        );
+        std::fs::write(&config, text).unwrap();
+    })
+    .await;
+    let headers = sent(
+        &env,
+        &[("X-Middleware-Subrequest", "middleware:middleware")],
+    );
+    assert_eq!(get(&env, &headers).await, 200);
+    let seen = env.upstream.last();
+    assert!(
+        seen.header_values("x-middleware-subrequest").is_empty(),
+        "{seen:?}"
+    );
+    assert_eq!(seen.header_values("x-forwarded-for"), ["127.0.0.1"]);
 }

@@ -33,3 +33,30 @@ pub const IDENTITY: &[(&str, &str)] = &[
     ("X.Portcullis.Tenant", "org_globex"),
     ("X-Request-Id", "client-chosen"),
 ];
+
+/// Every framework-internal header the gateway strips (its own list), in the spellings the
+/// identity headers are spoofed in above: Title-Case, `_` in lower case, `.` in Title-Case.
+pub fn framework_internal() -> Vec<(String, &'static str)> {
+    let title = |name: &str, separator: &str| {
+        name.split('-')
+            .map(|word| {
+                let mut chars = word.chars();
+                chars.next().map_or_else(String::new, |first| {
+                    first.to_ascii_uppercase().to_string() + chars.as_str()
+                })
+            })
+            .collect::<Vec<_>>()
+            .join(separator)
+    };
+    portcullis::identity_headers::FRAMEWORK_INTERNAL
+        .iter()
+        .flat_map(|header| {
+            [
+                title(header.name, "-"),
+                header.name.replace('-', "_"),
+                title(header.name, "."),
+            ]
+        })
+        .map(|name| (name, "1"))
+        .collect()
+}

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::closed_port;
 use crate::common::path_corpus::CORPUS;
 use crate::common::smuggling_cases::{framing_cases, SMUGGLED};
-use crate::common::spoofed_headers::{IDENTITY, METHOD_OVERRIDES};
+use crate::common::spoofed_headers::{framework_internal, IDENTITY, METHOD_OVERRIDES};
 use crate::common::{
     decision_lines, eventually, raw_exchange, raw_exchange_from, Received, Response, TestEnv,
 };
@@ -248,9 +248,11 @@ async fn front_end_contract(env: &TestEnv, proxy: &FrontProxy, front: &str) {
     assert_eq!(line["principal"], "User::\"alice\"", "{line}");
     assert_eq!(line["request_id"], request_id[0], "{line}");
 
-    // The client's identity headers and method overrides, in every spelling: refused, or
-    // (where the proxy itself drops the spelling) never seen by the upstream.
-    for (name, value) in IDENTITY.iter().chain(METHOD_OVERRIDES) {
+    // The client's identity headers, method overrides and framework-internal headers, in
+    // every spelling: refused, or (where the proxy itself drops the spelling) never seen by
+    // the upstream.
+    for (name, value) in spoofs() {
+        let (name, value) = (name.as_str(), value);
         let before = env.upstream.count();
         let response = proxy
             .get(
@@ -261,7 +263,7 @@ async fn front_end_contract(env: &TestEnv, proxy: &FrontProxy, front: &str) {
         if response.status == 200 {
             let seen = env.upstream.last();
             assert!(
-                !seen.header_values(name).contains(value),
+                !seen.header_values(name).contains(&value),
                 "{front} forwarded the client's {name}: {seen:?}"
             );
             assert_eq!(
@@ -288,7 +290,7 @@ async fn front_end_contract(env: &TestEnv, proxy: &FrontProxy, front: &str) {
         .get("/lists/acme-roadmap/tasks/t1", &[("Authorization", &carol)])
         .await;
     assert_eq!(forbidden.status, 403, "{front}: {forbidden:?}");
-    let lines = decisions(env, front, IDENTITY.len() + METHOD_OVERRIDES.len() + 3).await;
+    let lines = decisions(env, front, spoofs().len() + 3).await;
     let last: Vec<&Value> = lines.iter().rev().take(2).collect();
     assert_eq!(last[0]["decision"], "deny", "{front}");
     assert_eq!(last[1]["decision"], "unauthenticated", "{front}");
@@ -307,6 +309,16 @@ async fn front_end_contract(env: &TestEnv, proxy: &FrontProxy, front: &str) {
     );
 }
 
+/// Headers a client sends that the gateway never lets through, each in its spellings.
+fn spoofs() -> Vec<(String, &'static str)> {
+    IDENTITY
+        .iter()
+        .chain(METHOD_OVERRIDES)
+        .map(|(name, value)| (name.to_string(), *value))
+        .chain(framework_internal())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request_asks_the_gateway() {
     if !installed("nginx") {
@@ -318,7 +330,7 @@ async fn nginx_auth_request_asks_the_gateway() {
     // nginx passes only 401 and 403 on: no route is answered 403 to it, the status kept aside.
     let nowhere = nginx.get("/nowhere", &[]).await;
     assert_eq!(nowhere.status, 403, "{nowhere:?}");
-    let line = decisions(&env, "nginx", IDENTITY.len() + METHOD_OVERRIDES.len() + 5)
+    let line = decisions(&env, "nginx", spoofs().len() + 5)
         .await
         .pop()
         .unwrap();
@@ -537,6 +549,7 @@ async fn envoy_grpc_check_gets_the_same_decisions() {
                 ("x-portcullis-principal", "dave"),
                 ("x_portcullis_roles", "admin"),
                 ("x-http-method-override", "DELETE"),
+                ("x-middleware-subrequest", "middleware"),
             ],
         ))
         .await
@@ -563,7 +576,14 @@ async fn envoy_grpc_check_gets_the_same_decisions() {
     // overwritten.
     let mut removed = ok.headers_to_remove.clone();
     removed.sort();
-    assert_eq!(removed, ["x-http-method-override", "x_portcullis_roles"]);
+    assert_eq!(
+        removed,
+        [
+            "x-http-method-override",
+            "x-middleware-subrequest",
+            "x_portcullis_roles"
+        ]
+    );
 
     // Dot segments that a naive matcher would resolve into another tenant's list.
     let cases = [

@@ -12,6 +12,7 @@ mod grpc;
 mod idp_apis;
 mod pools;
 mod protocols;
+mod raw_requests;
 mod support;
 mod tls;
 mod websocket;

@@ -132,6 +132,10 @@ async fn identity_and_forwarding_headers_from_h2_clients_are_replaced() {
         "x-http-method-override: DELETE",
         "-H",
         "x-request-id: forged",
+        "-H",
+        "x-middleware-subrequest: middleware",
+        "-H",
+        "x_react_router_spa_mode: yes",
         &format!("https://api.example.com:{}/lists/acme-roadmap", tls.port()),
     ]);
     assert_eq!(response.status, 200, "{response:?}");
@@ -146,6 +150,8 @@ async fn identity_and_forwarding_headers_from_h2_clients_are_replaced() {
         [format!("api.example.com:{}", tls.port())]
     );
     assert!(seen.header_values("x-http-method-override").is_empty());
+    assert!(seen.header_values("x-middleware-subrequest").is_empty());
+    assert!(seen.header_values("x_react_router_spa_mode").is_empty());
     assert_ne!(seen.header_values("x-request-id"), ["forged"]);
     assert_eq!(
         seen.header_values("host"),
