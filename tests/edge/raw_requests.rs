@@ -10,16 +10,17 @@ use crate::common::{decision_lines, eventually, raw_exchange, TestEnv};
 
 const HOST: &str = "Host: tasks.example.com\r\n";
 
-/// (what, raw request, status, error code, decision-log `method`).
-fn cases(
-    token: &str,
-) -> Vec<(
+/// What is sent, and what must come back: (what, raw request, status, error code,
+/// decision-log `method`).
+type Case = (
     &'static str,
     Vec<u8>,
     u16,
     &'static str,
     Option<&'static str>,
-)> {
+);
+
+fn cases(token: &str) -> Vec<Case> {
     let get = |target: &str, extra: &str| {
         format!("GET {target} HTTP/1.1\r\n{HOST}{extra}Connection: close\r\n\r\n").into_bytes()
     };
