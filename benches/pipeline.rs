@@ -61,6 +61,7 @@ fn pipeline(c: &mut Criterion) {
             authority: None,
             client_ip: Some(IpAddr::from([10, 0, 0, 7])),
             transport: Default::default(),
+            cors: None,
         };
         let expected_forward = name == "allow";
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
@@ -98,6 +99,7 @@ fn pipeline(c: &mut Criterion) {
                 authority: None,
                 client_ip: Some(IpAddr::from([10, 0, 0, 7])),
                 transport: Default::default(),
+                cors: None,
             };
             runtime.block_on(evaluate(&offline.gateway, &snapshot, &incoming))
         })

@@ -13,6 +13,7 @@ pub mod canonical;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod decision_log;
 pub mod demo;
 pub mod diagnostics;

@@ -244,6 +244,7 @@ impl OfflineGateway {
                 secure: true,
                 sni: None,
             },
+            cors: self.gateway.settings.cors.as_ref(),
         };
         Ok(evaluate(&self.gateway, snapshot, &incoming).await)
     }

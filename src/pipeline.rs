@@ -17,6 +17,7 @@ use crate::canonical::{
     canonicalize, canonicalize_host, check_connection_nominations, HeadError, HostError,
     TargetError,
 };
+use crate::cors::{CorsHeaders, CorsPolicy, PreflightRefusal};
 use crate::routes::Lookup;
 use crate::snapshot::{AuthMode, EnforcementMode, Gateway, Snapshot};
 use crate::upstream::Pool;
@@ -37,6 +38,9 @@ pub struct Incoming<'a> {
     pub client_ip: Option<IpAddr>,
     /// How the connection was made: TLS or not, and the SNI it named.
     pub transport: Transport<'a>,
+    /// CORS, where this front end answers preflights (the proxy's; a proxy asking the
+    /// external authorization listener handles CORS itself).
+    pub cors: Option<&'a CorsPolicy>,
 }
 
 /// The connection a request came in on.
@@ -85,6 +89,11 @@ pub enum Denial {
     Misdirected { host: String, sni: String },
     #[error("plaintext requests are redirected to HTTPS")]
     RedirectToHttps { location: String },
+    /// A CORS preflight the gateway answers itself (204), with these headers.
+    #[error("a CORS preflight, answered by the gateway")]
+    Preflight(CorsHeaders),
+    #[error("CORS preflight refused: {0}")]
+    PreflightRefused(PreflightRefusal),
     #[error("the request body is larger than the {limit} bytes this route accepts")]
     BodyTooLarge { limit: u64 },
     #[error("the upstream failed: {0}")]
@@ -208,6 +217,16 @@ fn request_host(incoming: &Incoming<'_>) -> Result<Option<String>, HostError> {
 }
 
 /// Runs the whole decision for one request against one snapshot.
+/// The method a CORS preflight asks about: an `OPTIONS` request with an `Origin` and an
+/// `Access-Control-Request-Method` (the Fetch standard's definition).
+fn preflight_method<'a>(incoming: &Incoming<'a>) -> Option<&'a str> {
+    let headers = incoming.headers;
+    (incoming.method == "OPTIONS" && headers.contains_key(http::header::ORIGIN))
+        .then(|| headers.get(http::header::ACCESS_CONTROL_REQUEST_METHOD))
+        .flatten()
+        .and_then(|method| method.to_str().ok())
+}
+
 pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incoming<'_>) -> Outcome {
     let mut outcome = Outcome::new(snapshot);
     let settings = &gateway.settings;
@@ -243,20 +262,34 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
         return outcome.deny(denial);
     }
 
-    let (route, params) =
-        match snapshot
-            .routes
-            .lookup(host.as_deref(), incoming.method, &target.segments)
-        {
-            Lookup::Matched { route, params } => (route, params),
-            Lookup::MethodNotAllowed { allowed } => {
-                return outcome.deny(Denial::MethodNotAllowed(allowed))
-            }
-            Lookup::NotFound => return outcome.deny(Denial::NotFound),
-        };
+    let preflight = incoming.cors.zip(preflight_method(incoming));
+    let method = preflight.map_or(incoming.method, |(_, method)| method);
+    let (route, params) = match snapshot
+        .routes
+        .lookup(host.as_deref(), method, &target.segments)
+    {
+        Lookup::Matched { route, params } => (route, params),
+        Lookup::MethodNotAllowed { allowed } => {
+            return outcome.deny(Denial::MethodNotAllowed(allowed))
+        }
+        Lookup::NotFound => return outcome.deny(Denial::NotFound),
+    };
     outcome.route_id = Some(route.id.clone());
     outcome.action = Some(route.action_name.clone());
     outcome.mode = Some(route.mode);
+    if let Some((cors, method)) = preflight {
+        let headers = &incoming.headers;
+        return outcome.deny(
+            match cors.preflight(
+                headers.get(http::header::ORIGIN),
+                method,
+                headers.get(http::header::ACCESS_CONTROL_REQUEST_HEADERS),
+            ) {
+                Ok(answer) => Denial::Preflight(answer),
+                Err(refusal) => Denial::PreflightRefused(refusal),
+            },
+        );
+    }
     let declared_length = incoming
         .headers
         .get(http::header::CONTENT_LENGTH)

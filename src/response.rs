@@ -56,6 +56,14 @@ pub fn deny_response(denial: &Denial, request_id: &str, realm: &str) -> DenyResp
         request_id: &'a str,
     }
     let (status, error, message, mut headers) = classify(denial, realm);
+    if status == 204 {
+        // A preflight's answer is its headers.
+        return DenyResponse {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+    }
     let body = Body {
         error,
         message: &message,
@@ -200,6 +208,11 @@ fn classify(denial: &Denial, realm: &str) -> Classified {
             (308, "https_required", denial.to_string())
         }
         Denial::BodyTooLarge { .. } => (413, "body_too_large", denial.to_string()),
+        Denial::Preflight(answer) => {
+            headers.extend(answer.iter().cloned());
+            (204, "preflight", String::new())
+        }
+        Denial::PreflightRefused(_) => (403, "cors_preflight_refused", denial.to_string()),
         Denial::UntrustedPeer(_) => (403, "untrusted_peer", denial.to_string()),
         Denial::Undescribed(_) => (400, "bad_request", denial.to_string()),
         Denial::Upstream(failure) => {

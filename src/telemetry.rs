@@ -33,6 +33,8 @@ pub fn decision_label(outcome: Option<&Outcome>) -> &'static str {
         Some(Err(Denial::Upstream(_))) => "upstream_error",
         Some(Err(Denial::UntrustedPeer(_))) => "untrusted_peer",
         Some(Err(Denial::Undescribed(_))) => "bad_request",
+        Some(Err(Denial::Preflight(_))) => "preflight",
+        Some(Err(Denial::PreflightRefused(_))) => "preflight_refused",
     }
 }
 
@@ -65,6 +67,7 @@ pub fn decision_record(
         Err(
             denial @ (Denial::HeadersTooLarge
             | Denial::MalformedHead(_)
+            | Denial::PreflightRefused(_)
             | Denial::Misdirected { .. }
             | Denial::BodyTooLarge { .. }
             | Denial::UntrustedPeer(_)

@@ -90,7 +90,9 @@ fn an_authz_server_section_is_checked_line_by_line() {
     let first = text.lines().count() + 3;
     for (line, what) in [(first + 1, "10.0.0.1/8"), (first + 2, "bad header")] {
         assert!(
-            stderr.contains(&format!("portcullis.toml:{line}:")) && stderr.contains(what),
+            stderr
+                .lines()
+                .any(|l| l.contains(&format!("portcullis.toml:{line}:")) && l.contains(what)),
             "line {line}, {what}: {stderr}"
         );
     }
@@ -771,5 +773,34 @@ fn headers_to_strip_are_checked_and_listed() {
         "x-middleware-subrequest",
     ] {
         assert!(listed.contains(name), "{name}: {stdout}");
+    }
+}
+
+#[test]
+fn a_cors_section_is_checked_line_by_line() {
+    let (ok, stderr) = check_with("portcullis.toml", |s| {
+        s + "\n[cors]\nallow_origins = [\n  \"*\",\n  \"app.example.com\",\n]\n\
+             allow_credentials = true\nallow_headers = [\"bad header\"]\n"
+    });
+    assert!(!ok);
+    let lines = std::fs::read_to_string(repo_path("portcullis.toml"))
+        .unwrap()
+        .lines()
+        .count();
+    let cors = lines + 2;
+    for (line, what) in [
+        (cors + 3, "\"app.example.com\" is not an origin"),
+        (
+            cors + 5,
+            "allow_credentials = true with allow_origins = [\"*\"]",
+        ),
+        (cors + 6, "\"bad header\" is not a valid HTTP header name"),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&format!("portcullis.toml:{line}:")) && l.contains(what)),
+            "line {line}, {what}: {stderr}"
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 mod authz_server;
 mod bundle;
+mod cors;
 mod decision_log;
 mod directory;
 pub mod raw;
@@ -34,6 +35,7 @@ use crate::authz::{
 use crate::bundle::puller::ACTIVE;
 use crate::bundle::BundleSettings;
 use crate::canonical::canonicalize_host;
+use crate::cors::CorsPolicy;
 pub use crate::decision_log::DecisionSink;
 use crate::directory::{Directory, DirectorySettings};
 use crate::model::{AuthMode, CompiledRoute, EnforcementMode, Snapshot};
@@ -122,6 +124,8 @@ pub struct Settings {
     pub admin_listen: SocketAddr,
     pub decision_sink: DecisionSink,
     pub decision_buffer: usize,
+    /// CORS for browser clients, when configured (`[cors]`).
+    pub cors: Option<CorsPolicy>,
     /// The external authorization listener, when configured.
     pub authz_server: Option<AuthzServerSettings>,
     /// Directory sync from the identity provider, when configured.
@@ -242,6 +246,17 @@ impl Settings {
                 problems.extend(found);
                 None
             }
+        };
+
+        let cors = match (&raw.cors, &headers.3) {
+            (Some(raw), Some(request_id)) => match cors::compile_cors(raw, &file, request_id) {
+                Ok(policy) => Some(policy),
+                Err(found) => {
+                    problems.extend(found);
+                    None
+                }
+            },
+            _ => None,
         };
 
         let authz_server = match raw
@@ -386,6 +401,7 @@ impl Settings {
                 admin_listen,
                 decision_sink,
                 decision_buffer: raw.decision_log.buffer_records,
+                cors,
                 authz_server,
                 directory,
                 // With a bundle, the puller reloads when it swaps one in.

@@ -27,6 +27,7 @@ pub struct RawGatewayFile {
     #[serde(default)]
     pub decision_log: RawDecisionLog,
     pub authz_server: Option<RawAuthzServer>,
+    pub cors: Option<RawCors>,
     pub directory: Option<RawDirectory>,
     pub bundle: Option<RawBundle>,
     #[serde(default)]
@@ -54,6 +55,40 @@ impl Default for RawAdmin {
 
 fn default_admin_listen() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1:9901".to_string())
+}
+
+/// CORS for browser clients on other origins.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Origins whose scripts may read responses: `scheme://host[:port]`,
+    /// `scheme://*.domain`, or `*`.
+    pub allow_origins: Spanned<Vec<Spanned<String>>>,
+    /// Request headers a preflight may ask for.
+    #[serde(default = "default_cors_allow_headers")]
+    pub allow_headers: Vec<Spanned<String>>,
+    /// Response headers scripts may read beyond the safelisted ones; by default the request id
+    /// header.
+    pub expose_headers: Option<Vec<Spanned<String>>>,
+    #[serde(default = "default_false")]
+    pub allow_credentials: Spanned<bool>,
+    #[serde(default = "default_cors_max_age")]
+    pub max_age_seconds: u64,
+}
+
+fn default_cors_allow_headers() -> Vec<Spanned<String>> {
+    ["authorization", "content-type"]
+        .into_iter()
+        .map(|name| Spanned::new(0..0, name.to_string()))
+        .collect()
+}
+
+fn default_false() -> Spanned<bool> {
+    Spanned::new(0..0, false)
+}
+
+fn default_cors_max_age() -> u64 {
+    600
 }
 
 /// The decision listener for a proxy beside the gateway (external authorization).

@@ -131,6 +131,7 @@ impl DecisionService {
                 secure: original.secure,
                 sni: None,
             },
+            cors: None,
         };
         evaluate(&self.gateway, &snapshot, &incoming).await
     }

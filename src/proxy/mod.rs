@@ -82,9 +82,17 @@ impl Proxy {
             deny_response(denial, &ctx.request_id, &settings.realm)
         };
         let mut header = self.refusal_header(&response, &ctx.request_id)?;
+        if let (Some(cors), false) = (&settings.cors, matches!(denial, Denial::Preflight(_))) {
+            // A script on an allowed origin reads the refusal, not a network error.
+            let origin = session.req_header().headers.get(http::header::ORIGIN);
+            for (name, value) in cors.response_headers(origin) {
+                header.append_header(name, value)?;
+            }
+        }
         let is_head = session.req_header().method == http::Method::HEAD;
-        if grpc {
-            // A trailers-only gRPC response: the status is in the headers, no body follows.
+        if grpc || response.status == 204 {
+            // A trailers-only gRPC response (the status is in the headers) or a preflight's
+            // answer: no body follows, and a 204 has no Content-Length.
             return session.write_response_header(Box::new(header), true).await;
         }
         header.insert_header(http::header::CONTENT_LENGTH, response.body.len())?;
@@ -322,6 +330,7 @@ impl ProxyHttp for Proxy {
                 secure: ctx.secure,
                 sni: connection_tls.flatten().and_then(|t| t.sni.as_deref()),
             },
+            cors: settings.cors.as_ref(),
         };
         let outcome = evaluate(&self.gateway, &snapshot, &incoming).await;
         let denial = outcome.verdict.as_ref().err().cloned();
@@ -335,6 +344,33 @@ impl ProxyHttp for Proxy {
         }
         self.write_refusal(session, ctx, &denial).await?;
         Ok(true)
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestContext,
+    ) -> Result<()> {
+        let Some(cors) = &self.gateway.settings.cors else {
+            return Ok(());
+        };
+        // The gateway answers for CORS: the application's own CORS headers are replaced by
+        // the configured ones (none for an origin that is not allowed).
+        let theirs: Vec<http::HeaderName> = upstream_response
+            .headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in theirs {
+            upstream_response.remove_header(&name);
+        }
+        let origin = session.req_header().headers.get(http::header::ORIGIN);
+        for (name, value) in cors.response_headers(origin) {
+            upstream_response.append_header(name, value)?;
+        }
+        Ok(())
     }
 
     async fn request_body_filter(

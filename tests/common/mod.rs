@@ -85,14 +85,26 @@ impl EchoUpstream {
                     .first()
                     .and_then(|v| v.parse::<u64>().ok())
                     .map(std::time::Duration::from_millis);
+                // Opt-in CORS of the application's own: `x-echo-allow-origin: V` is answered
+                // with `access-control-allow-origin: V`.
+                let allow_origin = received
+                    .header_values("x-echo-allow-origin")
+                    .first()
+                    .and_then(|v| http::HeaderValue::from_str(v).ok());
                 async move {
                     if let Some(delay) = delay {
                         tokio::time::sleep(delay).await;
                     }
-                    json_response(
+                    let mut response = json_response(
                         StatusCode::OK,
                         &json!({"method": received.method, "target": received.target}),
-                    )
+                    );
+                    if let Some(origin) = allow_origin {
+                        response
+                            .headers_mut()
+                            .insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                    }
+                    response
                 }
             },
         ));

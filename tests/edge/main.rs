@@ -6,6 +6,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod cors;
 mod directory_sync;
 mod forward_auth;
 mod grpc;
