@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::HeaderMap;
 
 use crate::authn::{bearer_token, AuthnError, VerifiedToken};
-use crate::authz::{decide, BuiltPrincipal, Caller, Decision, RequestFacts};
+use crate::authz::{decide, missing_scopes, BuiltPrincipal, Caller, Decision, RequestFacts};
 use crate::canonical::{
     canonicalize, canonicalize_host, check_connection_nominations, HeadError, HostError,
     TargetError,
@@ -85,6 +85,9 @@ pub enum Denial {
     Unauthenticated(AuthnError),
     #[error("forbidden by the policies")]
     Forbidden,
+    /// Forbidden by policies that each require a scope the token does not have.
+    #[error("the token lacks the scope {}", .0.join(" "))]
+    InsufficientScope(Vec<String>),
     #[error("the Host names {host:?}, but the TLS connection was made for {sni:?}")]
     Misdirected { host: String, sni: String },
     #[error("plaintext requests are redirected to HTTPS")]
@@ -376,11 +379,15 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
         Err(e) => Arc::new(Decision::error(&e)),
     };
     outcome.authorization_time = Some(authorization_started.elapsed());
-    let allowed = decision.allowed;
-    outcome.decision = Some(decision);
-    if !allowed && route.mode == EnforcementMode::Enforce {
-        return outcome.deny(Denial::Forbidden);
+    if !decision.allowed && route.mode == EnforcementMode::Enforce {
+        let denial = match missing_scopes(&snapshot.bundle, &decision) {
+            Some(scopes) => Denial::InsufficientScope(scopes),
+            None => Denial::Forbidden,
+        };
+        outcome.decision = Some(decision);
+        return outcome.deny(denial);
     }
+    outcome.decision = Some(decision);
     let upgrade = incoming
         .headers
         .get(http::header::UPGRADE)

@@ -202,6 +202,20 @@ fn classify(denial: &Denial, realm: &str) -> Classified {
             "forbidden",
             "the policy does not permit this request".to_string(),
         ),
+        Denial::InsufficientScope(scopes) => {
+            // RFC 6750 §3.1: the client may ask the issuer for a token with these scopes.
+            let message = denial.to_string();
+            headers.push((
+                "www-authenticate",
+                format!(
+                    "Bearer realm={}, error=\"insufficient_scope\", error_description={}, scope={}",
+                    quoted(realm),
+                    description(&message),
+                    description(&scopes.join(" "))
+                ),
+            ));
+            (403, "insufficient_scope", message)
+        }
         Denial::Misdirected { .. } => (421, "misdirected_request", denial.to_string()),
         Denial::RedirectToHttps { location } => {
             headers.push(("location", location.clone()));

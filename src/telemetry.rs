@@ -17,7 +17,7 @@ pub fn decision_label(outcome: Option<&Outcome>) -> &'static str {
             "audit_deny"
         }
         Some(Ok(_)) => "allow",
-        Some(Err(Denial::Forbidden)) => "deny",
+        Some(Err(Denial::Forbidden | Denial::InsufficientScope(_))) => "deny",
         Some(Err(Denial::Unauthenticated(_))) => "unauthenticated",
         Some(Err(Denial::NotFound)) => "no_route",
         Some(Err(Denial::MethodNotAllowed(_))) => "method_not_allowed",
@@ -68,6 +68,7 @@ pub fn decision_record(
             denial @ (Denial::HeadersTooLarge
             | Denial::MalformedHead(_)
             | Denial::PreflightRefused(_)
+            | Denial::InsufficientScope(_)
             | Denial::Misdirected { .. }
             | Denial::BodyTooLarge { .. }
             | Denial::UntrustedPeer(_)

@@ -198,12 +198,33 @@ async fn auth0_and_okta_tokens_map_to_principal_parents_and_tenant() {
         "org_acme",
         "openid tasks:read",
     ));
+    let lacking = env
+        .call("DELETE", "/lists/acme-roadmap/tasks/t2", &read_only)
+        .await;
+    assert_eq!(lacking.status, 403);
+    // RFC 6750 §3.1: the forbid that fired stands for the scope, so the answer names it.
+    assert_eq!(lacking.json()["error"], "insufficient_scope");
     assert_eq!(
-        env.call("DELETE", "/lists/acme-roadmap/tasks/t2", &read_only)
-            .await
-            .status,
-        403
+        lacking.header("www-authenticate"),
+        Some(
+            "Bearer realm=\"tasks\", error=\"insufficient_scope\", \
+             error_description=\"the token lacks the scope tasks:write\", scope=\"tasks:write\""
+        )
     );
+    // A deny no scope would lift (no permit for a viewer) stays a plain 403.
+    let viewer = env.auth0.token(&auth0_claims(
+        &env.auth0,
+        &["viewer"],
+        &["read:tasks"],
+        "org_acme",
+        FULL_SCOPE,
+    ));
+    let forbidden = env
+        .call("DELETE", "/lists/acme-roadmap/tasks/t2", &viewer)
+        .await;
+    assert_eq!(forbidden.status, 403);
+    assert_eq!(forbidden.json()["error"], "forbidden");
+    assert!(forbidden.header("www-authenticate").is_none());
 
     // Okta: groups are parents, and the directory places tasks-managers in Role::"manager".
     let manager = env.okta.token(&okta_claims(

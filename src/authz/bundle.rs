@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::request::referenced_entities;
 use super::schema_info::ContextShapes;
+use super::scope_forbids::scope_forbids;
 use super::slice::PolicySlices;
 use crate::diagnostics::{ConfigProblem, SourceFile};
 use crate::directory::{Directory, EntityRef, SyncedEntity};
@@ -41,6 +42,8 @@ pub struct PolicyBundle {
     pub contexts: ContextShapes,
     /// Policy id → the file it came from.
     pub policy_files: HashMap<String, PathBuf>,
+    /// Forbid policy id → the OAuth scope it requires (see `scope_forbids`).
+    pub scope_forbids: HashMap<String, String>,
 }
 
 impl PolicyBundle {
@@ -88,6 +91,7 @@ impl PolicyBundle {
             Some(entities) if problems.is_empty() => Ok(PolicyBundle {
                 slices: PolicySlices::build(&policies, &schema),
                 read_literals: read_literals(&policies),
+                scope_forbids: scope_forbids(&policies),
                 references: references(entities.iter()),
                 synced_users: SyncedUsers::default(),
                 schema,

@@ -9,6 +9,7 @@ pub mod decision_cache;
 pub mod principals;
 pub mod request;
 pub mod schema_info;
+mod scope_forbids;
 pub mod slice;
 #[cfg(test)]
 mod test_rng;
@@ -22,6 +23,22 @@ pub use context::{RequestFacts, CONTEXT_KINDS};
 pub use decision_cache::{CachedDecision, DecisionCache};
 pub use principals::{BuiltPrincipal, PrincipalMemo};
 pub use request::{principal_entity, Caller, Principal, ResourceSpec, RouteAuthz};
+
+/// The scopes a deny says the token lacks: when every policy that determined it is a forbid
+/// standing for a scope requirement (`scope_forbids`), sorted; `None` for any other deny.
+pub fn missing_scopes(bundle: &PolicyBundle, decision: &Decision) -> Option<Vec<String>> {
+    if decision.allowed || !decision.errors.is_empty() || decision.policies.is_empty() {
+        return None;
+    }
+    let mut scopes = decision
+        .policies
+        .iter()
+        .map(|id| bundle.scope_forbids.get(id).cloned())
+        .collect::<Option<Vec<String>>>()?;
+    scopes.sort();
+    scopes.dedup();
+    Some(scopes)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthzError {
