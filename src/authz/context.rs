@@ -409,38 +409,7 @@ fn form_decode(text: &str) -> Result<String, AuthzError> {
 
 /// `time` as Cedar's `datetime` literal, UTC with milliseconds.
 pub fn rfc3339_utc(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    // Digit by digit rather than through `format!`: this runs for every decision record.
-    let mut text = String::with_capacity(24);
-    let fields = [
-        (year.clamp(0, 9999) as u64, 4, '-'),
-        (month as u64, 2, '-'),
-        (day as u64, 2, 'T'),
-        (rest / 3600, 2, ':'),
-        (rest % 3600 / 60, 2, ':'),
-        (rest % 60, 2, '.'),
-        (u64::from(since.subsec_millis()), 3, 'Z'),
-    ];
-    for (value, width, separator) in fields {
-        for place in (0..width).rev() {
-            let digit = (value / 10u64.pow(place)) % 10;
-            text.push(char::from(b'0' + digit as u8));
-        }
-        text.push(separator);
-    }
-    text
+    humantime::format_rfc3339_millis(time).to_string()
 }
 
 #[cfg(test)]
