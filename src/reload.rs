@@ -2,7 +2,9 @@
 //!
 //! The directories are watched, not the files: editors replace files by rename, and a
 //! Kubernetes ConfigMap volume swaps a `..data` symlink in the mounted directory, neither of
-//! which a watch on the old file would see. Events are debounced, then the inputs are hashed
+//! which a watch on the old file would see. Events are debounced (notify's debouncer: a path's
+//! changes are reported once it has been quiet for the debounce period, and at least once a period
+//! while it keeps changing), then the inputs are hashed
 //! (`Gateway::reload_if_changed`, with `inputs::fingerprint`): an event that changed nothing
 //! (an unrelated file, a touch) does not make a new snapshot. The new snapshot is built and
 //! validated off the request path (`Gateway::reload`); on error the last good one keeps
@@ -13,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::RecursiveMode;
+use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
 
 use crate::config::ConfigError;
 use crate::snapshot::Gateway;
@@ -111,14 +114,16 @@ pub async fn watch(gateway: Arc<Gateway>, debounce: Duration) -> notify::Result<
             })
     };
     let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| e.paths.iter().any(|p| relevant(p))) {
-            // The receiver lives as long as the watcher; a send error cannot happen.
+    let mut debouncer = new_debouncer(debounce, move |events: DebounceEventResult| {
+        if events.is_ok_and(|events| events.iter().any(|e| relevant(&e.path))) {
+            // The receiver lives as long as the debouncer; a send error cannot happen.
             let _ = changed.send(());
         }
     })?;
     for directory in &directories {
-        watcher.watch(directory, RecursiveMode::NonRecursive)?;
+        debouncer
+            .watcher()
+            .watch(directory, RecursiveMode::NonRecursive)?;
     }
     log::info!(
         "watching {} for changes to routes and policies",
@@ -132,15 +137,8 @@ pub async fn watch(gateway: Arc<Gateway>, debounce: Duration) -> notify::Result<
     let static_settings = std::fs::read(&settings.file).ok();
     let mut restart_reported = false;
     while changes.recv().await.is_some() {
-        // Quiet period: a ConfigMap swap or an editor's save is several events. Bounded, so a
-        // steady stream of events cannot postpone the reload for ever.
-        let latest = tokio::time::Instant::now() + debounce * MAX_DEBOUNCES;
-        while let Ok(Some(())) = tokio::time::timeout_at(
-            latest.min(tokio::time::Instant::now() + debounce),
-            changes.recv(),
-        )
-        .await
-        {}
+        // One batch of changed paths can be several sends (the reload below covers them all).
+        while changes.try_recv().is_ok() {}
         if !restart_reported && std::fs::read(&settings.file).ok() != static_settings {
             log::warn!(
                 "{} changed: its settings (listeners, issuers, limits, headers) are static and \
@@ -153,9 +151,6 @@ pub async fn watch(gateway: Arc<Gateway>, debounce: Duration) -> notify::Result<
     }
     Ok(())
 }
-
-/// The longest a burst of changes can delay a reload, in debounce periods.
-const MAX_DEBOUNCES: u32 = 10;
 
 /// The absolute, symlink-free form of a directory, which is how the watcher reports paths.
 fn canonical(directory: &Path) -> PathBuf {
