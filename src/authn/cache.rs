@@ -5,13 +5,11 @@
 //! miss. Only tokens that passed every check are inserted. A hit is re-checked against `exp` (the
 //! stored deadline includes the issuer's leeway, so hit and miss agree) and against the issuer's
 //! key-set generation: when the key set changes, the issuer's entries are removed. The cache is
-//! bounded: a full shard first drops its expired entries (a scan of the shard, so at most once a
-//! second per shard, not on every insert of a busy full cache), then an arbitrary one (random
-//! eviction, as the hasher's order is random).
+//! bounded (`quick_cache`, the crate the decision cache uses): an entry found expired or stale
+//! is removed, and a full cache evicts what is not being hit.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
@@ -20,8 +18,6 @@ use crate::authz::{BuiltPrincipal, Principal};
 
 /// SHA-256 of a token.
 pub type TokenDigest = [u8; 32];
-
-const SHARDS: usize = 16;
 
 /// A token that passed every check, with what was derived from it.
 pub struct VerifiedToken {
@@ -78,29 +74,17 @@ pub struct CacheStats {
     pub entries: usize,
 }
 
-/// Least time between two scans of a full shard for expired entries.
-const SWEEP_EVERY_SECONDS: f64 = 1.0;
-
-#[derive(Default)]
-struct Shard {
-    tokens: HashMap<TokenDigest, Arc<VerifiedToken>>,
-    /// When a full shard may next be scanned for expired entries.
-    next_sweep: f64,
-}
-
 pub struct TokenCache {
-    shards: Vec<Mutex<Shard>>,
-    per_shard: usize,
+    tokens: quick_cache::sync::Cache<TokenDigest, Arc<VerifiedToken>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
 impl TokenCache {
-    /// A cache holding at most about `max_entries` tokens (rounded up to a multiple of 16).
+    /// A cache holding at most `max_entries` tokens.
     pub fn new(max_entries: usize) -> Self {
         TokenCache {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            per_shard: max_entries.div_ceil(SHARDS).max(1),
+            tokens: quick_cache::sync::Cache::new(max_entries.max(1)),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -121,64 +105,36 @@ impl TokenCache {
         now: f64,
         current_generation: impl Fn(&str) -> Option<u64>,
     ) -> Option<Arc<VerifiedToken>> {
-        let mut shard = self.shard(digest);
-        let entry = shard.tokens.get(digest).cloned();
-        let fresh = entry.filter(|entry| {
+        let fresh = self.tokens.get(digest).filter(|entry| {
             now <= entry.expires_at
                 && current_generation(&entry.identity.issuer) == Some(entry.key_generation)
         });
         if fresh.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
         } else {
-            shard.tokens.remove(digest);
+            self.tokens.remove(digest);
             self.misses.fetch_add(1, Ordering::Relaxed);
         }
         fresh
     }
 
-    pub fn insert(&self, digest: TokenDigest, token: Arc<VerifiedToken>, now: f64) {
-        let mut shard = self.shard(&digest);
-        if shard.tokens.len() >= self.per_shard && !shard.tokens.contains_key(&digest) {
-            if now >= shard.next_sweep {
-                shard.tokens.retain(|_, entry| now <= entry.expires_at);
-                shard.next_sweep = now + SWEEP_EVERY_SECONDS;
-            }
-            if shard.tokens.len() >= self.per_shard {
-                if let Some(victim) = shard.tokens.keys().next().copied() {
-                    shard.tokens.remove(&victim);
-                }
-            }
-        }
-        shard.tokens.insert(digest, token);
+    pub fn insert(&self, digest: TokenDigest, token: Arc<VerifiedToken>) {
+        self.tokens.insert(digest, token);
     }
 
     /// Removes every entry of `issuer` (its key set changed).
     pub fn purge_issuer(&self, issuer: &str) {
-        for shard in &self.shards {
-            lock(shard)
-                .tokens
-                .retain(|_, entry| entry.identity.issuer != issuer);
-        }
+        self.tokens
+            .retain(|_, entry| entry.identity.issuer != issuer);
     }
 
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
-            entries: self.shards.iter().map(|s| lock(s).tokens.len()).sum(),
+            entries: self.tokens.len(),
         }
     }
-
-    fn shard(&self, digest: &TokenDigest) -> MutexGuard<'_, Shard> {
-        lock(&self.shards[usize::from(digest[0]) % SHARDS])
-    }
-}
-
-/// A poisoned shard only means a panic elsewhere while it was held; its map is still sound.
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    shard
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -212,7 +168,7 @@ mod tests {
         let cache = TokenCache::new(100);
         let digest = TokenCache::digest("token-a");
         assert_ne!(digest, TokenCache::digest("token-b"));
-        cache.insert(digest, verified("i", 100.0, 1), 50.0);
+        cache.insert(digest, verified("i", 100.0, 1));
         assert!(cache.get(&digest, 100.0, generation(1)).is_some());
         assert!(cache.get(&digest, 100.5, generation(1)).is_none());
         // The expired entry was removed, not just skipped.
@@ -231,40 +187,25 @@ mod tests {
     fn a_changed_key_set_invalidates() {
         let cache = TokenCache::new(100);
         let digest = TokenCache::digest("t");
-        cache.insert(digest, verified("i", 100.0, 1), 0.0);
+        cache.insert(digest, verified("i", 100.0, 1));
         assert!(cache.get(&digest, 0.0, generation(2)).is_none());
         assert!(cache.get(&digest, 0.0, |_| None).is_none());
 
         let (a, b) = (TokenCache::digest("a"), TokenCache::digest("b"));
-        cache.insert(a, verified("one", 100.0, 1), 0.0);
-        cache.insert(b, verified("two", 100.0, 1), 0.0);
+        cache.insert(a, verified("one", 100.0, 1));
+        cache.insert(b, verified("two", 100.0, 1));
         cache.purge_issuer("one");
         assert!(cache.get(&a, 0.0, generation(1)).is_none());
         assert!(cache.get(&b, 0.0, generation(1)).is_some());
     }
 
     #[test]
-    fn size_is_bounded_and_expired_entries_go_first() {
+    fn size_is_bounded() {
         let cache = TokenCache::new(16);
-        let digests: Vec<TokenDigest> = (0..2000)
-            .map(|i| TokenCache::digest(&format!("token-{i}")))
-            .collect();
-        for (i, digest) in digests.iter().enumerate() {
-            cache.insert(*digest, verified("i", i as f64, 1), 0.0);
+        for i in 0..2000 {
+            let digest = TokenCache::digest(&format!("token-{i}"));
+            cache.insert(digest, verified("i", 100.0, 1));
         }
-        assert!(cache.stats().entries <= 16);
-
-        let small = TokenCache::new(16);
-        // Fill one shard with one live and otherwise expired entries, then add one more.
-        let same_shard: Vec<TokenDigest> = digests
-            .iter()
-            .filter(|d| d[0] % 16 == 0)
-            .take(2)
-            .copied()
-            .collect();
-        small.insert(same_shard[0], verified("i", 10.0, 1), 0.0);
-        small.insert(same_shard[1], verified("i", 100.0, 1), 20.0);
-        assert!(small.get(&same_shard[1], 20.0, generation(1)).is_some());
-        assert_eq!(small.stats().entries, 1);
+        assert!(cache.stats().entries <= 16, "{:?}", cache.stats());
     }
 }

@@ -143,7 +143,7 @@ impl Authenticator {
         };
         let verified = Arc::new(self.verify(token, now).await?);
         if let (Some(cache), Some(digest)) = (&self.cache, digest) {
-            cache.insert(digest, verified.clone(), now as f64);
+            cache.insert(digest, verified.clone());
         }
         Ok(verified)
     }

@@ -4,10 +4,10 @@
 //! and attributes, not of the token that carried them. A new token for a caller already seen
 //! (a refreshed token, a second session, a machine client fetching a token per job) reuses
 //! the principal built for the first one instead of building the entity and its store again
-//! (tens of microseconds). Bounded: past the limit, an arbitrary entry makes room.
+//! (tens of microseconds). Bounded (`quick_cache`): past the limit, callers not seen lately
+//! make room.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::request::identity_key;
 use super::{principal_entity, AuthzError, PolicyBundle, Principal};
@@ -19,9 +19,24 @@ const REMEMBERED_IDENTITIES: usize = 4096;
 /// A principal with the version of the snapshot it was built for.
 pub type BuiltPrincipal = Arc<(u64, Principal)>;
 
-#[derive(Debug, Default)]
 pub struct PrincipalMemo {
-    by_identity: Mutex<HashMap<String, BuiltPrincipal>>,
+    by_identity: quick_cache::sync::Cache<String, BuiltPrincipal>,
+}
+
+impl Default for PrincipalMemo {
+    fn default() -> Self {
+        PrincipalMemo {
+            by_identity: quick_cache::sync::Cache::new(REMEMBERED_IDENTITIES),
+        }
+    }
+}
+
+impl std::fmt::Debug for PrincipalMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrincipalMemo")
+            .field("remembered", &self.by_identity.len())
+            .finish()
+    }
 }
 
 impl PrincipalMemo {
@@ -34,25 +49,12 @@ impl PrincipalMemo {
         identity: &Identity,
     ) -> Result<BuiltPrincipal, AuthzError> {
         let key = identity_key(identity)?;
-        if let Some(built) = self.remembered().get(&key) {
-            return Ok(built.clone());
+        if let Some(built) = self.by_identity.get(&key) {
+            return Ok(built);
         }
         let built = Arc::new((version, principal_entity(bundle, identity, key.clone())?));
-        let mut remembered = self.remembered();
-        if remembered.len() >= REMEMBERED_IDENTITIES {
-            if let Some(evicted) = remembered.keys().next().cloned() {
-                remembered.remove(&evicted);
-            }
-        }
-        remembered.insert(key, built.clone());
+        self.by_identity.insert(key, built.clone());
         Ok(built)
-    }
-
-    /// The map; a panic elsewhere while it was held leaves it usable (entries are whole).
-    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, BuiltPrincipal>> {
-        self.by_identity
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -18,7 +18,7 @@
 //! tenant-based policy sets have few of them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use cedar_policy::{
     ActionConstraint, Entities, EntityUid, Policy, PolicySet, PrincipalConstraint,
@@ -27,8 +27,8 @@ use cedar_policy::{
 
 use super::decision_cache::ContextReads;
 
-/// How many scope keys an action's slice remembers; beyond that (policies about thousands of
-/// single resources), the sets for new keys are built per request and not kept.
+/// How many scope keys an action's slice remembers (`quick_cache`); beyond that (policies about
+/// thousands of single resources), the keys not used lately make room.
 const REMEMBERED_KEYS: usize = 4096;
 
 /// The policy set, sliced by action, then by principal and resource scope.
@@ -50,7 +50,7 @@ struct ActionSlice {
     principal_scopes: HashMap<EntityUid, u32>,
     resource_scopes: HashMap<EntityUid, u32>,
     /// Sets already built, by scope key (sorted indexes).
-    by_key: RwLock<HashMap<Vec<u32>, Arc<PolicySet>>>,
+    by_key: quick_cache::sync::Cache<Vec<u32>, Arc<PolicySet>>,
 }
 
 #[derive(Debug)]
@@ -140,7 +140,7 @@ impl PolicySlices {
                     policies: sliced,
                     principal_scopes,
                     resource_scopes,
-                    by_key: RwLock::new(HashMap::new()),
+                    by_key: quick_cache::sync::Cache::new(REMEMBERED_KEYS),
                 },
             );
         }
@@ -181,15 +181,8 @@ impl PolicySlices {
         scope_numbers(&slice.resource_scopes, resource, entities, &mut key);
         key.sort_unstable();
         key.dedup();
-        // A poisoned lock only means another request panicked while inserting; the entries
-        // are whole sets, so the map stays usable.
-        if let Some(set) = slice
-            .by_key
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return Some(set.clone());
+        if let Some(set) = slice.by_key.get(&key) {
+            return Some(set);
         }
         let mut set = PolicySet::new();
         for scoped in slice.policies.iter().filter(|p| p.applies(&key)) {
@@ -198,10 +191,7 @@ impl PolicySlices {
             }
         }
         let set = Arc::new(set);
-        let mut remembered = slice.by_key.write().unwrap_or_else(PoisonError::into_inner);
-        if remembered.len() < REMEMBERED_KEYS {
-            remembered.insert(key, set.clone());
-        }
+        slice.by_key.insert(key, set.clone());
         Some(set)
     }
 }
