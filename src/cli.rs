@@ -18,6 +18,16 @@ pub enum Format {
     about = "Authorization enforcement gateway: JWT authentication and Cedar authorization in front of unmodified HTTP APIs"
 )]
 pub struct Cli {
+    /// The gateway's own log on stderr: `text` lines, or one JSON object a line (`json`) for a
+    /// log pipeline. The level filter is `RUST_LOG` (default `info`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "PORTCULLIS_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: Format,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

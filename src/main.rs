@@ -1,5 +1,7 @@
 //! The `portcullis` binary: parse the command line, load configuration, start.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -14,8 +16,8 @@ use portcullis::server::{load_gateway, run};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    init_log(cli.log_format);
     let command = cli.command.unwrap_or(Command::Run {
         config: std::env::var_os("PORTCULLIS_CONFIG")
             .map_or_else(|| "portcullis.toml".into(), Into::into),
@@ -35,6 +37,28 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_PROBLEMS)
         }
+    }
+}
+
+/// The gateway's own log (not the decision log) on stderr, filtered by `RUST_LOG`: `tracing`'s
+/// subscriber, which also takes the `log` records of pingora and the other crates.
+fn init_log(format: Format) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        Format::Text => builder.try_init(),
+        Format::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
+    if let Err(e) = installed {
+        eprintln!("warning: the log could not be set up: {e}");
     }
 }
 
@@ -64,72 +88,12 @@ fn execute(command: Command) -> anyhow::Result<()> {
             upgrade,
             listen,
             admin_listen,
-        } => {
-            let mut gateway = load_gateway(&config)?;
-            if let Some(listen) = listen {
-                gateway.settings.listen = listen;
-            }
-            if let Some(admin_listen) = admin_listen {
-                gateway.settings.admin_listen = admin_listen;
-            }
-            // What `check` warns about (plain-http key sources, unreachable routes), at start.
-            for warning in portcullis::check::warnings(&gateway) {
-                log::warn!("{warning}");
-            }
-            run(gateway, upgrade)?;
-            Ok(())
-        }
+        } => run_command(&config, upgrade, listen, admin_listen),
         Command::Check {
             config,
             format,
             strict,
-        } => {
-            // With [bundle] and nothing pulled yet, there are no routes or policies here to
-            // check (`bundle build` checked them); `check` never contacts the registry.
-            // Settings that do not load are reported below, in the format asked for.
-            let settings = portcullis::config::Settings::load(&config).ok();
-            if let Some(bundle) = settings.as_ref().and_then(|s| s.bundle.as_ref()) {
-                if portcullis::bundle::puller::read_active(&bundle.cache_dir).is_none() {
-                    println!(
-                        "{}: settings ok; bundle {} (every {} s, {} trusted key(s)): none in {} yet; \
-                         the gateway pulls and verifies it at start, and `portcullis bundle build` \
-                         checked its routes and policies",
-                        config.display(),
-                        bundle.reference,
-                        bundle.poll.as_secs(),
-                        bundle.trusted.len(),
-                        bundle.cache_dir.display()
-                    );
-                    return Ok(());
-                }
-            }
-            let loaded = load_gateway(&config);
-            let warnings = loaded
-                .as_ref()
-                .map(portcullis::check::warnings)
-                .unwrap_or_default();
-            match (format, loaded) {
-                (Format::Json, loaded) => {
-                    let errors = loaded.as_ref().err().map(|e| e.problems.clone());
-                    let errors = errors.unwrap_or_default();
-                    println!("{}", portcullis::check::json_report(&errors, &warnings));
-                    if !errors.is_empty() {
-                        anyhow::bail!("configuration has {} problem(s)", errors.len());
-                    }
-                }
-                (Format::Text, loaded) => {
-                    let gateway = loaded?;
-                    print!("{}", portcullis::check::summary(&gateway));
-                    for warning in &warnings {
-                        eprintln!("warning: {warning}");
-                    }
-                }
-            }
-            if strict && !warnings.is_empty() {
-                anyhow::bail!("{} warning(s) and --strict", warnings.len());
-            }
-            Ok(())
-        }
+        } => check_command(&config, format, strict),
         Command::Test { config, suites } => {
             let gateway = portcullis::offline::OfflineGateway::load(&config)?;
             run_suites(&gateway, suites)
@@ -144,57 +108,19 @@ fn execute(command: Command) -> anyhow::Result<()> {
             host,
             headers,
             client_ip,
-        } => {
-            use portcullis::offline::{OfflineCaller, OfflineGateway, OfflineRequest};
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let (gateway, caller) = match (claims, token) {
-                (Some(file), _) => {
-                    let text = std::fs::read_to_string(&file)
-                        .with_context(|| format!("cannot read {}", file.display()))?;
-                    let claims = serde_json::from_str(&text)
-                        .with_context(|| format!("{} is not a JSON object", file.display()))?;
-                    (
-                        OfflineGateway::load(&config)?,
-                        OfflineCaller::Claims(claims),
-                    )
-                }
-                (None, Some(token)) => (
-                    runtime.block_on(OfflineGateway::load_live(&config))?,
-                    OfflineCaller::Token(token),
-                ),
-                (None, None) => (OfflineGateway::load(&config)?, OfflineCaller::Anonymous),
-            };
-            let headers = headers
-                .iter()
-                .map(|h| {
-                    h.split_once(':')
-                        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-                        .with_context(|| format!("--header {h:?} must look like \"name: value\""))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let request = OfflineRequest {
+        } => explain_command(
+            &config,
+            portcullis::offline::OfflineRequest {
                 method,
                 target,
                 host,
-                headers,
+                headers: parse_headers(&headers)?,
                 client_ip,
-                caller,
-            };
-            let snapshot = gateway.gateway.snapshot();
-            let outcome = runtime.block_on(gateway.evaluate(&snapshot, &request))?;
-            print!(
-                "{}",
-                portcullis::explain::render(
-                    &request,
-                    &outcome,
-                    &snapshot,
-                    &gateway.gateway.settings.realm
-                )
-            );
-            Ok(())
-        }
+                caller: portcullis::offline::OfflineCaller::Anonymous,
+            },
+            claims,
+            token,
+        ),
         Command::Demo { config } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -203,6 +129,130 @@ fn execute(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `portcullis run`: the gateway until it is stopped.
+fn run_command(
+    config: &Path,
+    upgrade: bool,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let mut gateway = load_gateway(config)?;
+    if let Some(listen) = listen {
+        gateway.settings.listen = listen;
+    }
+    if let Some(admin_listen) = admin_listen {
+        gateway.settings.admin_listen = admin_listen;
+    }
+    // What `check` warns about (plain-http key sources, unreachable routes), at start.
+    for warning in portcullis::check::warnings(&gateway) {
+        log::warn!("{warning}");
+    }
+    run(gateway, upgrade)?;
+    Ok(())
+}
+
+/// `portcullis check`: load everything, print the summary (or the JSON report) and warnings.
+fn check_command(config: &Path, format: Format, strict: bool) -> anyhow::Result<()> {
+    // With [bundle] and nothing pulled yet, there are no routes or policies here to check
+    // (`bundle build` checked them); `check` never contacts the registry. Settings that do
+    // not load are reported below, in the format asked for.
+    let settings = portcullis::config::Settings::load(config).ok();
+    if let Some(bundle) = settings.as_ref().and_then(|s| s.bundle.as_ref()) {
+        if portcullis::bundle::puller::read_active(&bundle.cache_dir).is_none() {
+            println!(
+                "{}: settings ok; bundle {} (every {} s, {} trusted key(s)): none in {} yet; \
+                 the gateway pulls and verifies it at start, and `portcullis bundle build` \
+                 checked its routes and policies",
+                config.display(),
+                bundle.reference,
+                bundle.poll.as_secs(),
+                bundle.trusted.len(),
+                bundle.cache_dir.display()
+            );
+            return Ok(());
+        }
+    }
+    let loaded = load_gateway(config);
+    let warnings = loaded
+        .as_ref()
+        .map(portcullis::check::warnings)
+        .unwrap_or_default();
+    match (format, loaded) {
+        (Format::Json, loaded) => {
+            let errors = loaded.as_ref().err().map(|e| e.problems.clone());
+            let errors = errors.unwrap_or_default();
+            println!("{}", portcullis::check::json_report(&errors, &warnings));
+            if !errors.is_empty() {
+                anyhow::bail!("configuration has {} problem(s)", errors.len());
+            }
+        }
+        (Format::Text, loaded) => {
+            let gateway = loaded?;
+            print!("{}", portcullis::check::summary(&gateway));
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+        }
+    }
+    if strict && !warnings.is_empty() {
+        anyhow::bail!("{} warning(s) and --strict", warnings.len());
+    }
+    Ok(())
+}
+
+/// `--header "name: value"` arguments as pairs.
+fn parse_headers(headers: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    headers
+        .iter()
+        .map(|h| {
+            h.split_once(':')
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                .with_context(|| format!("--header {h:?} must look like \"name: value\""))
+        })
+        .collect()
+}
+
+/// `portcullis explain`: one request through the pipeline, offline, as the caller the claims
+/// file or token says (anonymous without either).
+fn explain_command(
+    config: &Path,
+    mut request: portcullis::offline::OfflineRequest,
+    claims: Option<PathBuf>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    use portcullis::offline::{OfflineCaller, OfflineGateway};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let gateway = match (claims, token) {
+        (Some(file), _) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let claims = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a JSON object", file.display()))?;
+            request.caller = OfflineCaller::Claims(claims);
+            OfflineGateway::load(config)?
+        }
+        (None, Some(token)) => {
+            request.caller = OfflineCaller::Token(token);
+            runtime.block_on(OfflineGateway::load_live(config))?
+        }
+        (None, None) => OfflineGateway::load(config)?,
+    };
+    let snapshot = gateway.gateway.snapshot();
+    let outcome = runtime.block_on(gateway.evaluate(&snapshot, &request))?;
+    print!(
+        "{}",
+        portcullis::explain::render(
+            &request,
+            &outcome,
+            &snapshot,
+            &gateway.gateway.settings.realm
+        )
+    );
+    Ok(())
 }
 
 /// Runs the policy test suites (`suites`, or the policies' `tests` directory); an error when a

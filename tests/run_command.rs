@@ -63,8 +63,10 @@ async fn run_serves_and_stops_on_sigterm() {
         );
     std::fs::write(&config, text).unwrap();
 
-    // --listen and --admin-listen win over the file's addresses.
+    // --listen and --admin-listen win over the file's addresses; the log is JSON lines
+    // (PORTCULLIS_LOG_FORMAT, as --log-format).
     let (configured, listen, admin) = (listen, free_port(), free_port());
+    let log = dir.path().join("gateway.log");
     let gateway = Running(
         Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["run", "--config"])
@@ -73,9 +75,10 @@ async fn run_serves_and_stops_on_sigterm() {
             .arg(listen.to_string())
             .arg("--admin-listen")
             .arg(admin.to_string())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
+            .env("PORTCULLIS_LOG_FORMAT", "json")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -139,4 +142,24 @@ async fn run_serves_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(closed, "the listener stayed open after SIGTERM");
+
+    // Every line of the gateway's own log is a JSON object with a level and a message, the
+    // gateway's and pingora's (`log` records) alike.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(
+        lines.iter().all(|l| l["level"].is_string()
+            && l["message"].is_string()
+            && l["timestamp"].is_string()),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("key set loaded"))),
+        "{text}"
+    );
 }
