@@ -1,19 +1,12 @@
-//! The key set of one issuer: parsing a JWKS into verification keys, fetching it over HTTP(S)
-//! (via OIDC discovery when no `jwks_uri` is configured), and keeping it fresh.
+//! A JWKS document → verification keys. Pure: no I/O, no clock.
 //!
-//! The last good key set is kept whenever a fetch fails or returns garbage. A token with an
-//! unknown `kid` triggers at most one refetch per cooldown, and only one fetch runs at a time;
-//! tokens whose `kid` is known never wait for a fetch. The background refresh follows the
-//! JWKS response's `Cache-Control: max-age`, bounded by the configured minimum and maximum.
-//! Every change of the key set bumps a generation number, which invalidates cached tokens.
-//! Nothing in a token (`jku`, `x5u`, `jwk`, `x5c`) can choose where keys come from.
+//! Each JWK becomes a key only if it is usable for signatures, of an accepted type and size,
+//! and consistent with its own `alg` (which then pins the one algorithm it verifies); anything
+//! else is skipped, and a set with no usable key is an error.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaParameters};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -63,7 +56,7 @@ pub struct KeySet {
     /// Keys published without a `kid`; used only when the set holds exactly one key.
     without_kid: Vec<Arc<VerificationKey>>,
     /// SHA-256 of the document, to tell a changed key set from a refetched identical one.
-    fingerprint: [u8; 32],
+    pub(super) fingerprint: [u8; 32],
 }
 
 impl KeySet {
@@ -196,7 +189,7 @@ fn verification_key(jwk: &Jwk) -> Result<VerificationKey, String> {
     if let Some(pinned) = pinned.filter(|pinned| !public_key.fits(*pinned)) {
         return Err(format!("its alg {pinned:?} does not fit its key type"));
     }
-    let verifiers = super::ASYMMETRIC_ALGORITHMS
+    let verifiers = super::super::ASYMMETRIC_ALGORITHMS
         .iter()
         .filter(|alg| public_key.fits(**alg) && pinned.is_none_or(|pinned| pinned == **alg))
         .map(|alg| public_key.parse(*alg).map(|key| (*alg, key)))
@@ -281,287 +274,6 @@ fn signature_algorithm(alg: KeyAlgorithm) -> Option<Algorithm> {
         KeyAlgorithm::EdDSA => Algorithm::EdDSA,
         _ => return None,
     })
-}
-
-/// Where an issuer's keys come from.
-#[derive(Debug, Clone)]
-pub enum KeySource {
-    JwksUri(String),
-    /// OIDC discovery: `{issuer}/.well-known/openid-configuration` names the `jwks_uri`.
-    Discovery {
-        issuer: String,
-    },
-    /// A key set given at construction and never fetched (`portcullis test` and `explain`
-    /// sign their tokens with keys of their own).
-    Inline,
-}
-
-/// Timing of fetches for one issuer.
-#[derive(Debug, Clone, Copy)]
-pub struct FetchPolicy {
-    /// Refresh interval when the JWKS response carries no `max-age`.
-    pub refresh_every: Duration,
-    /// Bounds on the refresh interval, whatever `max-age` says.
-    pub refresh_min: Duration,
-    pub refresh_max: Duration,
-    /// Minimum time between two fetches triggered by unknown `kid`s; also the retry delay
-    /// after a failed background fetch.
-    pub unknown_kid_cooldown: Duration,
-    pub timeout: Duration,
-}
-
-impl FetchPolicy {
-    /// The delay before the next background refresh after a successful fetch.
-    fn refresh_after(&self, max_age: Option<Duration>) -> Duration {
-        max_age
-            .unwrap_or(self.refresh_every)
-            .clamp(self.refresh_min, self.refresh_max.max(self.refresh_min))
-    }
-}
-
-/// `max-age` of a `Cache-Control` value; `no-cache`/`no-store` count as zero.
-fn max_age(cache_control: &str) -> Option<Duration> {
-    let mut found = None;
-    for directive in cache_control.split(',') {
-        let directive = directive.trim();
-        let (name, value) = directive.split_once('=').unwrap_or((directive, ""));
-        if name.eq_ignore_ascii_case("no-cache") || name.eq_ignore_ascii_case("no-store") {
-            return Some(Duration::ZERO);
-        }
-        if name.eq_ignore_ascii_case("max-age") {
-            found = value
-                .trim_matches('"')
-                .parse()
-                .ok()
-                .map(Duration::from_secs);
-        }
-    }
-    found
-}
-
-/// The largest discovery document or JWKS read. Auth0's and Okta's are a few KiB; a larger
-/// answer is an error (the last good key set stays), not a reason to fill memory.
-const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
-
-/// The live key set of one issuer.
-pub struct KeyStore {
-    source: KeySource,
-    policy: FetchPolicy,
-    client: reqwest::Client,
-    keys: ArcSwapOption<KeySet>,
-    /// Bumped whenever the key set changes.
-    generation: AtomicU64,
-    /// Delay before the next background refresh, in milliseconds.
-    next_refresh_ms: AtomicU64,
-    /// Held while a fetch runs (single flight); holds the time of the last fetch triggered
-    /// by an unknown `kid`, which the cooldown is measured from.
-    fetch_gate: tokio::sync::Mutex<Option<Instant>>,
-    /// `jwks_uri` found by discovery, kept once known.
-    discovered_uri: tokio::sync::Mutex<Option<String>>,
-    fetch_successes: AtomicU64,
-    fetch_failures: AtomicU64,
-}
-
-/// How many key fetches succeeded and failed since start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FetchCounts {
-    pub successes: u64,
-    pub failures: u64,
-}
-
-impl KeyStore {
-    pub fn new(source: KeySource, policy: FetchPolicy) -> Result<Self, JwksError> {
-        let client = reqwest::Client::builder()
-            .timeout(policy.timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            // Fetches are rare and may run on different runtimes (startup, refresh thread,
-            // proxy workers): pooled connections would be tied to one of them.
-            .pool_max_idle_per_host(0)
-            .build()
-            .map_err(|e| JwksError::Fetch {
-                url: String::new(),
-                reason: e.to_string(),
-            })?;
-        Ok(KeyStore {
-            source,
-            policy,
-            client,
-            keys: ArcSwapOption::empty(),
-            generation: AtomicU64::new(0),
-            next_refresh_ms: AtomicU64::new(duration_ms(policy.refresh_every)),
-            fetch_gate: tokio::sync::Mutex::new(None),
-            discovered_uri: tokio::sync::Mutex::new(None),
-            fetch_successes: AtomicU64::new(0),
-            fetch_failures: AtomicU64::new(0),
-        })
-    }
-
-    /// A store holding `keys` for good; refreshing it changes nothing.
-    pub fn preloaded(keys: KeySet, policy: FetchPolicy) -> Result<Self, JwksError> {
-        let store = KeyStore::new(KeySource::Inline, policy)?;
-        store.keys.store(Some(Arc::new(keys)));
-        store.generation.store(1, Ordering::Release);
-        Ok(store)
-    }
-
-    /// The current key set, if one was ever fetched.
-    pub fn current(&self) -> Option<Arc<KeySet>> {
-        self.keys.load_full()
-    }
-
-    pub fn fetch_counts(&self) -> FetchCounts {
-        FetchCounts {
-            successes: self.fetch_successes.load(Ordering::Relaxed),
-            failures: self.fetch_failures.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Changes every time the key set changes; 0 until the first fetch succeeds.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// Fetches now (after any fetch already running). Returns whether the key set changed.
-    pub async fn refresh(&self) -> bool {
-        let _gate = self.fetch_gate.lock().await;
-        self.fetch_and_store().await
-    }
-
-    /// Called when a token names a `kid` the current set lacks: fetches unless the last such
-    /// fetch was less than the cooldown ago. Concurrent callers wait for the one fetch in
-    /// flight instead of starting their own. Returns whether the key set changed.
-    pub async fn refresh_for_unknown_kid(&self) -> bool {
-        let mut last_on_demand = self.fetch_gate.lock().await;
-        if last_on_demand.is_some_and(|at| at.elapsed() < self.policy.unknown_kid_cooldown) {
-            return false;
-        }
-        *last_on_demand = Some(Instant::now());
-        self.fetch_and_store().await
-    }
-
-    async fn fetch_and_store(&self) -> bool {
-        let (next, changed) = match self.fetch().await {
-            Ok((set, max_age)) => {
-                self.fetch_successes.fetch_add(1, Ordering::Relaxed);
-                let changed = self
-                    .current()
-                    .is_none_or(|old| old.fingerprint != set.fingerprint);
-                if changed {
-                    log::info!("{}: key set loaded ({} keys)", self.describe(), set.len());
-                    self.keys.store(Some(Arc::new(set)));
-                    self.generation.fetch_add(1, Ordering::AcqRel);
-                }
-                (self.policy.refresh_after(max_age), changed)
-            }
-            Err(e) => {
-                self.fetch_failures.fetch_add(1, Ordering::Relaxed);
-                log::warn!("{e}; keeping the last good key set");
-                let retry = if self.current().is_some() {
-                    self.policy.unknown_kid_cooldown
-                } else {
-                    // Until the first success, retry soon (but never in a tight loop).
-                    self.policy.unknown_kid_cooldown.min(Duration::from_secs(5))
-                };
-                (retry, false)
-            }
-        };
-        self.next_refresh_ms
-            .store(duration_ms(next), Ordering::Release);
-        changed
-    }
-
-    /// How long the background refresh should wait before the next fetch.
-    pub fn next_refresh(&self) -> Duration {
-        Duration::from_millis(self.next_refresh_ms.load(Ordering::Acquire))
-    }
-
-    fn describe(&self) -> &str {
-        match &self.source {
-            KeySource::JwksUri(uri) => uri,
-            KeySource::Discovery { issuer } => issuer,
-            KeySource::Inline => "inline key set",
-        }
-    }
-
-    async fn fetch(&self) -> Result<(KeySet, Option<Duration>), JwksError> {
-        let uri = self.jwks_uri().await?;
-        let (body, max_age) = self.get(&uri).await?;
-        Ok((KeySet::parse(&uri, &body)?, max_age))
-    }
-
-    async fn jwks_uri(&self) -> Result<String, JwksError> {
-        let issuer = match &self.source {
-            KeySource::JwksUri(uri) => return Ok(uri.clone()),
-            KeySource::Discovery { issuer } => issuer,
-            KeySource::Inline => {
-                return Err(JwksError::Fetch {
-                    url: String::new(),
-                    reason: "an inline key set is never fetched".to_string(),
-                })
-            }
-        };
-        let mut known = self.discovered_uri.lock().await;
-        if let Some(uri) = known.as_ref() {
-            return Ok(uri.clone());
-        }
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
-        );
-        let (body, _) = self.get(&url).await?;
-        #[derive(Deserialize)]
-        struct Discovery {
-            issuer: String,
-            jwks_uri: String,
-        }
-        let document: Discovery =
-            serde_json::from_slice(&body).map_err(|e| JwksError::Document {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
-        if document.issuer != *issuer {
-            return Err(JwksError::Document {
-                url,
-                reason: format!(
-                    "it names issuer {:?}, not the configured {issuer:?}",
-                    document.issuer
-                ),
-            });
-        }
-        *known = Some(document.jwks_uri.clone());
-        Ok(document.jwks_uri)
-    }
-
-    /// GETs a JSON document; returns its body and `Cache-Control: max-age`.
-    async fn get(&self, url: &str) -> Result<(bytes::Bytes, Option<Duration>), JwksError> {
-        let fail = |reason: String| JwksError::Fetch {
-            url: url.to_string(),
-            reason,
-        };
-        let response = self
-            .client
-            .get(url)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(fail(format!("status {}", response.status())));
-        }
-        let max_age = response
-            .headers()
-            .get(http::header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .and_then(max_age);
-        let body = crate::http_body::read_capped(response, MAX_DOCUMENT_BYTES)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        Ok((bytes::Bytes::from(body), max_age))
-    }
-}
-
-fn duration_ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -730,30 +442,6 @@ mod tests {
         assert!(free.accepts(Algorithm::PS256));
         assert!(!free.accepts(Algorithm::ES256));
         assert!(!free.accepts(Algorithm::HS256));
-    }
-
-    #[test]
-    fn cache_control_sets_the_refresh_interval_within_bounds() {
-        assert_eq!(
-            max_age("public, max-age=15, stale-if-error=86400"),
-            Some(Duration::from_secs(15))
-        );
-        assert_eq!(max_age("Max-Age=\"600\""), Some(Duration::from_secs(600)));
-        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
-        assert_eq!(max_age("public"), None);
-        assert_eq!(max_age("max-age=soon"), None);
-        let policy = FetchPolicy {
-            refresh_every: Duration::from_secs(300),
-            refresh_min: Duration::from_secs(60),
-            refresh_max: Duration::from_secs(3600),
-            unknown_kid_cooldown: Duration::from_secs(30),
-            timeout: Duration::from_secs(5),
-        };
-        let secs = |s| Some(Duration::from_secs(s));
-        assert_eq!(policy.refresh_after(None), Duration::from_secs(300));
-        assert_eq!(policy.refresh_after(secs(15)), Duration::from_secs(60));
-        assert_eq!(policy.refresh_after(secs(900)), Duration::from_secs(900));
-        assert_eq!(policy.refresh_after(secs(86400)), Duration::from_secs(3600));
     }
 
     #[test]
