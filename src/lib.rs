@@ -5,6 +5,10 @@
 //! `authn`, `authz`, `pipeline`, `response`); `proxy` and `server` are the thin pingora glue,
 //! and `upstream` holds the pools behind it.
 
+// No `unwrap`/`expect` outside tests (`.clippy.toml` allows them there); the few provably
+// infallible spots say why where they allow it.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod admin;
 pub mod authn;
 pub mod authz;

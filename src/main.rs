@@ -1,5 +1,7 @@
 //! The `portcullis` binary: parse the command line, load configuration, start.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -61,6 +61,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    // The metric names and help texts are constants checked by the tests: building and
+    // registering them cannot fail.
+    #[allow(clippy::expect_used)]
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
@@ -275,6 +278,8 @@ impl Metrics {
     }
 }
 
+// Constant metric definitions: building them cannot fail.
+#[allow(clippy::expect_used)]
 /// Policy bundle figures, read from its status at scrape time.
 fn bundle_families(bundle: &BundleStatus) -> Vec<prometheus::proto::MetricFamily> {
     let activations = IntCounter::new(
@@ -312,6 +317,8 @@ fn bundle_families(bundle: &BundleStatus) -> Vec<prometheus::proto::MetricFamily
     families
 }
 
+// Constant metric definitions: building them cannot fail.
+#[allow(clippy::expect_used)]
 /// Directory sync figures, read from the sources' status at scrape time.
 fn directory_families(directory: &DirectoryStatus) -> Vec<prometheus::proto::MetricFamily> {
     let sources = directory.sources();
@@ -417,6 +424,8 @@ pub struct AuthenticatorFigures {
     pub cache_misses: u64,
 }
 
+// Constant metric definitions: building them cannot fail.
+#[allow(clippy::expect_used)]
 fn authenticator_families(figures: &AuthenticatorFigures) -> Vec<prometheus::proto::MetricFamily> {
     let fetches = IntCounterVec::new(
         Opts::new(
