@@ -108,11 +108,15 @@ impl CorsPolicy {
             .then_some(origin)
     }
 
-    /// The headers every response to this origin carries: none for a request without an
-    /// `Origin` or from an origin not allowed (the browser then withholds the response).
+    /// The headers every response to this origin carries. A request from an origin not
+    /// allowed gets only `Vary: Origin` (the browser withholds the response; a shared cache
+    /// must not serve it to an allowed origin), one without an `Origin` nothing.
     pub fn response_headers(&self, origin: Option<&HeaderValue>) -> CorsHeaders {
         let Some(origin) = self.allowed_origin(origin) else {
-            return Vec::new();
+            return match origin {
+                Some(_) => vec![("vary", "Origin".to_string())],
+                None => Vec::new(),
+            };
         };
         let mut headers = self.origin_headers(origin);
         if !self.expose_headers.is_empty() {
@@ -228,8 +232,9 @@ mod tests {
             "https://eviltenants.example.com",
             "null",
         ] {
-            assert!(
-                cors.response_headers(Some(&value(refused))).is_empty(),
+            assert_eq!(
+                cors.response_headers(Some(&value(refused))),
+                [("vary", "Origin".to_string())],
                 "{refused}"
             );
         }

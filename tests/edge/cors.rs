@@ -179,6 +179,7 @@ async fn every_response_to_an_allowed_origin_carries_the_cors_headers() {
         other.header("access-control-allow-origin").is_none(),
         "{other:?}"
     );
+    assert_eq!(other.header("vary"), Some("Origin"), "{other:?}");
     // CORS grants nothing: a preflight answered does not let the request through.
     let anonymous_patch = curl(&[
         "-X",
