@@ -10,7 +10,7 @@ mod cors;
 mod decision_log;
 mod directory;
 pub mod raw;
-pub use crate::diagnostics as source;
+use crate::diagnostics as source;
 mod upstreams;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
