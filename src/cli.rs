@@ -118,6 +118,7 @@ pub enum Command {
     Bundle(BundleCommand),
     /// Start the demo in one process: the gateway with this repository's configuration, a sample
     /// tasks API behind it and a development token issuer, then print curl lines to try.
+    #[cfg(feature = "demo")]
     Demo {
         /// Path to the demo's portcullis.toml.
         #[arg(

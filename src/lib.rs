@@ -19,7 +19,9 @@ pub mod cli;
 pub mod config;
 mod cors;
 pub mod decision_log;
+#[cfg(feature = "demo")]
 pub mod demo;
+pub mod dev_issuer;
 mod diagnostics;
 pub mod directory;
 pub mod explain;

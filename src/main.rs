@@ -77,8 +77,9 @@ fn config_of(command: &Command) -> Option<&std::path::Path> {
         | Command::Check { config, .. }
         | Command::Test { config, .. }
         | Command::Explain { config, .. }
-        | Command::Demo { config }
         | Command::Bundle(BundleCommand::Build { config, .. }) => Some(config),
+        #[cfg(feature = "demo")]
+        Command::Demo { config } => Some(config),
         Command::Bundle(_) => None,
     }
 }
@@ -123,6 +124,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             claims,
             token,
         ),
+        #[cfg(feature = "demo")]
         Command::Demo { config } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

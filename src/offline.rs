@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use crate::authn::jwks::KeySet;
 use crate::authn::KeyStore;
 use crate::config::{load_snapshot, ConfigError, Settings};
-use crate::demo::{DevIssuer, SigningAlg};
+use crate::dev_issuer::{DevIssuer, SigningAlg};
 use crate::pipeline::{evaluate, Incoming, Outcome, Transport};
 use crate::server::load_gateway;
 use crate::snapshot::{Gateway, Snapshot};

@@ -7,12 +7,9 @@
 /// Failure while setting up or using the demo servers.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    /// aws-lc-rs could not generate a signing key (or its key id).
-    #[error("failed to generate the {0} signing key")]
-    KeyGeneration(&'static str),
-    /// aws-lc-rs refused to sign a token.
-    #[error("failed to sign a token with {0}")]
-    Signing(&'static str),
+    /// The development issuer could not make its keys or sign a token.
+    #[error(transparent)]
+    Mint(#[from] crate::dev_issuer::MintError),
     /// Socket-level failure (binding or accepting).
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -2,7 +2,6 @@
 //! issuer and the sample tasks API, all in one process on loopback, plus curl lines to try.
 
 pub mod error;
-pub mod issuer;
 pub mod tasks_api;
 
 use std::path::Path;
@@ -12,8 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+pub use crate::dev_issuer::{serve_issuer, DevIssuer, SigningAlg};
 pub use error::DemoError;
-pub use issuer::{serve_issuer, DevIssuer, SigningAlg};
 pub use tasks_api::serve_tasks_api;
 
 use crate::admin::serve_admin;
@@ -113,10 +112,10 @@ pub async fn run_demo(config: &Path) -> Result<(), DemoError> {
             .iter()
             .find(|(s, _, _)| *s == subject)
             .ok_or_else(|| DemoError::Setup(format!("no demo user {subject}")))?;
-        issuer.mint(
+        Ok(issuer.mint(
             SigningAlg::Rs256,
             &demo_claims(&issuer_url, &audience, subject, roles, tenant),
-        )
+        )?)
     };
     let base = format!("http://{listen}");
     println!("\nPortcullis demo is running.");

@@ -1,4 +1,6 @@
-//! Development OIDC token issuer for `portcullis demo` and the integration tests.
+//! Development OIDC token issuer: the one module that mints tokens, for `portcullis test` and
+//! `explain` (which sign their cases' claims with keys of their own), `portcullis demo` and the
+//! integration tests and load test.
 //!
 //! The gateway must be exercised against a real JWKS endpoint and real signatures, without
 //! depending on an external identity provider. [`DevIssuer`] holds freshly generated RSA-2048
@@ -20,7 +22,16 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use super::error::DemoError;
+/// A signing key could not be made, or a token not signed.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// aws-lc-rs could not generate a signing key (or its key id).
+    #[error("failed to generate the {0} signing key")]
+    KeyGeneration(&'static str),
+    /// aws-lc-rs refused to sign a token.
+    #[error("failed to sign a token with {0}")]
+    Signing(&'static str),
+}
 use crate::http_server::{error_response, json_response, serve, ResponseBody};
 
 /// Path (below the issuer URL's own path) of the OIDC discovery document.
@@ -77,23 +88,23 @@ impl std::fmt::Debug for DevIssuer {
 
 impl DevIssuer {
     /// Generates fresh RSA-2048 and P-256 key pairs with random key ids.
-    pub fn generate(issuer_url: impl Into<String>) -> Result<Self, DemoError> {
+    pub fn generate(issuer_url: impl Into<String>) -> Result<Self, MintError> {
         let issuer_url = issuer_url.into();
         let rng = SystemRandom::new();
 
         let rsa = RsaKeyPair::generate(KeySize::Rsa2048)
-            .map_err(|_| DemoError::KeyGeneration("RS256"))?;
+            .map_err(|_| MintError::KeyGeneration("RS256"))?;
         let ec = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
-            .map_err(|_| DemoError::KeyGeneration("ES256"))?;
-        let rsa_kid = random_kid(&rng, "rs256").ok_or(DemoError::KeyGeneration("RS256"))?;
-        let ec_kid = random_kid(&rng, "es256").ok_or(DemoError::KeyGeneration("ES256"))?;
+            .map_err(|_| MintError::KeyGeneration("ES256"))?;
+        let rsa_kid = random_kid(&rng, "rs256").ok_or(MintError::KeyGeneration("RS256"))?;
+        let ec_kid = random_kid(&rng, "es256").ok_or(MintError::KeyGeneration("ES256"))?;
 
         let rsa_public = rsa.public_key();
         let ec_point = ec.public_key().as_ref();
         // Uncompressed SEC1 point: 0x04 || x (32 bytes) || y (32 bytes).
         let (x, y) = match ec_point {
             [0x04, coords @ ..] if coords.len() == 64 => coords.split_at(32),
-            _ => return Err(DemoError::KeyGeneration("ES256")),
+            _ => return Err(MintError::KeyGeneration("ES256")),
         };
         let jwks = json!({
             "keys": [
@@ -157,12 +168,12 @@ impl DevIssuer {
 
     /// The RSA public key as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo), for verifiers that
     /// take a key file rather than a JWKS (HAProxy's `jwt_verify` in the load test's peer).
-    pub fn rsa_public_key_pem(&self) -> Result<String, DemoError> {
+    pub fn rsa_public_key_pem(&self) -> Result<String, MintError> {
         let der: PublicKeyX509Der<'static> = self
             .rsa
             .public_key()
             .as_der()
-            .map_err(|_| DemoError::KeyGeneration("RS256"))?;
+            .map_err(|_| MintError::KeyGeneration("RS256"))?;
         let encoded = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
         let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
         for line in encoded.as_bytes().chunks(64) {
@@ -184,7 +195,7 @@ impl DevIssuer {
     /// Fails only if aws-lc-rs reports a signing error, which does not happen with the keys
     /// generated here short of an allocation failure; it is still surfaced rather than
     /// panicking, since it is an FFI error path that cannot be proven unreachable.
-    pub fn mint(&self, alg: SigningAlg, claims: &Value) -> Result<String, DemoError> {
+    pub fn mint(&self, alg: SigningAlg, claims: &Value) -> Result<String, MintError> {
         let header = json!({ "alg": alg.as_str(), "typ": "JWT", "kid": self.kid(alg) });
         self.mint_with_header(alg, &header, claims)
     }
@@ -196,7 +207,7 @@ impl DevIssuer {
         key: SigningAlg,
         header: &Value,
         claims: &Value,
-    ) -> Result<String, DemoError> {
+    ) -> Result<String, MintError> {
         self.mint_raw(key, &header.to_string(), &claims.to_string())
     }
 
@@ -207,7 +218,7 @@ impl DevIssuer {
         key: SigningAlg,
         header: &str,
         payload: &str,
-    ) -> Result<String, DemoError> {
+    ) -> Result<String, MintError> {
         let signing_input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
         let signature = self.sign(key, signing_input.as_bytes())?;
         Ok(format!("{signing_input}.{}", b64(&signature)))
@@ -218,20 +229,20 @@ impl DevIssuer {
         self.jwks_fetches.load(Ordering::SeqCst)
     }
 
-    fn sign(&self, key: SigningAlg, message: &[u8]) -> Result<Vec<u8>, DemoError> {
+    fn sign(&self, key: SigningAlg, message: &[u8]) -> Result<Vec<u8>, MintError> {
         match key {
             SigningAlg::Rs256 => {
                 let mut signature = vec![0u8; self.rsa.public_modulus_len()];
                 self.rsa
                     .sign(&RSA_PKCS1_SHA256, &self.rng, message, &mut signature)
-                    .map_err(|_| DemoError::Signing("RS256"))?;
+                    .map_err(|_| MintError::Signing("RS256"))?;
                 Ok(signature)
             }
             SigningAlg::Es256 => self
                 .ec
                 .sign(&self.rng, message)
                 .map(|signature| signature.as_ref().to_vec())
-                .map_err(|_| DemoError::Signing("ES256")),
+                .map_err(|_| MintError::Signing("ES256")),
         }
     }
 
