@@ -1,5 +1,5 @@
 //! Headers a client sends to claim what only the gateway or a trusted proxy may say, in the
-//! spellings some framework reads them in: shared by `tests/header_trust.rs` (HTTP/1.1) and
+//! spellings some framework reads them in: shared by `tests/integration/header_trust.rs` (HTTP/1.1) and
 //! `tests/edge/protocols.rs` (HTTP/2, where names are lower case).
 
 /// Headers a client may send that claim something about the client or the request.

@@ -652,7 +652,7 @@ async fn exchange_until_quiet(address: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The smuggling classes of `tests/smuggling.rs` through nginx: whatever nginx makes of the
+/// The smuggling classes of `tests/integration/smuggling.rs` through nginx: whatever nginx makes of the
 /// framing, every request it forwards was decided first, and the request hidden in the body
 /// (another tenant's list, no token) never reaches the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,10 @@
 //! Request smuggling over a raw socket: ambiguous framing is refused or framed one way only, and
 //! a request hidden in a body never reaches the upstream as a request of its own.
 
-mod common;
-
 use std::time::Duration;
 
-use common::smuggling_cases::framing_cases;
-use common::TestEnv;
+use crate::common::smuggling_cases::framing_cases;
+use crate::common::TestEnv;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -3,10 +3,8 @@
 //! peer), and the Cedar `client_ip` is the client a trusted proxy reports, never one a client
 //! claims.
 
-mod common;
-
-use common::spoofed_headers::{framework_internal, FORWARDING, METHOD_OVERRIDES};
-use common::TestEnv;
+use crate::common::spoofed_headers::{framework_internal, FORWARDING, METHOD_OVERRIDES};
+use crate::common::TestEnv;
 
 fn sent(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let token = format!("Bearer {}", env.token("bob"));
@@ -79,7 +77,8 @@ async fn a_trusted_proxy_reports_the_client() {
             "realm = \"tasks\"\ntrusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]",
         );
         std::fs::write(&config, text).unwrap();
-        let policies = common::use_own_policies(dir, &["schema.cedarschema", "entities.json"]);
+        let policies =
+            crate::common::use_own_policies(dir, &["schema.cedarschema", "entities.json"]);
         std::fs::write(policies.join("ip.cedar"), CLIENT_IP_POLICY).unwrap();
     })
     .await;
@@ -239,7 +238,7 @@ async fn hosts_are_validated_and_canonicalized_before_host_routes_match() {
             status => (status, true),
         };
         let before = env.upstream.count();
-        let response = common::raw_exchange(env.gateway, request.as_bytes()).await;
+        let response = crate::common::raw_exchange(env.gateway, request.as_bytes()).await;
         let reached = env.upstream.count() > before;
         if response.status != *status || reached != (*status == 200) {
             failures.push(format!(

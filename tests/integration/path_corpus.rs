@@ -3,10 +3,8 @@
 //! (or that it receives nothing). The caller is dave, an admin of org_acme, so that every
 //! refusal here is the target's doing, not the policies'.
 
-mod common;
-
-use common::path_corpus::CORPUS;
-use common::{raw_exchange, TestEnv};
+use crate::common::path_corpus::CORPUS;
+use crate::common::{raw_exchange, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_target_gets_its_status_and_the_upstream_exactly_its_canonical_form() {

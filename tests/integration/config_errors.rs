@@ -1,9 +1,7 @@
 //! Configuration errors are reported by the real binary with the file, the line and what to
 //! change, and nothing starts.
 
-mod common;
-
-use common::{repo_path, run_portcullis, write_config};
+use crate::common::{repo_path, run_portcullis, write_config};
 
 /// Writes the example configuration into a temp dir, applies `edit` to one file, runs
 /// `portcullis check`, and returns (exit success, stderr).

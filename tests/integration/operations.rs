@@ -3,13 +3,11 @@
 //! swap). `/readyz` is covered in `identity_providers.rs` (an issuer down at cold start), and
 //! the process lifecycle (SIGTERM, SIGHUP, graceful upgrade) in `lifecycle.rs`.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, raw_exchange, repo_path, use_own_policies, TestEnv};
+use crate::common::{eventually, raw_exchange, repo_path, use_own_policies, TestEnv};
 use portcullis::reload;
 use serde_json::Value;
 
@@ -35,7 +33,7 @@ fn copy_policies(to: &Path) {
     }
 }
 
-async fn admin_get(env: &TestEnv, path: &str) -> common::Response {
+async fn admin_get(env: &TestEnv, path: &str) -> crate::common::Response {
     let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
     raw_exchange(env.admin, request.as_bytes()).await
 }

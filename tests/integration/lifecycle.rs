@@ -6,8 +6,6 @@
 //! Waits are generous upper bounds of polling loops, never timing assertions: the machine that
 //! runs these may be slow and busy.
 
-mod common;
-
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
@@ -16,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{try_exchange, write_config, EchoUpstream, Response, AUDIENCE};
+use crate::common::{try_exchange, write_config, EchoUpstream, Response, AUDIENCE};
 use portcullis::demo::{demo_claims, DevIssuer, SigningAlg};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -164,7 +162,7 @@ struct Env {
 impl Env {
     async fn new() -> Self {
         let upstream = EchoUpstream::start().await;
-        let (issuer, issuer_url, issuer_task) = common::start_dev_issuer().await;
+        let (issuer, issuer_url, issuer_task) = crate::common::start_dev_issuer().await;
 
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), &issuer_url, upstream.address);
@@ -219,7 +217,7 @@ impl Env {
 
     /// Replaces the repository's policies with a copy in the directory, to be edited.
     fn copy_policies(&self) -> PathBuf {
-        common::use_own_policies(
+        crate::common::use_own_policies(
             self.dir.path(),
             &["schema.cedarschema", "entities.json", "tasks.cedar"],
         )
@@ -1085,7 +1083,7 @@ async fn signed_bundles_from_an_oci_registry_reach_the_gateway_and_bad_ones_neve
     let policies = env.copy_policies();
     std::fs::create_dir(policies.join("tests")).unwrap();
     std::fs::copy(
-        common::repo_path("policies/tests/tasks.toml"),
+        crate::common::repo_path("policies/tests/tasks.toml"),
         policies.join("tests/tasks.toml"),
     )
     .unwrap();

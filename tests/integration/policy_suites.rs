@@ -2,9 +2,7 @@
 //! policies), a deliberately failing suite fails with file, line and determining policies, and a
 //! malformed suite is a configuration error naming its line.
 
-mod common;
-
-use common::{repo_path, run_portcullis};
+use crate::common::{repo_path, run_portcullis};
 
 /// Runs `portcullis test` on the repository's configuration; returns (success, stdout, stderr).
 fn portcullis_test(args: &[&str]) -> (bool, String, String) {

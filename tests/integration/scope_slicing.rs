@@ -3,9 +3,7 @@
 //! an ancestor must still apply after slicing (a slice keyed on the resource alone would drop
 //! it and answer 403).
 
-mod common;
-
-use common::TestEnv;
+use crate::common::TestEnv;
 
 const SCHEMA: &str = r#"
 entity Role in [Role];

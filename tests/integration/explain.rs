@@ -1,9 +1,7 @@
 //! `portcullis explain` as users run it: an allow and a deny from claims (signed with a key
 //! generated for the run), and a real token verified against a live issuer's JWKS.
 
-mod common;
-
-use common::{repo_path, run_portcullis, write_config};
+use crate::common::{repo_path, run_portcullis, write_config};
 use portcullis::demo::{demo_claims, SigningAlg};
 use serde_json::json;
 
@@ -96,7 +94,7 @@ fn explains_a_deny_with_the_determining_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explains_a_real_token_verified_with_the_issuers_keys() {
-    let (issuer, issuer_url, server) = common::start_dev_issuer().await;
+    let (issuer, issuer_url, server) = crate::common::start_dev_issuer().await;
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &issuer_url, "127.0.0.1:9".parse().unwrap());
     let config = dir.path().join("portcullis.toml");
@@ -105,7 +103,7 @@ async fn explains_a_real_token_verified_with_the_issuers_keys() {
             SigningAlg::Es256,
             &demo_claims(
                 &issuer_url,
-                common::AUDIENCE,
+                crate::common::AUDIENCE,
                 "bob",
                 &["viewer"],
                 "org_acme",

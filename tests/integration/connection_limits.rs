@@ -6,11 +6,9 @@
 //! machine cannot make them fail; what they assert is that the connection closes at all while
 //! the client is still trickling (or idle), and that nothing reaches the upstream.
 
-mod common;
-
 use std::time::Duration;
 
-use common::TestEnv;
+use crate::common::TestEnv;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

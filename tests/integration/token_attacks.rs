@@ -18,15 +18,13 @@
 //! same construction done correctly, which must get 200, so that a broken harness cannot make
 //! the attacks pass.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::{b64, now, raw_exchange, TestEnv};
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
-use common::{b64, now, raw_exchange, TestEnv};
 use portcullis::demo::{serve_issuer, DevIssuer, SigningAlg};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;

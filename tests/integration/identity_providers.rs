@@ -3,14 +3,14 @@
 //! removal, unknown-kid floods, outages at start and while warm, slow and broken key sets,
 //! `Cache-Control: max-age`, and the verified-token cache agreeing with full verification.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::idp::{Flavor, JwksMode, TestIssuer};
-use common::{now, raw_exchange, repo_path, start_gateway_with_admin, EchoUpstream, Response};
+use crate::common::idp::{Flavor, JwksMode, TestIssuer};
+use crate::common::{
+    now, raw_exchange, repo_path, start_gateway_with_admin, EchoUpstream, Response,
+};
 use portcullis::snapshot::Gateway;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;

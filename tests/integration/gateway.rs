@@ -1,9 +1,7 @@
 //! End-to-end behaviour of the gateway over real sockets: the real proxy, a real echo upstream
 //! and a real token issuer serving JWKS, with the repository's routes and example policies.
 
-mod common;
-
-use common::{b64, now, TestEnv, AUDIENCE};
+use crate::common::{b64, now, TestEnv, AUDIENCE};
 use portcullis::demo::{demo_claims, SigningAlg};
 use serde_json::json;
 

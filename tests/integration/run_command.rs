@@ -1,13 +1,11 @@
 //! `portcullis run` as users start it: the real binary hosting the proxy in a pingora Server,
 //! fetching keys over HTTP at start, and draining on SIGTERM.
 
-mod common;
-
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{try_exchange, write_config, EchoUpstream, AUDIENCE};
+use crate::common::{try_exchange, write_config, EchoUpstream, AUDIENCE};
 use portcullis::demo::{demo_claims, SigningAlg};
 
 struct Running(Child);
@@ -42,7 +40,7 @@ async fn get(address: SocketAddr, target: &str, token: Option<&str>) -> Option<u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_and_stops_on_sigterm() {
     let upstream = EchoUpstream::start().await;
-    let (issuer, issuer_url, _issuer_task) = common::start_dev_issuer().await;
+    let (issuer, issuer_url, _issuer_task) = crate::common::start_dev_issuer().await;
 
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &issuer_url, upstream.address);

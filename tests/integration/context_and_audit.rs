@@ -2,11 +2,9 @@
 //! typed per the schema, client IP, request time), per-route context selection, and audit
 //! (shadow) mode forwarding a request the policies deny.
 
-mod common;
-
 use std::net::IpAddr;
 
-use common::{raw_exchange_from, TestEnv};
+use crate::common::{raw_exchange_from, TestEnv};
 
 const SCHEMA: &str = r#"
 entity Role in [Role];
