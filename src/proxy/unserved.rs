@@ -7,7 +7,7 @@
 //!
 //! pingora reports these faults as `InvalidHTTPHeader` errors that differ only in their
 //! explanation and cause, so they are told apart by those. A fault not recognized here is
-//! still refused, as a malformed request (400); `tests/edge/raw_requests.rs` sends each case as
+//! still refused, as a malformed request (400); `tests/integration/edge/raw_requests.rs` sends each case as
 //! raw bytes, so a pingora release that rewords one shows up there as a changed status.
 
 use pingora_core::Error;

@@ -1,5 +1,5 @@
 //! The adversarial path corpus, shared by `tests/integration/path_corpus.rs` (HTTP/1.1 on a raw socket) and
-//! `tests/edge/protocols.rs` (the same targets as HTTP/2 `:path`s).
+//! `tests/integration/edge/protocols.rs` (the same targets as HTTP/2 `:path`s).
 
 /// (target as sent, expected status, target the upstream receives when forwarded)
 pub const CORPUS: &[(&str, u16, Option<&str>)] = &[

@@ -1,5 +1,5 @@
 //! Request smuggling cases: ambiguous framing that hides a request in a body. Shared by
-//! `tests/integration/smuggling.rs` (the gateway's own front end) and `tests/edge/forward_auth.rs` (through
+//! `tests/integration/smuggling.rs` (the gateway's own front end) and `tests/integration/edge/forward_auth.rs` (through
 //! nginx).
 
 /// The smuggled request: another tenant's list, no token.

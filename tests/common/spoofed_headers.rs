@@ -1,6 +1,6 @@
 //! Headers a client sends to claim what only the gateway or a trusted proxy may say, in the
 //! spellings some framework reads them in: shared by `tests/integration/header_trust.rs` (HTTP/1.1) and
-//! `tests/edge/protocols.rs` (HTTP/2, where names are lower case).
+//! `tests/integration/edge/protocols.rs` (HTTP/2, where names are lower case).
 
 /// Headers a client may send that claim something about the client or the request.
 pub const FORWARDING: &[(&str, &str)] = &[

@@ -1,12 +1,13 @@
 //! The integration tests, in one binary (pingora, cedar and the gateway are linked once): each
-//! module is one area, exercised with the real gateway over real sockets. `tests/edge/` is the
-//! other binary: the edge data plane with third-party clients and proxies.
+//! module is one area, exercised with the real gateway over real sockets; `edge` is the edge
+//! data plane with third-party clients and proxies (curl, nginx, Caddy, a registry).
 
 #[path = "../common/mod.rs"]
 mod common;
 mod config_errors;
 mod connection_limits;
 mod context_and_audit;
+mod edge;
 mod explain;
 mod gateway;
 mod header_trust;

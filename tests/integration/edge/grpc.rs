@@ -110,7 +110,7 @@ async fn call(
 async fn grpc_env() -> TestEnv {
     let grpc = start_grpc_upstream().await;
     TestEnv::start_with(move |dir, _| {
-        crate::support::add_to_server_section(dir, "h2c = true");
+        crate::edge::support::add_to_server_section(dir, "h2c = true");
         crate::common::append_routes(dir, &GRPC_ROUTES.replace("{grpc}", &grpc.to_string()));
     })
     .await

@@ -4,8 +4,6 @@
 //! retries; external authorization behind nginx and Caddy. curl is the client wherever the
 //! feature meets it; the gateway and upstreams are the real ones on ephemeral loopback ports.
 
-#[path = "../common/mod.rs"]
-mod common;
 mod cors;
 mod directory_sync;
 mod forward_auth;
@@ -21,7 +19,7 @@ mod websocket;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use common::TestEnv;
+use crate::common::TestEnv;
 use support::{add_to_server_section, append_config, TestCa};
 
 /// Routes added to the repository's for the edge tests: anonymous `Health` routes to upstreams
@@ -110,7 +108,7 @@ certificates = [
 "#
             ),
         );
-        common::append_routes(
+        crate::common::append_routes(
             dir,
             &EDGE_ROUTES
                 .replace("{dead}", &dead.to_string())

@@ -10,14 +10,14 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-use crate::closed_port;
 use crate::common::path_corpus::CORPUS;
 use crate::common::smuggling_cases::{framing_cases, SMUGGLED};
 use crate::common::spoofed_headers::{framework_internal, IDENTITY, METHOD_OVERRIDES};
 use crate::common::{
     decision_lines, eventually, raw_exchange, raw_exchange_from, Received, Response, TestEnv,
 };
-use crate::support::append_config;
+use crate::edge::closed_port;
+use crate::edge::support::append_config;
 
 /// A gateway whose decision listener answers peers on 127.0.0.1.
 async fn authz_env() -> TestEnv {

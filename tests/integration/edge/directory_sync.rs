@@ -13,10 +13,10 @@ use crate::common::{
     decision_lines, eventually, now, raw_exchange, start_gateway_with_admin, Response, TestEnv,
     AUDIENCE,
 };
-use crate::idp_apis::{
+use crate::edge::idp_apis::{
     IdpApis, Tenant, AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET, OKTA_API_TOKEN, OKTA_CLIENT_ID,
 };
-use crate::support::append_config;
+use crate::edge::support::append_config;
 
 const TASK: &str = "/lists/acme-roadmap/tasks/t1";
 const LIST: &str = "/lists/acme-roadmap";

@@ -10,8 +10,8 @@ use std::time::Duration;
 use rustls_pki_types::pem::PemObject;
 
 use crate::common::eventually;
-use crate::support::{curl, resolve, TestCa};
-use crate::{edge_env, edge_env_with};
+use crate::edge::support::{curl, resolve, TestCa};
+use crate::edge::{edge_env, edge_env_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_selects_the_certificate_and_an_unknown_name_gets_the_default() {
@@ -118,7 +118,7 @@ async fn a_certificate_rotated_by_a_secret_update_is_served_without_a_restart() 
     let key = secret.join("tls.key");
     // A gateway whose only certificate is the Secret's.
     let env = crate::common::TestEnv::start_with(|dir, _| {
-        crate::support::append_config(
+        crate::edge::support::append_config(
             dir,
             &format!(
                 "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = {cert:?}, key = {key:?} }}]\n"
@@ -241,9 +241,9 @@ async fn plaintext_requests_redirect_to_https_when_configured() {
 /// A gateway with a TLS listener for `api.example.com` and these `[limits]`.
 async fn tls_env_with_limits(ca: &TestCa, limits: &str) -> crate::common::TestEnv {
     crate::common::TestEnv::start_with(|dir, _| {
-        crate::write_certificates(ca, &dir.join("certs"));
-        crate::support::set_limits(dir, limits);
-        crate::support::append_config(
+        crate::edge::write_certificates(ca, &dir.join("certs"));
+        crate::edge::support::set_limits(dir, limits);
+        crate::edge::support::append_config(
             dir,
             "\n[server.tls]\nlisten = \"127.0.0.1:0\"\n\
              certificates = [{ cert = \"certs/api.crt\", key = \"certs/api.key\" }]\n",

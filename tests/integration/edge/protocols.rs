@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::eventually;
-use crate::edge_env;
-use crate::support::{curl, resolve};
+use crate::edge::edge_env;
+use crate::edge::support::{curl, resolve};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_class_is_answered_alike_over_http1_and_http2() {
@@ -162,7 +162,7 @@ async fn identity_and_forwarding_headers_from_h2_clients_are_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_proxys_request_id_and_forwarding_headers_are_kept() {
     let env = crate::common::TestEnv::start_with(|dir, _| {
-        crate::support::add_to_server_section(dir, "trusted_proxies = [\"127.0.0.1/32\"]");
+        crate::edge::support::add_to_server_section(dir, "trusted_proxies = [\"127.0.0.1/32\"]");
     })
     .await;
     let response = curl(&[
@@ -192,8 +192,8 @@ async fn a_trusted_proxys_request_id_and_forwarding_headers_are_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_h2_connection_is_closed() {
     let env = crate::common::TestEnv::start_with(|dir, _| {
-        crate::support::add_to_server_section(dir, "h2c = true");
-        crate::support::set_limits(dir, "idle_timeout_seconds = 1");
+        crate::edge::support::add_to_server_section(dir, "h2c = true");
+        crate::edge::support::set_limits(dir, "idle_timeout_seconds = 1");
     })
     .await;
     let mut stream = tokio::net::TcpStream::connect(env.gateway).await.unwrap();

@@ -3,7 +3,7 @@
 //! included, the application's own replaced), none for any other origin.
 
 use crate::common::{decision_lines, eventually, TestEnv};
-use crate::support::{append_config, curl};
+use crate::edge::support::{append_config, curl};
 
 const APP: &str = "https://app.example.com";
 
@@ -29,7 +29,7 @@ fn preflight(
     origin: &str,
     method: &str,
     headers: &str,
-) -> crate::support::CurlResponse {
+) -> crate::edge::support::CurlResponse {
     curl(&[
         "-X",
         "OPTIONS",

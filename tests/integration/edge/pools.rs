@@ -2,10 +2,10 @@
 //! address only for idempotent methods, DNS names are resolved at run time (and `check` never
 //! resolves them), and TLS to the upstream verifies its certificate against a CA file.
 
-use crate::closed_port;
 use crate::common::eventually;
 use crate::common::{run_portcullis, TestEnv};
-use crate::support::{curl, TestCa};
+use crate::edge::closed_port;
+use crate::edge::support::{curl, TestCa};
 
 /// The repository's routes with the `tasks` upstream replaced by `upstream` (a TOML table body).
 fn with_tasks_upstream(dir: &std::path::Path, upstream: &str) {
@@ -147,7 +147,7 @@ async fn tls_to_the_upstream_verifies_its_certificate() {
     // The upstream is a second gateway's TLS listener: real TLS, answering /health itself
     // from its own echo upstream.
     let backend = TestEnv::start_with(|dir, _| {
-        crate::support::append_config(
+        crate::edge::support::append_config(
             dir,
             &format!(
                 "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = {:?}, key = {:?} }}]\n",
