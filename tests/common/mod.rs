@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod idp;
+pub mod jose;
 pub mod path_corpus;
 pub mod smuggling_cases;
 pub mod spoofed_headers;
