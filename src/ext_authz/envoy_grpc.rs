@@ -20,8 +20,9 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use http::header::HOST;
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 
-use super::fronts::{is_token, OriginalRequest};
+use super::fronts::OriginalRequest;
 use super::{never_let_through, DecisionService, NeverLetThrough};
+use crate::canonical::is_token_byte;
 use crate::http_server::Peer;
 use crate::pipeline::Denial;
 use crate::response::deny_response;
@@ -50,7 +51,7 @@ pub fn original_request(check: &CheckRequest) -> Result<OriginalRequest, String>
         .and_then(|a| a.request.as_ref())
         .and_then(|r| r.http.as_ref())
         .ok_or("the CheckRequest has no HTTP request attributes")?;
-    if http.method.is_empty() || !http.method.bytes().all(is_token) {
+    if http.method.is_empty() || !http.method.bytes().all(is_token_byte) {
         return Err("the original method is not an HTTP method token".to_string());
     }
     if !http.path.starts_with('/') {

@@ -25,6 +25,7 @@ use std::net::IpAddr;
 use http::header::{HeaderName, HOST};
 use http::HeaderMap;
 
+use crate::canonical::is_token_byte;
 use crate::config::NginxHeaders;
 
 /// The proxy asking.
@@ -145,7 +146,7 @@ pub fn original_request(
     };
     let method = String::from_utf8(method)
         .ok()
-        .filter(|m| !m.is_empty() && m.bytes().all(is_token))
+        .filter(|m| !m.is_empty() && m.bytes().all(is_token_byte))
         .ok_or("the original method is not an HTTP method token")?;
     headers.remove(HOST);
     if let Some(host) = host {
@@ -208,11 +209,6 @@ fn required(headers: &HeaderMap, name: &HeaderName) -> Result<Vec<u8>, String> {
 fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
     let last = headers.get_all(FORWARDED_FOR).iter().next_back()?;
     last.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
-}
-
-/// RFC 9110 §5.6.2 `tchar`.
-pub fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
