@@ -83,8 +83,9 @@ pub struct CorsPolicy {
     pub origins: Vec<OriginPattern>,
     /// Request headers a preflight may ask for, lower case (`Access-Control-Allow-Headers`).
     pub allow_headers: Vec<String>,
-    /// Response headers a script may read beyond the safelisted ones.
-    pub expose_headers: Vec<String>,
+    /// Response headers a script may read beyond the safelisted ones, as the
+    /// `Access-Control-Expose-Headers` value (joined once, at load); empty for none.
+    pub expose_headers: String,
     pub allow_credentials: bool,
     pub max_age_seconds: u64,
 }
@@ -120,10 +121,7 @@ impl CorsPolicy {
         };
         let mut headers = self.origin_headers(origin);
         if !self.expose_headers.is_empty() {
-            headers.push((
-                "access-control-expose-headers",
-                self.expose_headers.join(", "),
-            ));
+            headers.push(("access-control-expose-headers", self.expose_headers.clone()));
         }
         headers
     }
@@ -187,7 +185,7 @@ mod tests {
                 .map(|o| OriginPattern::parse(o).unwrap())
                 .collect(),
             allow_headers: vec!["authorization".into(), "content-type".into()],
-            expose_headers: vec!["x-request-id".into()],
+            expose_headers: "x-request-id".into(),
             allow_credentials: true,
             max_age_seconds: 600,
         }

@@ -58,7 +58,7 @@ pub fn compile_cors(
     Ok(CorsPolicy {
         origins,
         allow_headers,
-        expose_headers,
+        expose_headers: expose_headers.join(", "),
         allow_credentials: *raw.allow_credentials.get_ref(),
         max_age_seconds: raw.max_age_seconds,
     })

@@ -5,6 +5,7 @@
 
 use crate::common::spoofed_headers::{framework_internal, FORWARDING, METHOD_OVERRIDES};
 use crate::common::TestEnv;
+use crate::edge::support::add_to_server_section;
 
 fn sent(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let token = format!("Bearer {}", env.token("bob"));
@@ -71,12 +72,7 @@ when { context has client_ip && context.client_ip == ip("203.0.113.9") };
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_proxy_reports_the_client() {
     let env = TestEnv::start_with(|dir, _| {
-        let config = dir.join("portcullis.toml");
-        let text = std::fs::read_to_string(&config).unwrap().replace(
-            "realm = \"tasks\"",
-            "realm = \"tasks\"\ntrusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]",
-        );
-        std::fs::write(&config, text).unwrap();
+        add_to_server_section(dir, "trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]");
         let policies =
             crate::common::use_own_policies(dir, &["schema.cedarschema", "entities.json"]);
         std::fs::write(policies.join("ip.cedar"), CLIENT_IP_POLICY).unwrap();
@@ -321,12 +317,7 @@ async fn framework_internal_and_configured_headers_never_reach_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn framework_internal_headers_from_a_trusted_proxy_are_removed_too() {
     let env = TestEnv::start_with(|dir, _| {
-        let config = dir.join("portcullis.toml");
-        let text = std::fs::read_to_string(&config).unwrap().replace(
-            "realm = \"tasks\"",
-            "realm = \"tasks\"\ntrusted_proxies = [\"127.0.0.0/8\"]",
-        );
-        std::fs::write(&config, text).unwrap();
+        add_to_server_section(dir, "trusted_proxies = [\"127.0.0.0/8\"]");
     })
     .await;
     let headers = sent(

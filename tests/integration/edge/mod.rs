@@ -12,7 +12,7 @@ mod idp_apis;
 mod pools;
 mod protocols;
 mod raw_requests;
-mod support;
+pub mod support;
 mod tls;
 mod websocket;
 
