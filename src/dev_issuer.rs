@@ -166,6 +166,15 @@ impl DevIssuer {
         self.jwks.clone()
     }
 
+    /// The public JWK whose `kty` is `kty` (`"RSA"` or `"EC"`).
+    pub fn jwk(&self, kty: &str) -> Option<Value> {
+        self.jwks["keys"]
+            .as_array()?
+            .iter()
+            .find(|key| key["kty"] == kty)
+            .cloned()
+    }
+
     /// The RSA public key as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo), for verifiers that
     /// take a key file rather than a JWKS (HAProxy's `jwt_verify` in the load test's peer).
     pub fn rsa_public_key_pem(&self) -> Result<String, MintError> {
@@ -308,16 +317,6 @@ mod tests {
         RSA_PKCS1_2048_8192_SHA256,
     };
 
-    fn jwk(issuer: &DevIssuer, kty: &str) -> Value {
-        issuer.jwks()["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| k["kty"] == kty)
-            .unwrap()
-            .clone()
-    }
-
     fn field(jwk: &Value, name: &str) -> Vec<u8> {
         URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap()
     }
@@ -349,7 +348,7 @@ mod tests {
         );
         assert_eq!(decoded, claims);
 
-        let key = jwk(&issuer, "RSA");
+        let key = issuer.jwk("RSA").unwrap();
         assert_eq!(key["kid"], issuer.kid(SigningAlg::Rs256));
         assert_eq!(key["alg"], "RS256");
         let public = RsaPublicKeyComponents {
@@ -376,7 +375,7 @@ mod tests {
         assert_eq!(decoded, claims);
         assert_eq!(signature.len(), 64);
 
-        let key = jwk(&issuer, "EC");
+        let key = issuer.jwk("EC").unwrap();
         assert_eq!(key["crv"], "P-256");
         let mut point = vec![0x04];
         point.extend(field(&key, "x"));

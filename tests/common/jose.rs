@@ -7,7 +7,6 @@ use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
-use portcullis::dev_issuer::DevIssuer;
 use serde_json::{json, Value};
 
 use super::b64;
@@ -24,17 +23,6 @@ pub const P256_ORDER: [u8; 32] = [
 /// `{"alg", "typ": "JWT", "kid"}` as JSON text; `alg` may be any JSON value.
 pub fn header(alg: Value, kid: &str) -> String {
     json!({ "alg": alg, "typ": "JWT", "kid": kid }).to_string()
-}
-
-/// The JWK of `issuer` whose `kty` is `kty`.
-pub fn jwk(issuer: &DevIssuer, kty: &str) -> Value {
-    issuer.jwks()["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kty"] == kty)
-        .unwrap()
-        .clone()
 }
 
 pub fn decode(part: &str) -> Vec<u8> {

@@ -240,7 +240,7 @@ async fn alg_none_unknown_algorithms_and_hmac_key_confusion_get_401() {
 
     // Key confusion: HMAC keyed with the issuer's *public* key material, in every form an
     // attacker could guess a lenient verifier would use as the "secret".
-    let rsa = jwk(issuer, "RSA");
+    let rsa = issuer.jwk("RSA").unwrap();
     let (pkcs1, spki, pem) = rsa_public_key_encodings(&rsa);
     // The encodings really are the issuer's key: they verify the control token.
     let [ch, cp, cs] = parts(&control);
@@ -301,7 +301,7 @@ async fn alg_none_unknown_algorithms_and_hmac_key_confusion_get_401() {
         ));
     }
     // The EC key's public point (SEC1 uncompressed) with the EC kid.
-    let ec = jwk(issuer, "EC");
+    let ec = issuer.jwk("EC").unwrap();
     let point = [
         &[0x04u8][..],
         &decode(ec["x"].as_str().unwrap()),
@@ -458,8 +458,8 @@ async fn key_location_headers_are_ignored() {
     let x5u = format!("{attacker_url}cert.pem");
     // Not a real certificate: the gateway must not even look.
     let x5c = json!([STANDARD.encode(b"not a certificate, never parsed")]);
-    let attacker_rsa = jwk(&attacker, "RSA");
-    let attacker_ec = jwk(&attacker, "EC");
+    let attacker_rsa = attacker.jwk("RSA").unwrap();
+    let attacker_ec = attacker.jwk("EC").unwrap();
     let a_rsa_kid = attacker.kid(SigningAlg::Rs256);
     let a_ec_kid = attacker.kid(SigningAlg::Es256);
     let v_rsa_kid = victim.kid(SigningAlg::Rs256);
