@@ -10,7 +10,7 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use crate::offline::OfflineRequest;
-use crate::pipeline::Outcome;
+use crate::pipeline::{Outcome, Verdict};
 use crate::response::deny_response;
 use crate::snapshot::Snapshot;
 
@@ -27,22 +27,22 @@ pub fn render(
     let _ = writeln!(
         out,
         "canonical:  {}",
-        outcome.canonical_path.clone().unwrap_or_else(none)
+        outcome.path().map_or_else(none, str::to_string)
     );
+    let route = outcome.route();
     let _ = writeln!(
         out,
         "route:      {}{}",
-        outcome
-            .route_id
-            .as_deref()
-            .map_or_else(none, str::to_string),
-        outcome
-            .mode
-            .map(|m| format!(" (mode: {})", m.as_str()))
+        route.map_or_else(none, |r| r.id.to_string()),
+        route
+            .map(|r| format!(" (mode: {})", r.mode.as_str()))
             .unwrap_or_default()
     );
-    let cedar = outcome.cedar_request.as_ref();
-    let principal = match &outcome.principal_entity {
+    let decided = outcome.decided();
+    let evaluated = decided.and_then(|d| d.evaluated.as_ref());
+    let cedar = evaluated.and_then(|e| e.cedar_request.as_ref());
+    let built = evaluated.and_then(|e| e.principal_entity.as_ref());
+    let principal = match built {
         Some(built) => Some(built.1.entity.uid()),
         None => cedar.and_then(|r| r.principal().cloned()),
     };
@@ -52,10 +52,10 @@ pub fn render(
         principal
             .as_ref()
             .map(ToString::to_string)
-            .or_else(|| outcome.principal.as_deref().map(str::to_string))
+            .or_else(|| decided.map(|d| d.principal().to_string()))
             .unwrap_or_else(none)
     );
-    let principal_json = match &outcome.principal_entity {
+    let principal_json = match built {
         Some(built) => built
             .1
             .entity
@@ -71,7 +71,7 @@ pub fn render(
     let _ = writeln!(
         out,
         "action:     {}",
-        outcome.action.as_deref().map_or_else(none, str::to_string)
+        route.map_or_else(none, |r| r.action.to_string())
     );
     let resource = cedar.and_then(|r| r.resource().cloned());
     let _ = writeln!(
@@ -103,7 +103,7 @@ pub fn render(
         "context:    {}",
         context.map(|c| c.to_string()).unwrap_or_else(none)
     );
-    let decision = outcome.decision.as_ref();
+    let decision = decided.map(|d| &d.decision);
     let _ = writeln!(
         out,
         "decision:   {}",
@@ -131,11 +131,11 @@ pub fn render(
             .unwrap_or_else(|| "none".to_string())
     );
     let _ = match &outcome.verdict {
-        Ok(_) if decision.is_some_and(|d| !d.allowed) => {
+        Verdict::Forward { decided, .. } if !decided.decision.allowed => {
             writeln!(out, "status:     200 (forwarded: audit mode)")
         }
-        Ok(_) => writeln!(out, "status:     200 (forwarded)"),
-        Err(denial) => writeln!(
+        Verdict::Forward { .. } => writeln!(out, "status:     200 (forwarded)"),
+        Verdict::Refuse { denial, .. } => writeln!(
             out,
             "status:     {} ({denial})",
             deny_response(denial, "explain", realm).status

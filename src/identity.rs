@@ -17,3 +17,19 @@ pub struct Identity {
     /// Principal attributes in Cedar's entity JSON form (entity references as `__entity`).
     pub attributes: Map<String, Value>,
 }
+
+impl Identity {
+    /// Everything a principal entity is built from (type, id, parents, attributes), as one
+    /// string: serde_json writes it the same way every time, so equal keys mean equal
+    /// principals. The principal memo and the decision cache key by it.
+    pub fn principal_key(&self) -> String {
+        // Strings, string pairs and a JSON object with string keys: serialization cannot fail.
+        serde_json::to_string(&(
+            &self.principal_type,
+            &self.principal_id,
+            &self.parents,
+            &self.attributes,
+        ))
+        .unwrap_or_default()
+    }
+}

@@ -97,14 +97,14 @@ struct Got {
 
 impl Got {
     fn of(outcome: &Outcome, realm: &str) -> Self {
-        let decision = match &outcome.decision {
-            Some(d) if d.allowed => "allow",
+        let decision = match outcome.decided() {
+            Some(d) if d.decision.allowed => "allow",
             Some(_) => "deny",
             None => "none",
         };
-        let status = match &outcome.verdict {
-            Ok(_) => 200,
-            Err(denial) => deny_response(denial, "test", realm).status,
+        let status = match outcome.denial() {
+            None => 200,
+            Some(denial) => deny_response(denial, "test", realm).status,
         };
         Got { decision, status }
     }
@@ -240,12 +240,11 @@ async fn run_case(gateway: &OfflineGateway, case: &RawCase) -> Result<Option<Str
         "expected {}, got {} ({})",
         case.expect, got.decision, got.status
     );
-    if let Some(denial) = outcome.verdict.as_ref().err() {
-        if outcome.decision.is_none() {
-            let _ = write!(why, ": {denial}");
-        }
+    let decision = outcome.decided().map(|d| &d.decision);
+    if let (Some(denial), None) = (outcome.denial(), decision) {
+        let _ = write!(why, ": {denial}");
     }
-    if let Some(decision) = &outcome.decision {
+    if let Some(decision) = decision {
         let _ = write!(
             why,
             "; determining policies: [{}]",

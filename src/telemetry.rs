@@ -3,38 +3,38 @@
 use std::time::{Duration, SystemTime};
 
 use crate::authz::context::rfc3339_utc;
-use crate::pipeline::{Denial, Outcome};
+use crate::pipeline::{Decided, Denial, Outcome, Verdict};
 
 /// The decision label of an outcome: `allow`, `deny` (policy), `unauthenticated`, ...
 pub fn decision_label(outcome: Option<&Outcome>) -> &'static str {
-    match outcome.map(|o| &o.verdict) {
-        None => "none",
-        Some(Ok(_))
-            if outcome
-                .and_then(|o| o.decision.as_ref())
-                .is_some_and(|d| !d.allowed) =>
-        {
-            "audit_deny"
-        }
-        Some(Ok(_)) => "allow",
-        Some(Err(Denial::Forbidden | Denial::InsufficientScope(_))) => "deny",
-        Some(Err(Denial::Unauthenticated(_))) => "unauthenticated",
-        Some(Err(Denial::NotFound)) => "no_route",
-        Some(Err(Denial::MethodNotAllowed(_))) => "method_not_allowed",
-        Some(Err(
-            Denial::BadTarget(_)
-            | Denial::BadHost(_)
-            | Denial::HeadersTooLarge
-            | Denial::MalformedHead(_)
-            | Denial::BodyTooLarge { .. },
-        )) => "bad_request",
-        Some(Err(Denial::Misdirected { .. })) => "misdirected",
-        Some(Err(Denial::RedirectToHttps { .. })) => "redirect",
-        Some(Err(Denial::Upstream(_))) => "upstream_error",
-        Some(Err(Denial::UntrustedPeer(_))) => "untrusted_peer",
-        Some(Err(Denial::Undescribed(_))) => "bad_request",
-        Some(Err(Denial::Preflight(_))) => "preflight",
-        Some(Err(Denial::PreflightRefused(_))) => "preflight_refused",
+    let Some(outcome) = outcome else {
+        return "none";
+    };
+    match &outcome.verdict {
+        Verdict::Forward { decided, .. } if !decided.decision.allowed => "audit_deny",
+        Verdict::Forward { .. } => "allow",
+        Verdict::Refuse { denial, .. } => denial_label(denial),
+    }
+}
+
+fn denial_label(denial: &Denial) -> &'static str {
+    match denial {
+        Denial::Forbidden | Denial::InsufficientScope(_) => "deny",
+        Denial::Unauthenticated(_) => "unauthenticated",
+        Denial::NotFound => "no_route",
+        Denial::MethodNotAllowed(_) => "method_not_allowed",
+        Denial::BadTarget(_)
+        | Denial::BadHost(_)
+        | Denial::HeadersTooLarge
+        | Denial::MalformedHead(_)
+        | Denial::BodyTooLarge { .. }
+        | Denial::Undescribed(_) => "bad_request",
+        Denial::Misdirected { .. } => "misdirected",
+        Denial::RedirectToHttps { .. } => "redirect",
+        Denial::Upstream(_) => "upstream_error",
+        Denial::UntrustedPeer(_) => "untrusted_peer",
+        Denial::Preflight(_) => "preflight",
+        Denial::PreflightRefused(_) => "preflight_refused",
     }
 }
 
@@ -60,37 +60,41 @@ pub fn decision_record(
     failure: Option<&Denial>,
     latency: Duration,
 ) -> String {
-    let reason = outcome.and_then(|o| match &o.verdict {
-        Err(Denial::Unauthenticated(e)) => Some(e.to_string()),
-        Err(Denial::BadTarget(e)) => Some(e.to_string()),
-        Err(Denial::BadHost(e)) => Some(e.to_string()),
-        Err(
-            denial @ (Denial::HeadersTooLarge
+    let reason = outcome
+        .and_then(Outcome::denial)
+        .and_then(|denial| match denial {
+            Denial::Unauthenticated(e) => Some(e.to_string()),
+            Denial::BadTarget(e) => Some(e.to_string()),
+            Denial::BadHost(e) => Some(e.to_string()),
+            Denial::HeadersTooLarge
             | Denial::MalformedHead(_)
             | Denial::PreflightRefused(_)
             | Denial::InsufficientScope(_)
             | Denial::Misdirected { .. }
             | Denial::BodyTooLarge { .. }
             | Denial::UntrustedPeer(_)
-            | Denial::Undescribed(_)),
-        ) => Some(denial.to_string()),
-        _ => None,
-    });
+            | Denial::Undescribed(_) => Some(denial.to_string()),
+            _ => None,
+        });
     let upstream_failure = failure.map(failure_label);
-    let decision = outcome.and_then(|o| o.decision.as_ref());
+    let decided = outcome.and_then(Outcome::decided);
+    let decision = decided.map(|d| &d.decision);
+    let route = outcome.and_then(Outcome::route);
     let record = DecisionRecord {
         time: rfc3339_utc(SystemTime::now()),
         front,
         request_id,
         method,
-        path: outcome.and_then(|o| o.canonical_path.as_deref()),
-        route: outcome.and_then(|o| o.route_id.as_deref()),
-        issuer: outcome.and_then(|o| o.issuer.as_deref()),
-        principal: outcome.and_then(|o| o.principal.as_deref()),
-        action: outcome.and_then(|o| o.action.as_deref()),
-        resource: outcome.and_then(|o| o.resource.as_deref()),
+        path: outcome.and_then(Outcome::path),
+        route: route.map(|r| &*r.id),
+        issuer: decided.and_then(Decided::issuer),
+        principal: decided.map(|d| &**d.principal()),
+        action: route.map(|r| &*r.action),
+        resource: decided
+            .and_then(|d| d.evaluated.as_ref())
+            .map(|e| &*e.resource),
         decision: decision_label(outcome),
-        mode: outcome.and_then(|o| o.mode).map(|m| m.as_str()),
+        mode: route.map(|r| r.mode.as_str()),
         reason,
         policies: decision.map_or(&[], |d| &d.policies),
         errors: decision.map_or(&[], |d| &d.errors),

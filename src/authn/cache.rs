@@ -11,10 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
-
 use super::{ForwardedIdentity, Identity};
-use crate::authz::{BuiltPrincipal, Principal};
 
 /// SHA-256 of a token.
 pub type TokenDigest = [u8; 32];
@@ -28,32 +25,20 @@ pub struct VerifiedToken {
     pub expires_at: f64,
     /// Generation of the issuer's key set the signature was checked with.
     pub key_generation: u64,
-    /// The Cedar principal built from `identity`, for the snapshot version it was built with.
-    principal: ArcSwapOption<(u64, Principal)>,
+    /// `identity.principal_key()`: what the snapshot's principal memo finds the caller's
+    /// principal by. Tokens do not hold principals: the memo bounds how many are alive.
+    pub principal_key: String,
 }
 
 impl VerifiedToken {
     pub fn new(identity: Identity, expires_at: f64, key_generation: u64) -> Self {
         VerifiedToken {
             forwarded: ForwardedIdentity::of(&identity),
+            principal_key: identity.principal_key(),
             identity,
             expires_at,
             key_generation,
-            principal: ArcSwapOption::empty(),
         }
-    }
-
-    /// The principal entity built for snapshot `version`, if one was remembered.
-    pub fn principal_for(&self, version: u64) -> Option<BuiltPrincipal> {
-        self.principal
-            .load_full()
-            .filter(|built| built.0 == version)
-    }
-
-    /// Remembers the principal entity built for a snapshot (with that snapshot's version).
-    pub fn remember_principal(&self, built: BuiltPrincipal) -> BuiltPrincipal {
-        self.principal.store(Some(built.clone()));
-        built
     }
 }
 

@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cedar_policy::{
-    Entities, Entity, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+    Entities, Entity, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Schema,
+    ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde_json::Value;
 
+use super::conforming::ConformingShapes;
 use super::request::referenced_entities;
 use super::schema_info::ContextShapes;
 use super::scope_forbids::scope_forbids;
@@ -44,6 +46,12 @@ pub struct PolicyBundle {
     pub policy_files: HashMap<String, PathBuf>,
     /// Forbid policy id → the OAuth scope it requires (see `scope_forbids`).
     pub scope_forbids: HashMap<String, String>,
+    /// The schema's entity types by their printed name, parsed once (Cedar's parser runs for
+    /// every `EntityTypeName::from_str`).
+    pub entity_type_names: HashMap<String, EntityTypeName>,
+    /// Shapes of entities built per request that passed the schema check (see
+    /// [`ConformingShapes`]).
+    pub conforming: ConformingShapes,
 }
 
 impl PolicyBundle {
@@ -92,6 +100,11 @@ impl PolicyBundle {
                 slices: PolicySlices::build(&policies, &schema),
                 read_literals: read_literals(&policies),
                 scope_forbids: scope_forbids(&policies),
+                entity_type_names: schema
+                    .entity_types()
+                    .map(|name| (name.to_string(), name.clone()))
+                    .collect(),
+                conforming: ConformingShapes::default(),
                 references: references(entities.iter()),
                 synced_users: SyncedUsers::default(),
                 schema,

@@ -14,7 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cedar_policy::RestrictedExpression;
 use http::HeaderMap;
 
-use super::decision_cache::{ContextReads, DecisionKey};
+use super::cache_key::CacheKey;
+use super::decision_cache::ContextReads;
 use super::schema_info::{DeclaredAttribute, Scalar};
 use super::AuthzError;
 
@@ -212,7 +213,7 @@ impl ContextPlan {
     /// Writes into `key` what of this request's context can change a decision: the attributes
     /// `reads` names, and the inputs that can make the context fail to build (see
     /// `decision_cache`). Path parameters are keyed by the route, not here.
-    pub fn write_key(&self, facts: &RequestFacts<'_>, reads: &ContextReads, key: &mut DecisionKey) {
+    pub fn write_key(&self, facts: &RequestFacts<'_>, reads: &ContextReads, key: &mut CacheKey) {
         if self.method && reads.reads("method") {
             key.piece(facts.method.as_bytes());
         }

@@ -100,32 +100,6 @@ fn context_attribute<'a>(operator: &str, operand: &'a Value) -> Option<&'a str> 
         .flatten()
 }
 
-/// A decision key under construction: length-prefixed pieces, so no two different sequences
-/// of pieces write the same bytes.
-#[derive(Debug, Default)]
-pub struct DecisionKey(Vec<u8>);
-
-impl DecisionKey {
-    pub fn with_capacity(capacity: usize) -> Self {
-        DecisionKey(Vec::with_capacity(capacity))
-    }
-
-    pub fn piece(&mut self, bytes: &[u8]) {
-        let length = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-        self.0.extend_from_slice(&length.to_le_bytes());
-        self.0.extend_from_slice(bytes);
-    }
-
-    pub fn count(&mut self, count: usize) {
-        let count = u32::try_from(count).unwrap_or(u32::MAX);
-        self.0.extend_from_slice(&count.to_le_bytes());
-    }
-
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-}
-
 /// A remembered decision, with the resource it was made for (for the decision log).
 #[derive(Debug)]
 pub struct CachedDecision {
@@ -225,18 +199,6 @@ mod tests {
         let templates =
             PolicySet::from_str(r#"permit (principal == ?principal, action, resource);"#).unwrap();
         assert!(ContextReads::of(&templates).reads("method"));
-    }
-
-    #[test]
-    fn keys_are_unambiguous() {
-        let key = |pieces: &[&str]| {
-            let mut key = DecisionKey::default();
-            pieces.iter().for_each(|p| key.piece(p.as_bytes()));
-            key.into_bytes()
-        };
-        assert_ne!(key(&["ab", "c"]), key(&["a", "bc"]));
-        assert_ne!(key(&["", "x"]), key(&["x", ""]));
-        assert_eq!(key(&["a", "b"]), key(&["a", "b"]));
     }
 
     const SCHEMA: &str = r#"
@@ -451,12 +413,8 @@ action Write appliesTo { principal: [User], resource: [Doc], context: {} };
             let cache = DecisionCache::new(4096);
             for _ in 0..300 {
                 let identity = identity(&mut rng);
-                let principal = principal_entity(
-                    &bundle,
-                    &identity,
-                    crate::authz::request::identity_key(&identity).unwrap(),
-                )
-                .unwrap();
+                let principal =
+                    principal_entity(&bundle, &identity, identity.principal_key()).unwrap();
                 let caller = if rng.below(5) == 0 {
                     Caller::Anonymous(&anonymous)
                 } else {

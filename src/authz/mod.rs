@@ -4,6 +4,8 @@
 //! errors (so an erroring `forbid` would not deny); the gateway treats any error as a deny.
 
 pub mod bundle;
+mod cache_key;
+mod conforming;
 pub mod context;
 pub mod decision_cache;
 pub mod principals;
@@ -13,6 +15,7 @@ mod scope_forbids;
 pub mod slice;
 #[cfg(test)]
 mod test_rng;
+mod typed_entity;
 
 use std::sync::Arc;
 

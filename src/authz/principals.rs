@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use super::request::identity_key;
 use super::{principal_entity, AuthzError, PolicyBundle, Principal};
 use crate::identity::Identity;
 
@@ -40,20 +39,23 @@ impl std::fmt::Debug for PrincipalMemo {
 }
 
 impl PrincipalMemo {
-    /// The principal for `identity` in the snapshot of `version` and `bundle`: remembered, or
-    /// built now and remembered.
+    /// The principal for `identity`, whose `principal_key` is `key`, in the snapshot of
+    /// `version` and `bundle`: remembered, or built now and remembered.
     pub fn principal(
         &self,
         version: u64,
         bundle: &PolicyBundle,
         identity: &Identity,
+        key: &str,
     ) -> Result<BuiltPrincipal, AuthzError> {
-        let key = identity_key(identity)?;
-        if let Some(built) = self.by_identity.get(&key) {
+        if let Some(built) = self.by_identity.get(key) {
             return Ok(built);
         }
-        let built = Arc::new((version, principal_entity(bundle, identity, key.clone())?));
-        self.by_identity.insert(key, built.clone());
+        let built = Arc::new((
+            version,
+            principal_entity(bundle, identity, key.to_string())?,
+        ));
+        self.by_identity.insert(key.to_string(), built.clone());
         Ok(built)
     }
 }
@@ -83,7 +85,10 @@ mod tests {
         let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         let bundle = PolicyBundle::load(&policies).unwrap();
         let memo = PrincipalMemo::default();
-        let principal = |identity: &Identity| memo.principal(7, &bundle, identity).unwrap();
+        let principal = |identity: &Identity| {
+            memo.principal(7, &bundle, identity, &identity.principal_key())
+                .unwrap()
+        };
         let first = principal(&identity("https://a/", "viewer", "a@example.com"));
         assert_eq!(first.0, 7);
         // Another token of the same caller (issuer and scopes do not enter the entity).
@@ -98,7 +103,7 @@ mod tests {
             assert_ne!(json(&first), json(other));
         }
         let identity = identity("https://a/", "manager", "a@example.com");
-        let built = principal_entity(&bundle, &identity, identity_key(&identity).unwrap());
+        let built = principal_entity(&bundle, &identity, identity.principal_key());
         assert_eq!(
             json(&other_role),
             built.unwrap().entity.to_json_value().unwrap()

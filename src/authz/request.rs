@@ -16,8 +16,10 @@ use cedar_policy::{
 use serde_json::{json, Map, Value};
 
 use super::bundle::PolicyBundle;
+use super::cache_key::CacheKey;
 use super::context::{ContextPlan, RequestFacts};
-use super::decision_cache::{ContextReads, DecisionKey};
+use super::decision_cache::ContextReads;
+use super::typed_entity;
 use super::AuthzError;
 use crate::identity::Identity;
 
@@ -99,11 +101,12 @@ pub struct Principal {
     /// Its parents and the entities its attributes name: where a request's slice of the
     /// directory starts from it (see [`request_entities`]).
     pub reaches: Vec<EntityUid>,
-    /// Everything the entity was built from (`identity_key`): equal keys, equal principals.
+    /// Everything the entity was built from (`Identity::principal_key`): equal keys, equal
+    /// principals.
     pub key: String,
 }
 
-/// The Cedar principal for an identity, whose `identity_key` is `key` (the caller has it: it
+/// The Cedar principal for an identity, whose `principal_key` is `key` (the caller has it: it
 /// looked the principal up by it): token parents and attributes merged over its directory
 /// entry, checked against the schema. The entity store a request is evaluated against is built
 /// when a decision is not cached; a copy kept per principal cost memory for every cached token
@@ -113,20 +116,19 @@ pub fn principal_entity(
     identity: &Identity,
     key: String,
 ) -> Result<Principal, AuthzError> {
-    let uid = EntityUid::from_type_name_and_id(
-        EntityTypeName::from_str(&identity.principal_type)
+    let type_name = match bundle.entity_type_names.get(&identity.principal_type) {
+        Some(type_name) => type_name.clone(),
+        None => EntityTypeName::from_str(&identity.principal_type)
             .map_err(|e| AuthzError::Principal(e.to_string()))?,
-        EntityId::new(&identity.principal_id),
-    );
-    let parents = identity
-        .parents
-        .iter()
-        .map(|(ty, id)| uid_json(ty, id))
-        .collect();
-    let entity = merged_entity(bundle, &uid, identity.attributes.clone(), parents)?;
-    let entity = entity_from_json(entity, bundle).map_err(AuthzError::Principal)?;
+    };
+    let uid = EntityUid::from_type_name_and_id(type_name, EntityId::new(&identity.principal_id));
+    let typed = typed_entity::entity_uids(bundle, &identity.parents)
+        .and_then(|parents| typed_entity::build(bundle, &uid, parents, &identity.attributes));
+    let (entity, parents) = match typed {
+        Some(built) => built,
+        None => principal_from_json(bundle, &uid, identity)?,
+    };
     let mut reaches = referenced_entities(&entity);
-    let (_, _, parents) = entity.clone().into_inner();
     reaches.extend(parents);
     Ok(Principal {
         entity,
@@ -135,16 +137,21 @@ pub fn principal_entity(
     })
 }
 
-/// Everything `principal_entity` reads from an identity, as one string: serde_json writes it
-/// the same way every time, so equal keys mean equal principals.
-pub fn identity_key(identity: &Identity) -> Result<String, AuthzError> {
-    serde_json::to_string(&(
-        &identity.principal_type,
-        &identity.principal_id,
-        &identity.parents,
-        &identity.attributes,
-    ))
-    .map_err(|e| AuthzError::Principal(e.to_string()))
+/// The principal through Cedar's JSON parser: what [`typed_entity`] leaves to it.
+pub(super) fn principal_from_json(
+    bundle: &PolicyBundle,
+    uid: &EntityUid,
+    identity: &Identity,
+) -> Result<(Entity, HashSet<EntityUid>), AuthzError> {
+    let parents = identity
+        .parents
+        .iter()
+        .map(|(ty, id)| uid_json(ty, id))
+        .collect();
+    let entity = merged_entity(bundle, uid, identity.attributes.clone(), parents)?;
+    let entity = entity_from_json(entity, bundle).map_err(AuthzError::Principal)?;
+    let (_, _, parents) = entity.clone().into_inner();
+    Ok((entity, parents))
 }
 
 /// The Cedar side of a route, compiled against the schema.
@@ -297,7 +304,7 @@ impl RouteAuthz {
         caller: Caller<'_>,
         facts: &RequestFacts<'_>,
     ) -> Vec<u8> {
-        let mut key = DecisionKey::with_capacity(256);
+        let mut key = CacheKey::with_capacity(256);
         key.piece(route_id.as_bytes());
         match caller {
             Caller::Anonymous(_) => key.count(0),
@@ -403,12 +410,12 @@ impl RouteAuthz {
                     )
                 })
                 .collect();
-            let json = parents
-                .iter()
-                .map(|p| uid_json(&p.type_name().to_string(), p.id().unescaped()))
-                .collect();
-            let entity = merged_entity(bundle, &resource, Map::new(), json)?;
-            overlay.push(entity_from_json(entity, bundle).map_err(AuthzError::Resource)?);
+            let entity = match typed_entity::build(bundle, &resource, parents.clone(), &Map::new())
+            {
+                Some((entity, _)) => entity,
+                None => resource_from_json(bundle, &resource, &parents)?,
+            };
+            overlay.push(entity);
             starts.extend(parents);
         } else {
             starts.push(resource);
@@ -519,6 +526,21 @@ pub fn referenced_entities(entity: &Entity) -> Vec<EntityUid> {
         }
     }
     out
+}
+
+/// A resource the directory lacks, placed by the route's parents, through Cedar's JSON parser:
+/// what [`typed_entity`] leaves to it.
+pub(super) fn resource_from_json(
+    bundle: &PolicyBundle,
+    resource: &EntityUid,
+    parents: &[EntityUid],
+) -> Result<Entity, AuthzError> {
+    let json = parents
+        .iter()
+        .map(|p| uid_json(&p.type_name().to_string(), p.id().unescaped()))
+        .collect();
+    let entity = merged_entity(bundle, resource, Map::new(), json)?;
+    entity_from_json(entity, bundle).map_err(AuthzError::Resource)
 }
 
 fn uid_json(ty: &str, id: &str) -> Value {

@@ -42,6 +42,8 @@ pub struct ContextShapes {
 pub struct EntityShape {
     pub member_of: Vec<String>,
     pub attributes: Vec<String>,
+    /// An enumerated type (`entity Color enum ["red", "blue"]`): the schema lists its ids.
+    pub enumerated: bool,
 }
 
 impl ContextShapes {
@@ -94,6 +96,7 @@ impl ContextShapes {
                     EntityShape {
                         member_of,
                         attributes,
+                        enumerated: ty.get("enum").is_some(),
                     },
                 );
             }

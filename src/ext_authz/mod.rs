@@ -31,7 +31,7 @@ use crate::identity_headers::{
     insert_identity_headers, is_method_override, is_stripped, loosely_equal,
 };
 use crate::metrics::{RequestObservation, NO_ROUTE};
-use crate::pipeline::{evaluate, Denial, Incoming, Outcome, Transport};
+use crate::pipeline::{evaluate, Denial, Incoming, Outcome, Transport, Verdict};
 use crate::proxy::RequestIds;
 use crate::response::deny_response;
 use crate::snapshot::Gateway;
@@ -144,7 +144,10 @@ impl DecisionService {
         outcome: &mut Outcome,
         request_id: &str,
     ) -> Result<HeaderMap, Denial> {
-        let forward = outcome.verdict.as_ref().map_err(Clone::clone)?;
+        let forward = match &outcome.verdict {
+            Verdict::Forward { forward, .. } => forward,
+            Verdict::Refuse { denial, .. } => return Err(denial.clone()),
+        };
         let mut headers = HeaderMap::new();
         insert_identity_headers(
             &mut headers,
@@ -154,7 +157,7 @@ impl DecisionService {
         )
         .map_err(|e| {
             let denial = Denial::Undescribed(e.to_string());
-            outcome.verdict = Err(denial.clone());
+            outcome.revoke(denial.clone());
             denial
         })?;
         Ok(headers)
@@ -172,11 +175,11 @@ impl DecisionService {
     ) {
         let duration = started.elapsed();
         self.gateway.metrics.observe_request(RequestObservation {
-            route: outcome.route_id.as_deref().unwrap_or(NO_ROUTE),
+            route: outcome.route().map_or(NO_ROUTE, |r| &r.id),
             decision: decision_label(Some(outcome)),
             status,
             duration,
-            authorization: outcome.authorization_time,
+            authorization: outcome.decided().map(|d| d.authorization_time),
             upstream_error: None,
         });
         self.log.record(decision_record(

@@ -170,7 +170,7 @@ impl RequestContext {
     fn permit(&self) -> Result<&Forward> {
         self.outcome
             .as_ref()
-            .and_then(|o| o.verdict.as_ref().ok())
+            .and_then(Outcome::forward)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no permit for this request"))
     }
 }
@@ -333,7 +333,7 @@ impl ProxyHttp for Proxy {
             cors: settings.cors.as_ref(),
         };
         let outcome = evaluate(&self.gateway, &snapshot, &incoming).await;
-        let denial = outcome.verdict.as_ref().err().cloned();
+        let denial = outcome.denial().cloned();
         ctx.outcome = Some(outcome);
         let Some(denial) = denial else {
             return Ok(false);
@@ -512,11 +512,7 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut RequestContext,
     ) -> FailToProxy {
-        let refused = ctx
-            .outcome
-            .as_ref()
-            .and_then(|o| o.verdict.as_ref().err())
-            .cloned();
+        let refused = ctx.outcome.as_ref().and_then(Outcome::denial).cloned();
         let denial = match (&ctx.failure, refused, e.esource()) {
             (Some(denial), _, _) => denial.clone(),
             // Answering a refusal failed: the refusal stands, never an upstream failure.
@@ -556,13 +552,13 @@ impl ProxyHttp for Proxy {
         let duration = ctx.started.elapsed();
         let outcome = ctx.outcome.as_ref();
         self.gateway.metrics.observe_request(RequestObservation {
-            route: outcome
-                .and_then(|o| o.route_id.as_deref())
-                .unwrap_or(NO_ROUTE),
+            route: outcome.and_then(Outcome::route).map_or(NO_ROUTE, |r| &r.id),
             decision: decision_label(outcome),
             status,
             duration,
-            authorization: outcome.and_then(|o| o.authorization_time),
+            authorization: outcome
+                .and_then(Outcome::decided)
+                .map(|d| d.authorization_time),
             upstream_error: (error.is_some() && ctx.permit().is_ok())
                 .then(|| ctx.failure.as_ref().map_or("other", failure_label)),
         });

@@ -191,20 +191,20 @@ proptest! {
             };
             let snapshot = gateway.gateway.snapshot();
             let outcome = runtime.block_on(gateway.evaluate(&snapshot, &request)).unwrap();
-            if let Ok(forward) = &outcome.verdict {
+            if let Some(forward) = outcome.forward() {
                 let canonical = canonicalize(target.as_bytes()).unwrap();
                 // Forwarded exactly as authorized.
                 prop_assert_eq!(&forward.path_and_query, &canonical.path_and_query());
-                prop_assert_eq!(outcome.canonical_path.as_deref(), Some(canonical.path.as_str()));
+                prop_assert_eq!(outcome.path(), Some(canonical.path.as_str()));
                 // The canonical path matches the route that was authorized, and it allowed.
                 let matched = match snapshot.routes.lookup(None, method, &canonical.segments) {
                     Lookup::Matched { route, .. } => Some(route.id.clone()),
                     _ => None,
                 };
-                prop_assert_eq!(matched, outcome.route_id.clone());
-                prop_assert!(outcome.decision.as_ref().is_some_and(|d| d.allowed));
+                prop_assert_eq!(matched, outcome.route().map(|r| r.id.clone()));
+                prop_assert!(outcome.decided().is_some_and(|d| d.decision.allowed));
             } else {
-                prop_assert!(outcome.decision.as_ref().is_none_or(|d| !d.allowed));
+                prop_assert!(outcome.decided().is_none_or(|d| !d.decision.allowed));
             }
             Ok(())
         })?;
@@ -240,7 +240,7 @@ async fn encoded_spellings_of_allowed_paths_are_forwarded_canonically() {
         };
         let snapshot = gateway.gateway.snapshot();
         let outcome = gateway.evaluate(&snapshot, &request).await.unwrap();
-        let forward = outcome.verdict.expect(target);
+        let forward = outcome.forward().expect(target);
         assert_eq!(forward.path_and_query, forwarded);
     }
 }

@@ -7,20 +7,26 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use http::HeaderMap;
 
 use crate::authn::{bearer_token, AuthnError, VerifiedToken};
-use crate::authz::{decide, missing_scopes, BuiltPrincipal, Caller, Decision, RequestFacts};
+use crate::authz::{decide, missing_scopes, Caller, Decision, PolicyBundle, RequestFacts};
 use crate::canonical::{
-    canonicalize, canonicalize_host, check_connection_nominations, HeadError, HostError,
-    TargetError,
+    canonicalize, canonicalize_host, check_connection_nominations, CanonicalTarget, HeadError,
+    HostError, TargetError,
 };
+use crate::config::Settings;
 use crate::cors::{CorsHeaders, CorsPolicy, PreflightRefusal};
+use crate::model::CompiledRoute;
 use crate::routes::Lookup;
 use crate::snapshot::{AuthMode, EnforcementMode, Gateway, Snapshot};
 use crate::upstream::Pool;
+
+mod outcome;
+
+pub use outcome::{CallerFacts, Decided, Evaluated, Outcome, Reached, RouteTaken, Verdict};
 
 /// The parts of an incoming request the pipeline looks at.
 #[derive(Debug, Clone)]
@@ -135,61 +141,37 @@ impl UpstreamFailure {
     }
 }
 
-/// What happened to a request, for the response and the decision log.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub verdict: Result<Forward, Denial>,
-    pub snapshot_version: u64,
-    /// The version of the synced directory the snapshot holds, if any.
-    pub directory_version: Option<Arc<str>>,
-    pub route_id: Option<Arc<str>>,
-    pub canonical_path: Option<String>,
-    pub principal: Option<Arc<str>>,
-    pub action: Option<Arc<str>>,
-    /// The route's enforcement mode; with `Audit`, a denied request is forwarded anyway.
-    pub mode: Option<EnforcementMode>,
-    pub decision: Option<Arc<Decision>>,
-    /// The resource the decision is about (`Type::"id"`).
-    pub resource: Option<Arc<str>>,
-    /// The Cedar request that was evaluated (for `portcullis explain`); absent when the
-    /// decision came from the decision cache.
-    pub cedar_request: Option<cedar_policy::Request>,
-    /// The principal entity it was evaluated with, when built from a token.
-    pub principal_entity: Option<BuiltPrincipal>,
-    /// `iss` of the verified token.
-    pub issuer: Option<String>,
-    /// Time spent building the Cedar request and evaluating the policies.
-    pub authorization_time: Option<Duration>,
+/// A refusal inside the pipeline, with how far the request got.
+struct Refused {
+    denial: Denial,
+    reached: Option<Reached>,
 }
 
-impl Outcome {
-    fn new(snapshot: &Snapshot) -> Self {
-        Outcome {
-            verdict: Err(Denial::NotFound),
-            snapshot_version: snapshot.version,
-            directory_version: snapshot.directory.clone(),
-            route_id: None,
-            canonical_path: None,
-            principal: None,
-            action: None,
-            mode: None,
-            decision: None,
-            resource: None,
-            cedar_request: None,
-            principal_entity: None,
-            issuer: None,
-            authorization_time: None,
+impl From<Denial> for Refused {
+    fn from(denial: Denial) -> Self {
+        Refused {
+            denial,
+            reached: None,
+        }
+    }
+}
+
+impl Refused {
+    fn at_path(denial: Denial, path: &str) -> Refused {
+        Refused {
+            denial,
+            reached: Some(Reached::Path(path.to_string())),
         }
     }
 
-    /// The outcome of a request refused before the pipeline ran (by a front end).
-    pub fn refused(snapshot: &Snapshot, denial: Denial) -> Self {
-        Outcome::new(snapshot).deny(denial)
-    }
-
-    fn deny(mut self, denial: Denial) -> Self {
-        self.verdict = Err(denial);
-        self
+    fn at_route(denial: Denial, path: &str, route: &RouteTaken) -> Refused {
+        Refused {
+            denial,
+            reached: Some(Reached::Route {
+                path: path.to_string(),
+                route: route.clone(),
+            }),
+        }
     }
 }
 
@@ -219,7 +201,6 @@ fn request_host(incoming: &Incoming<'_>) -> Result<Option<String>, HostError> {
     }
 }
 
-/// Runs the whole decision for one request against one snapshot.
 /// The method a CORS preflight asks about: an `OPTIONS` request with an `Origin` and an
 /// `Access-Control-Request-Method` (the Fetch standard's definition).
 fn preflight_method<'a>(incoming: &Incoming<'a>) -> Option<&'a str> {
@@ -230,40 +211,40 @@ fn preflight_method<'a>(incoming: &Incoming<'a>) -> Option<&'a str> {
         .and_then(|method| method.to_str().ok())
 }
 
+/// Runs the whole decision for one request against one snapshot.
 pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incoming<'_>) -> Outcome {
-    let mut outcome = Outcome::new(snapshot);
-    let settings = &gateway.settings;
-    let header_bytes: usize = incoming
-        .headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    if header_bytes > settings.max_header_bytes
-        || incoming.headers.len() > settings.max_header_count
-    {
-        return outcome.deny(Denial::HeadersTooLarge);
+    let verdict = match run_stages(gateway, snapshot, incoming).await {
+        Ok((forward, decided)) => Verdict::Forward { forward, decided },
+        Err(Refused { denial, reached }) => Verdict::Refuse { denial, reached },
+    };
+    Outcome {
+        snapshot_version: snapshot.version,
+        directory_version: snapshot.directory.clone(),
+        verdict,
     }
-    if let Err(e) = check_connection_nominations(
+}
+
+/// The stages in order. Each refuses with `?`, and the refusal carries how far the request
+/// got.
+async fn run_stages(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    incoming: &Incoming<'_>,
+) -> Result<(Forward, Decided), Refused> {
+    let settings = &gateway.settings;
+    check_head_size(settings, incoming.headers)?;
+    check_connection_nominations(
         incoming
             .headers
             .get_all(http::header::CONNECTION)
             .iter()
             .map(|v| v.as_bytes()),
-    ) {
-        return outcome.deny(Denial::MalformedHead(e));
-    }
-    let host = match request_host(incoming) {
-        Ok(host) => host,
-        Err(e) => return outcome.deny(Denial::BadHost(e)),
-    };
-    let target = match canonicalize(incoming.target) {
-        Ok(target) => target,
-        Err(e) => return outcome.deny(Denial::BadTarget(e)),
-    };
-    outcome.canonical_path = Some(target.path.clone());
-    if let Some(denial) = transport_denial(settings, incoming.transport, host.as_deref(), &target) {
-        return outcome.deny(denial);
-    }
+    )
+    .map_err(Denial::MalformedHead)?;
+    let host = request_host(incoming).map_err(Denial::BadHost)?;
+    let target = canonicalize(incoming.target).map_err(Denial::BadTarget)?;
+    check_transport(settings, incoming.transport, host.as_deref(), &target)
+        .map_err(|denial| Refused::at_path(denial, &target.path))?;
 
     let preflight = incoming.cors.zip(preflight_method(incoming));
     let method = preflight.map_or(incoming.method, |(_, method)| method);
@@ -273,56 +254,24 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
     {
         Lookup::Matched { route, params } => (route, params),
         Lookup::MethodNotAllowed { allowed } => {
-            return outcome.deny(Denial::MethodNotAllowed(allowed))
+            let denial = Denial::MethodNotAllowed(allowed);
+            return Err(Refused::at_path(denial, &target.path));
         }
-        Lookup::NotFound => return outcome.deny(Denial::NotFound),
+        Lookup::NotFound => return Err(Refused::at_path(Denial::NotFound, &target.path)),
     };
-    outcome.route_id = Some(route.id.clone());
-    outcome.action = Some(route.action_name.clone());
-    outcome.mode = Some(route.mode);
+    let taken = RouteTaken {
+        id: route.id.clone(),
+        action: route.action_name.clone(),
+        mode: route.mode,
+    };
+    let refuse_at_route = |denial| Refused::at_route(denial, &target.path, &taken);
     if let Some((cors, method)) = preflight {
-        let headers = &incoming.headers;
-        return outcome.deny(
-            match cors.preflight(
-                headers.get(http::header::ORIGIN),
-                method,
-                headers.get(http::header::ACCESS_CONTROL_REQUEST_HEADERS),
-            ) {
-                Ok(answer) => Denial::Preflight(answer),
-                Err(refusal) => Denial::PreflightRefused(refusal),
-            },
-        );
+        return Err(refuse_at_route(answer_preflight(cors, method, incoming)));
     }
-    let declared_length = incoming
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared_length.is_some_and(|length| length > route.max_body_bytes) {
-        return outcome.deny(Denial::BodyTooLarge {
-            limit: route.max_body_bytes,
-        });
-    }
-
-    let token = match route.auth {
-        AuthMode::Anonymous => None,
-        AuthMode::Required => {
-            let authorization: Vec<&[u8]> = incoming
-                .headers
-                .get_all(http::header::AUTHORIZATION)
-                .iter()
-                .map(|v| v.as_bytes())
-                .collect();
-            let authenticated = match bearer_token(&authorization) {
-                Ok(token) => gateway.authenticator.authenticate(token).await,
-                Err(e) => Err(e),
-            };
-            match authenticated {
-                Ok(token) => Some(token),
-                Err(e) => return outcome.deny(Denial::Unauthenticated(e)),
-            }
-        }
-    };
+    check_body_length(route, incoming.headers).map_err(refuse_at_route)?;
+    let token = authenticate(gateway, route, incoming)
+        .await
+        .map_err(refuse_at_route)?;
     let facts = RequestFacts {
         method: incoming.method,
         path: &target.path,
@@ -333,63 +282,181 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
         headers: incoming.headers,
         time: SystemTime::now(),
     };
-    let authorization_started = Instant::now();
-    let principal = match &token {
+    let decided = authorize(
+        gateway,
+        snapshot,
+        route,
+        token.as_deref(),
+        &facts,
+        target.path.clone(),
+        taken,
+    );
+    if let Err(denial) = enforce(&snapshot.bundle, route.mode, &decided.decision) {
+        return Err(Refused {
+            denial,
+            reached: Some(Reached::Decided(Box::new(decided))),
+        });
+    }
+    let forward = Forward {
+        upstream: route.upstream.clone(),
+        path_and_query: target.path_and_query(),
+        token,
+        upgrade: upgrade_allowed(route, incoming.headers),
+        max_body_bytes: route.max_body_bytes,
+    };
+    Ok((forward, decided))
+}
+
+/// The head's size limits (`max_header_bytes`, `max_header_count`).
+fn check_head_size(settings: &Settings, headers: &HeaderMap) -> Result<(), Denial> {
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > settings.max_header_bytes || headers.len() > settings.max_header_count {
+        return Err(Denial::HeadersTooLarge);
+    }
+    Ok(())
+}
+
+/// The gateway's own answer to a CORS preflight: 204 with the allowed headers, or a refusal.
+fn answer_preflight(cors: &CorsPolicy, method: &str, incoming: &Incoming<'_>) -> Denial {
+    let headers = incoming.headers;
+    match cors.preflight(
+        headers.get(http::header::ORIGIN),
+        method,
+        headers.get(http::header::ACCESS_CONTROL_REQUEST_HEADERS),
+    ) {
+        Ok(answer) => Denial::Preflight(answer),
+        Err(refusal) => Denial::PreflightRefused(refusal),
+    }
+}
+
+/// A declared `Content-Length` over the route's limit is refused before authentication.
+fn check_body_length(route: &CompiledRoute, headers: &HeaderMap) -> Result<(), Denial> {
+    let declared_length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > route.max_body_bytes) {
+        return Err(Denial::BodyTooLarge {
+            limit: route.max_body_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// The verified token of a route that requires one; `None` on anonymous routes.
+async fn authenticate(
+    gateway: &Gateway,
+    route: &CompiledRoute,
+    incoming: &Incoming<'_>,
+) -> Result<Option<Arc<VerifiedToken>>, Denial> {
+    match route.auth {
+        AuthMode::Anonymous => Ok(None),
+        AuthMode::Required => {
+            let authorization: Vec<&[u8]> = incoming
+                .headers
+                .get_all(http::header::AUTHORIZATION)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            let token = bearer_token(&authorization).map_err(Denial::Unauthenticated)?;
+            let verified = gateway.authenticator.authenticate(token).await;
+            verified.map(Some).map_err(Denial::Unauthenticated)
+        }
+    }
+}
+
+/// Builds the principal (once per identity and snapshot) and asks the policies.
+fn authorize(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    route: &CompiledRoute,
+    token: Option<&VerifiedToken>,
+    facts: &RequestFacts<'_>,
+    path: String,
+    route_taken: RouteTaken,
+) -> Decided {
+    let started = Instant::now();
+    let (caller, principal) = match token {
         Some(token) => {
             let identity = &token.identity;
-            outcome.issuer = Some(identity.issuer.clone());
-            outcome.principal = Some(token.forwarded.principal_label.clone());
-            // Built once per identity and snapshot: cached tokens carry their principal, and
-            // the snapshot remembers it for other tokens of the same identity.
-            let principal = match token.principal_for(snapshot.version) {
-                Some(built) => Ok(built),
-                None => snapshot
-                    .principals
-                    .principal(snapshot.version, &snapshot.bundle, identity)
-                    .map(|built| token.remember_principal(built)),
+            // The snapshot remembers principals by identity: other tokens of the same caller
+            // (and later requests with this one) find it there.
+            let principal = snapshot.principals.principal(
+                snapshot.version,
+                &snapshot.bundle,
+                identity,
+                &token.principal_key,
+            );
+            let caller = CallerFacts::Token {
+                issuer: identity.issuer.clone(),
+                principal: token.forwarded.principal_label.clone(),
             };
-            outcome.principal_entity = principal.as_ref().ok().cloned();
-            Some(principal)
+            (caller, Some(principal))
         }
-        None => None,
-    };
-    let anonymous = &gateway.settings.anonymous_principal;
-    let caller = match &principal {
-        Some(Ok(built)) => Ok(Caller::Authenticated(&built.1)),
-        Some(Err(e)) => Err(e.clone()),
         None => {
-            outcome.principal = Some(anonymous.to_string().into());
-            Ok(Caller::Anonymous(anonymous))
+            let anonymous = &gateway.settings.anonymous_principal;
+            let caller = CallerFacts::Anonymous {
+                principal: anonymous.to_string().into(),
+            };
+            (caller, None)
         }
     };
-    let decision = match caller {
-        Ok(caller) => {
+    let (decision, evaluated) = match principal {
+        Some(Err(e)) => (Arc::new(Decision::error(&e)), None),
+        principal => {
+            let principal = principal.and_then(Result::ok);
+            let asking = match &principal {
+                Some(built) => Caller::Authenticated(&built.1),
+                None => Caller::Anonymous(&gateway.settings.anonymous_principal),
+            };
             let decided = decide(
                 &snapshot.decisions,
                 &snapshot.bundle,
                 &route.id,
                 &route.authz,
-                caller,
-                &facts,
+                asking,
+                facts,
             );
-            outcome.resource = Some(decided.resource);
-            outcome.cedar_request = decided.request;
-            decided.decision
+            let evaluated = Evaluated {
+                resource: decided.resource,
+                principal_entity: principal,
+                cedar_request: decided.request.map(Box::new),
+            };
+            (decided.decision, Some(evaluated))
         }
-        Err(e) => Arc::new(Decision::error(&e)),
     };
-    outcome.authorization_time = Some(authorization_started.elapsed());
-    if !decision.allowed && route.mode == EnforcementMode::Enforce {
-        let denial = match missing_scopes(&snapshot.bundle, &decision) {
-            Some(scopes) => Denial::InsufficientScope(scopes),
-            None => Denial::Forbidden,
-        };
-        outcome.decision = Some(decision);
-        return outcome.deny(denial);
+    Decided {
+        path,
+        route: route_taken,
+        caller,
+        decision,
+        evaluated,
+        authorization_time: started.elapsed(),
     }
-    outcome.decision = Some(decision);
-    let upgrade = incoming
-        .headers
+}
+
+/// A deny refuses the request unless the route is in audit mode. A deny decided only by
+/// forbids that require scopes the token lacks is `insufficient_scope` (RFC 6750 §3.1).
+fn enforce(
+    bundle: &PolicyBundle,
+    mode: EnforcementMode,
+    decision: &Decision,
+) -> Result<(), Denial> {
+    if decision.allowed || mode == EnforcementMode::Audit {
+        return Ok(());
+    }
+    Err(match missing_scopes(bundle, decision) {
+        Some(scopes) => Denial::InsufficientScope(scopes),
+        None => Denial::Forbidden,
+    })
+}
+
+/// The request asks for a protocol upgrade the route allows.
+fn upgrade_allowed(route: &CompiledRoute, headers: &HeaderMap) -> bool {
+    headers
         .get(http::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|asked| {
@@ -397,41 +464,39 @@ pub async fn evaluate(gateway: &Gateway, snapshot: &Snapshot, incoming: &Incomin
                 .upgrades
                 .iter()
                 .any(|allowed| asked.trim().eq_ignore_ascii_case(allowed))
-        });
-    outcome.verdict = Ok(Forward {
-        upstream: route.upstream.clone(),
-        path_and_query: target.path_and_query(),
-        token,
-        upgrade,
-        max_body_bytes: route.max_body_bytes,
-    });
-    outcome
+        })
 }
 
 /// What the connection alone decides: a plaintext request redirected to HTTPS, or a request
 /// whose `Host` is not the name its TLS connection was made for (421, RFC 9110 §15.5.20: the
 /// certificate, and any route chosen by host, belong to the SNI).
-fn transport_denial(
-    settings: &crate::config::Settings,
+fn check_transport(
+    settings: &Settings,
     transport: Transport<'_>,
     host: Option<&str>,
-    target: &crate::canonical::CanonicalTarget,
-) -> Option<Denial> {
+    target: &CanonicalTarget,
+) -> Result<(), Denial> {
     if !transport.secure {
-        let tls = settings.tls.as_ref().filter(|tls| tls.redirect_plaintext)?;
+        let Some(tls) = settings.tls.as_ref().filter(|tls| tls.redirect_plaintext) else {
+            return Ok(());
+        };
         let port = match tls.https_port {
             443 => String::new(),
             port => format!(":{port}"),
         };
         let host = host.unwrap_or("localhost");
-        return Some(Denial::RedirectToHttps {
+        return Err(Denial::RedirectToHttps {
             location: format!("https://{host}{port}{}", target.path_and_query()),
         });
     }
-    let (sni, host) = (transport.sni?, host?);
-    let sni = canonicalize_host(sni).ok()?;
-    (sni != host).then(|| Denial::Misdirected {
-        host: host.to_string(),
-        sni,
-    })
+    let (Some(sni), Some(host)) = (transport.sni, host) else {
+        return Ok(());
+    };
+    match canonicalize_host(sni) {
+        Ok(sni) if sni != host => Err(Denial::Misdirected {
+            host: host.to_string(),
+            sni,
+        }),
+        _ => Ok(()),
+    }
 }
