@@ -17,7 +17,14 @@
 //! - `--upstream-timeouts`: the gateway's default upstream connect, read and write timeouts on
 //!   every upstream peer, which pingora enforces with a timer on each upstream read;
 //! - `--decision-log FILE`: one decision record per request, serialized as the gateway's and
-//!   handed to the gateway's own decision log writer (`portcullis::decision_log`).
+//!   handed to the gateway's own decision log writer (`portcullis::decision_log`);
+//! - `--verify-rs256 PEM`: the RS256 signature of each request's bearer token verified with this
+//!   public key (aws-lc, parsed once, as the gateway's key store does), 401 when it fails: what
+//!   any JWT-checking gateway must do for a token it has not seen, and nothing more (no claims
+//!   parsed, no cache).
+//!
+//! The binary uses the gateway's allocator, so that a ratio to it measures work, not
+//! allocators.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +32,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use clap::Parser;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
@@ -37,6 +47,12 @@ use pingora_proxy::{ProxyHttp, Session};
 use portcullis::config::DecisionSink;
 use portcullis::decision_log::{DecisionLog, LogMetrics};
 use portcullis::proxy::{never_forwarded, RequestIds};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::SubjectPublicKeyInfoDer;
+
+/// The gateway's allocator (`src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The gateway's default identity header names (`[headers]` in portcullis.toml).
 const IDENTITY_HEADERS: [&str; 4] = [
@@ -75,6 +91,9 @@ struct Args {
     /// Write one decision record per request to this file, as the gateway's decision log does.
     #[arg(long)]
     decision_log: Option<PathBuf>,
+    /// Verify each request's bearer token's RS256 signature with this PEM public key.
+    #[arg(long)]
+    verify_rs256: Option<PathBuf>,
 }
 
 /// The gateway's default upstream timeouts (`[upstreams.*.timeouts]`): connect, read, write.
@@ -86,7 +105,22 @@ struct PassThrough {
     rewrite_headers: bool,
     upstream_timeouts: bool,
     decision_log: Option<Arc<DecisionLog>>,
+    signature_key: Option<ParsedPublicKey>,
     request_ids: RequestIds,
+}
+
+/// Does the request's bearer token carry a valid signature by `key`?
+fn signature_verifies(key: &ParsedPublicKey, authorization: Option<&[u8]>) -> bool {
+    let Some(token) = authorization.and_then(|value| value.strip_prefix(b"Bearer ")) else {
+        return false;
+    };
+    let Some(dot) = token.iter().rposition(|&b| b == b'.') else {
+        return false;
+    };
+    let (signed, signature) = (&token[..dot], &token[dot + 1..]);
+    URL_SAFE_NO_PAD
+        .decode(signature)
+        .is_ok_and(|signature| key.verify_sig(signed, &signature).is_ok())
 }
 
 /// The load test's caller, as the gateway's identity headers name them.
@@ -165,6 +199,26 @@ struct RequestState {
 #[async_trait]
 impl ProxyHttp for PassThrough {
     type CTX = Option<RequestState>;
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Option<RequestState>,
+    ) -> Result<bool> {
+        let Some(key) = &self.signature_key else {
+            return Ok(false);
+        };
+        let authorization = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|value| value.as_bytes());
+        if signature_verifies(key, authorization) {
+            return Ok(false);
+        }
+        session.respond_error(401).await?;
+        Ok(true)
+    }
 
     fn new_ctx(&self) -> Option<RequestState> {
         // Without either flag, nothing per request (the plain baseline).
@@ -262,6 +316,11 @@ fn main() {
                     )
                     .expect("the decision log file opens"),
                 )
+            }),
+            signature_key: args.verify_rs256.as_ref().map(|path| {
+                let spki = SubjectPublicKeyInfoDer::from_pem_file(path).expect("a PEM public key");
+                ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, spki.as_ref())
+                    .expect("an RSA public key")
             }),
             request_ids: RequestIds::new(),
         },
