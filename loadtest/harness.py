@@ -300,14 +300,18 @@ class Harness:
             bare.append("--h2c")
         self.spawn("bare", self.proxy_cpus, bare)
         # The bare variants that add one piece of the gateway's work each (bare_pingora.rs).
-        decision_log = ["--decision-log", str(self.work / "bare-decisions.log")]
+        # Beside the gateway's decision log, outside the directory whose routes and policies the
+        # gateway watches: a write there would wake the gateway's watcher, on the proxy CPU.
+        logs = self.work / "log"
+        logs.mkdir(exist_ok=True)
+        decision_log = ["--decision-log", str(logs / "bare-decisions.log")]
         extra = {"bare_rewrite": ["--rewrite-headers"],
                  "bare_log": decision_log,
                  "bare_timeouts": ["--upstream-timeouts"],
                  "bare_all": ["--rewrite-headers", "--upstream-timeouts",
-                              "--decision-log", str(self.work / "bare-all-decisions.log")],
+                              "--decision-log", str(logs / "bare-all-decisions.log")],
                  "bare_cold": ["--rewrite-headers", "--upstream-timeouts",
-                               "--decision-log", str(self.work / "bare-cold-decisions.log"),
+                               "--decision-log", str(logs / "bare-cold-decisions.log"),
                                "--verify-rs256", str(self.tokens / "rsa_public.pem")]}
         for name, flags in extra.items():
             if any(VARIANTS[v][0] == name for v in self.variants()):
