@@ -38,8 +38,9 @@ each, over plaintext HTTP/1.1) while their resident memory (VmRSS) is read.
 --tls: the gateway and bare pingora both terminate TLS (the fixture's self-signed certificate;
 the client speaks HTTP/1.1 over TLS, connections kept alive). --h2: the client speaks HTTP/2
 (oha, closed loop as well as open), over TLS with --tls, else h2c with prior knowledge. In
-either mode `direct` and the HAProxy peer are left out (the upstream speaks plaintext HTTP/1.1;
-the HAProxy configuration has no TLS), and with --h2 so are the cold variants (oha repeats one
+either mode HAProxy terminates the same TLS (the same certificate; ALPN h2 only with --h2) or
+speaks h2c, `direct` is left out (the upstream speaks plaintext HTTP/1.1), and with --h2 so
+are the cold variants (oha repeats one
 set of headers; a new token every request needs wrk's script).
 """
 
@@ -401,8 +402,17 @@ attributes = {{ email = "email" }}
 
     def write_haproxy_config(self) -> Path:
         template = (REPO / "loadtest" / "peers" / "haproxy.cfg").read_text()
+        # The same certificate and protocols as the proxies under test: TLS with ALPN (h2 only
+        # with --h2), or h2c with prior knowledge.
+        bind = ""
+        if self.args.tls:
+            combined = self.work / "haproxy-tls.pem"
+            combined.write_text((self.tokens / "tls.crt").read_text() + (self.tokens / "tls.key").read_text())
+            bind = f" ssl crt {combined} alpn {'h2,http/1.1' if self.args.h2 else 'http/1.1'}"
+        elif self.args.h2:
+            bind = " proto h2"
         values = {
-            "LISTEN": f"127.0.0.1:{self.ports['haproxy']}",
+            "LISTEN": f"127.0.0.1:{self.ports['haproxy']}{bind}",
             "UPSTREAM": f"127.0.0.1:{self.ports['upstream']}",
             "THREADS": str(self.threads),
             "ISSUER": f"http://127.0.0.1:{self.ports['issuer']}/",
@@ -420,7 +430,7 @@ attributes = {{ email = "email" }}
     def variants(self) -> list[str]:
         chosen = self.args.variants.split(",") if self.args.variants else [v for v in VARIANTS if v not in EXTRA_VARIANTS]
         if self.args.tls or self.args.h2:
-            dropped = {"direct", "haproxy"} | (NO_OPEN_LOOP if self.args.h2 else set())
+            dropped = {"direct"} | (NO_OPEN_LOOP if self.args.h2 else set())
             chosen = [v for v in chosen if v not in dropped]
         if "haproxy" in chosen and not self.haproxy:
             log("haproxy is not installed: the HAProxy peer is skipped (apt-get install haproxy to measure it)")
@@ -431,7 +441,7 @@ attributes = {{ email = "email" }}
         proxy = VARIANTS[variant][0]
         if proxy == "authz":
             return f"http://127.0.0.1:{self.ports['authz']}/traefik"
-        scheme = self.scheme if proxy in ("gateway", "bare", "bare_rewrite", "bare_log", "bare_timeouts", "bare_all", "bare_cold") else "http"
+        scheme = self.scheme if proxy in ("gateway", "bare", "bare_rewrite", "bare_log", "bare_timeouts", "bare_all", "bare_cold", "haproxy") else "http"
         return f"{scheme}://127.0.0.1:{self.ports[proxy]}{REQUEST_PATH}"
 
     def oha_flags(self) -> list[str]:
