@@ -137,23 +137,27 @@ struct Timing {
     evaluated: f64,
 }
 
+/// The request's slice, if the bundle has one for it (else it is evaluated on the whole set).
+fn slice_of(bundle: &PolicyBundle, request: &Request) -> Option<Arc<PolicySet>> {
+    let (Some(action), Some(principal), Some(resource)) =
+        (request.action(), request.principal(), request.resource())
+    else {
+        return None;
+    };
+    bundle
+        .slices
+        .for_request(action, principal, resource, &bundle.entities)
+}
+
 /// How many policies a request evaluates on average: its slice's size, or the whole set.
 fn mean_evaluated(bundle: &PolicyBundle, requests: &[Request]) -> f64 {
     let total: usize = requests
         .iter()
         .map(|r| {
-            let (Some(action), Some(principal), Some(resource)) =
-                (r.action(), r.principal(), r.resource())
-            else {
-                return bundle.policies.policies().count();
-            };
-            bundle
-                .slices
-                .for_request(action, principal, resource, &bundle.entities)
-                .map_or_else(
-                    || bundle.policies.policies().count(),
-                    |slice| slice.policies().count(),
-                )
+            slice_of(bundle, r).map_or_else(
+                || bundle.policies.policies().count(),
+                |slice| slice.policies().count(),
+            )
         })
         .sum();
     total as f64 / requests.len() as f64
@@ -163,17 +167,7 @@ fn mean_evaluated(bundle: &PolicyBundle, requests: &[Request]) -> f64 {
 fn applicable(bundle: &PolicyBundle, requests: &[Request]) -> Vec<Arc<PolicySet>> {
     requests
         .iter()
-        .map(|r| {
-            let (Some(action), Some(principal), Some(resource)) =
-                (r.action(), r.principal(), r.resource())
-            else {
-                return Arc::new(bundle.policies.clone());
-            };
-            bundle
-                .slices
-                .for_request(action, principal, resource, &bundle.entities)
-                .unwrap_or_else(|| Arc::new(bundle.policies.clone()))
-        })
+        .map(|r| slice_of(bundle, r).unwrap_or_else(|| Arc::new(bundle.policies.clone())))
         .collect()
 }
 
