@@ -18,23 +18,39 @@
 //!   every upstream peer, which pingora enforces with a timer on each upstream read;
 //! - `--decision-log FILE`: one decision record per request, serialized as the gateway's and
 //!   handed to the gateway's own decision log writer (`portcullis::decision_log`);
-//! - `--verify-rs256 PEM`: the RS256 signature of each request's bearer token verified with this
-//!   public key (aws-lc, parsed once, as the gateway's key store does), 401 when it fails: what
-//!   any JWT-checking gateway must do for a token it has not seen, and nothing more (no claims
-//!   parsed, no cache).
+//! - `--verify-jwt PEM --issuer ISS --audience AUD`: each request's bearer token validated as
+//!   RFC 7519 §7.2 asks and nothing more, 401 when it fails: its header's `alg` read (RS256),
+//!   its RS256 signature verified with this public key (aws-lc, parsed once, as the gateway's
+//!   key store does), its claims decoded and `iss`, `aud`, `exp` and `nbf` checked. What any
+//!   JWT-checking gateway must do for a token it has not seen: no strictness beyond serde's, no
+//!   claim mapping, no cache;
+//! - `--decide DIR` (with `--verify-jwt`): a Cedar decision for each request's caller, as any
+//!   gateway deciding with Cedar must make for a caller it has not seen, in the least work the
+//!   public API allows: the principal built from the token's `sub`, roles and tenant claims
+//!   (`Entity::new`, the gateway's claim names), its parents closed over DIR's
+//!   `entities.json`; a store of just it and the resource (the least evaluation can read);
+//!   `Authorizer::is_authorized` on DIR's policies that can apply to the request's action,
+//!   chosen once at start; 403 unless it allows. No schema checks, no context, no cache.
 //!
 //! The binary uses the gateway's allocator, so that a ratio to it measures work, not
 //! allocators.
 
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_lc_rs::signature::{ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use cedar_policy::{
+    ActionConstraint, Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, PolicySet, Request, RestrictedExpression,
+};
 use clap::Parser;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
@@ -91,9 +107,19 @@ struct Args {
     /// Write one decision record per request to this file, as the gateway's decision log does.
     #[arg(long)]
     decision_log: Option<PathBuf>,
-    /// Verify each request's bearer token's RS256 signature with this PEM public key.
-    #[arg(long)]
-    verify_rs256: Option<PathBuf>,
+    /// Validate each request's bearer token (RS256 with this PEM public key, see the module
+    /// docs)...
+    #[arg(long, requires_all = ["issuer", "audience"])]
+    verify_jwt: Option<PathBuf>,
+    /// ...issued by this issuer...
+    #[arg(long, requires = "verify_jwt")]
+    issuer: Option<String>,
+    /// ...for this audience.
+    #[arg(long, requires = "verify_jwt")]
+    audience: Option<String>,
+    /// Decide each request with Cedar, on this directory's policies and entities.
+    #[arg(long, requires = "verify_jwt")]
+    decide: Option<PathBuf>,
 }
 
 /// The gateway's default upstream timeouts (`[upstreams.*.timeouts]`): connect, read, write.
@@ -105,22 +131,223 @@ struct PassThrough {
     rewrite_headers: bool,
     upstream_timeouts: bool,
     decision_log: Option<Arc<DecisionLog>>,
-    signature_key: Option<ParsedPublicKey>,
+    jwt: Option<JwtCheck>,
+    decider: Option<Decider>,
     request_ids: RequestIds,
 }
 
-/// Does the request's bearer token carry a valid signature by `key`?
-fn signature_verifies(key: &ParsedPublicKey, authorization: Option<&[u8]>) -> bool {
-    let Some(token) = authorization.and_then(|value| value.strip_prefix(b"Bearer ")) else {
-        return false;
-    };
-    let Some(dot) = token.iter().rposition(|&b| b == b'.') else {
-        return false;
-    };
-    let (signed, signature) = (&token[..dot], &token[dot + 1..]);
-    URL_SAFE_NO_PAD
-        .decode(signature)
-        .is_ok_and(|signature| key.verify_sig(signed, &signature).is_ok())
+/// What a JWT check knows before any request: the issuer's key and the expected claims.
+struct JwtCheck {
+    key: ParsedPublicKey,
+    issuer: String,
+    audience: String,
+}
+
+/// The JOSE header field a check must read.
+#[derive(serde::Deserialize)]
+struct JoseHeader<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+}
+
+/// The claims a check reads: the registered ones RFC 7519 §7.2 validates, and those the
+/// gateway's claim mapping makes the principal of (the load test's configuration).
+#[derive(serde::Deserialize)]
+struct Claims<'a> {
+    #[serde(borrow)]
+    iss: Cow<'a, str>,
+    #[serde(borrow)]
+    aud: Audience<'a>,
+    exp: u64,
+    nbf: Option<u64>,
+    #[serde(borrow)]
+    sub: Cow<'a, str>,
+    #[serde(borrow, default, rename = "https://portcullis.dev/roles")]
+    roles: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    org_id: Option<Cow<'a, str>>,
+}
+
+/// `aud`: one string or an array of them, read in one pass (serde's `untagged` would buffer it).
+struct Audience<'a>(Vec<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Audience<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneOrMany;
+        impl<'de> serde::de::Visitor<'de> for OneOrMany {
+            type Value = Audience<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_borrowed_str<E>(self, one: &'de str) -> Result<Self::Value, E> {
+                Ok(Audience(vec![Cow::Borrowed(one)]))
+            }
+            fn visit_str<E>(self, one: &str) -> Result<Self::Value, E> {
+                Ok(Audience(vec![Cow::Owned(one.to_string())]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut all = Vec::new();
+                while let Some(one) = seq.next_element::<Cow<'de, str>>()? {
+                    all.push(one);
+                }
+                Ok(Audience(all))
+            }
+        }
+        deserializer.deserialize_any(OneOrMany)
+    }
+}
+
+impl Audience<'_> {
+    fn contains(&self, audience: &str) -> bool {
+        self.0.iter().any(|one| one == audience)
+    }
+}
+
+impl JwtCheck {
+    /// 200 when the request's bearer token is valid (and, with `decider`, its caller allowed);
+    /// otherwise the status to refuse it with.
+    fn status(&self, authorization: Option<&[u8]>, decider: Option<&Decider>) -> u16 {
+        let Some(token) = authorization.and_then(|value| value.strip_prefix(b"Bearer ")) else {
+            return 401;
+        };
+        let mut parts = token.split(|&b| b == b'.');
+        let (Some(header_part), Some(payload_part), Some(signature_part), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return 401;
+        };
+        let decode = |part: &[u8]| URL_SAFE_NO_PAD.decode(part).ok();
+        let (Some(header), Some(payload), Some(signature)) = (
+            decode(header_part),
+            decode(payload_part),
+            decode(signature_part),
+        ) else {
+            return 401;
+        };
+        let signed = &token[..header_part.len() + 1 + payload_part.len()];
+        let rs256 = serde_json::from_slice::<JoseHeader>(&header).is_ok_and(|h| h.alg == "RS256");
+        if !rs256 || self.key.verify_sig(signed, &signature).is_err() {
+            return 401;
+        }
+        let Ok(claims) = serde_json::from_slice::<Claims>(&payload) else {
+            return 401;
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if claims.iss != self.issuer
+            || !claims.aud.contains(&self.audience)
+            || claims.exp <= now
+            || claims.nbf.is_some_and(|nbf| nbf > now)
+        {
+            return 401;
+        }
+        match decider {
+            Some(decider) if !decider.allows(&claims) => 403,
+            _ => 200,
+        }
+    }
+}
+
+/// The load test's request as routes.toml's `read-task` route maps it.
+const ACTION: &str = r#"Action::"ReadTask""#;
+const RESOURCE: &str = r#"Task::"t1""#;
+
+/// A Cedar decision for a caller known only from its token (see the module docs).
+struct Decider {
+    authorizer: Authorizer,
+    /// The policies whose action scope admits the request's action.
+    policies: PolicySet,
+    directory: Entities,
+    action: EntityUid,
+    resource: EntityUid,
+    /// The entity types of the gateway's claim mapping (`[issuers.claims]` in the load test).
+    user: EntityTypeName,
+    role: EntityTypeName,
+    tenant: EntityTypeName,
+}
+
+impl Decider {
+    fn load(dir: &Path) -> Self {
+        let text = std::fs::read_to_string(dir.join("tasks.cedar")).expect("tasks.cedar reads");
+        let all = PolicySet::from_str(&text).expect("tasks.cedar parses");
+        let action = EntityUid::from_str(ACTION).expect("an action uid");
+        let policies = PolicySet::from_policies(
+            all.policies()
+                .filter(|policy| match policy.action_constraint() {
+                    ActionConstraint::Any => true,
+                    ActionConstraint::Eq(uid) => uid == action,
+                    ActionConstraint::In(uids) => uids.contains(&action),
+                })
+                .cloned(),
+        )
+        .expect("a policy set");
+        let entities = std::fs::File::open(dir.join("entities.json")).expect("entities.json opens");
+        let type_name = |name: &str| EntityTypeName::from_str(name).expect("an entity type");
+        Decider {
+            authorizer: Authorizer::new(),
+            policies,
+            directory: Entities::from_json_file(entities, None).expect("entities.json parses"),
+            action,
+            resource: EntityUid::from_str(RESOURCE).expect("a resource uid"),
+            user: type_name("User"),
+            role: type_name("Role"),
+            tenant: type_name("Tenant"),
+        }
+    }
+
+    fn allows(&self, claims: &Claims) -> bool {
+        let uid = |ty: &EntityTypeName, id: &str| {
+            EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
+        };
+        let principal_uid = uid(&self.user, &claims.sub);
+        // The principal's parents closed over the directory (its roles and their ancestors),
+        // so that the store needs no other entry for `principal in ...`.
+        let mut parents = HashSet::new();
+        for role in &claims.roles {
+            let role = uid(&self.role, role);
+            let ancestors = self.directory.ancestors(&role).into_iter().flatten();
+            parents.extend(ancestors.cloned());
+            parents.insert(role);
+        }
+        let attributes: HashMap<String, RestrictedExpression> = claims
+            .org_id
+            .iter()
+            .map(|tenant| {
+                let tenant = uid(&self.tenant, tenant);
+                (
+                    "tenant".to_string(),
+                    RestrictedExpression::new_entity_uid(tenant),
+                )
+            })
+            .collect();
+        let Ok(principal) = Entity::new(principal_uid.clone(), attributes, parents) else {
+            return false;
+        };
+        // The least store evaluation can read: the principal, and the resource as the directory
+        // has it (its attributes, its ancestors closed).
+        let mut included = vec![principal];
+        included.extend(self.directory.get(&self.resource).cloned());
+        let Ok(entities) = Entities::from_entities(included, None) else {
+            return false;
+        };
+        let Ok(request) = Request::new(
+            principal_uid,
+            self.action.clone(),
+            self.resource.clone(),
+            Context::empty(),
+            None,
+        ) else {
+            return false;
+        };
+        self.authorizer
+            .is_authorized(&request, &self.policies, &entities)
+            .decision()
+            == Decision::Allow
+    }
 }
 
 /// The load test's caller, as the gateway's identity headers name them.
@@ -205,7 +432,7 @@ impl ProxyHttp for PassThrough {
         session: &mut Session,
         _ctx: &mut Option<RequestState>,
     ) -> Result<bool> {
-        let Some(key) = &self.signature_key else {
+        let Some(check) = &self.jwt else {
             return Ok(false);
         };
         let authorization = session
@@ -213,11 +440,13 @@ impl ProxyHttp for PassThrough {
             .headers
             .get(http::header::AUTHORIZATION)
             .map(|value| value.as_bytes());
-        if signature_verifies(key, authorization) {
-            return Ok(false);
+        match check.status(authorization, self.decider.as_ref()) {
+            200 => Ok(false),
+            refused => {
+                session.respond_error(refused).await?;
+                Ok(true)
+            }
         }
-        session.respond_error(401).await?;
-        Ok(true)
     }
 
     fn new_ctx(&self) -> Option<RequestState> {
@@ -317,11 +546,16 @@ fn main() {
                     .expect("the decision log file opens"),
                 )
             }),
-            signature_key: args.verify_rs256.as_ref().map(|path| {
+            jwt: args.verify_jwt.as_ref().map(|path| {
                 let spki = SubjectPublicKeyInfoDer::from_pem_file(path).expect("a PEM public key");
-                ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, spki.as_ref())
-                    .expect("an RSA public key")
+                JwtCheck {
+                    key: ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, spki.as_ref())
+                        .expect("an RSA public key"),
+                    issuer: args.issuer.clone().unwrap_or_default(),
+                    audience: args.audience.clone().unwrap_or_default(),
+                }
             }),
+            decider: args.decide.as_deref().map(Decider::load),
             request_ids: RequestIds::new(),
         },
     );

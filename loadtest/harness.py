@@ -18,8 +18,11 @@ CPUs while the generator, the upstream and the issuer share the others:
   bare-all   wrk -> bare pingora doing only the work any authorizing gateway must do for a
              forwarded request (bare_pingora.rs): the warm token, the upstream header rewrite,
              the upstream timeouts, one decision record
-  bare-cold  as bare-all with cold's tokens, each one's RS256 signature verified: what a new
-             token costs any JWT-checking gateway
+  bare-cold  as bare-all with cold's tokens, each one validated (RS256 signature, iss, aud,
+             exp): what a new token costs any JWT-checking gateway
+  bare-callers  as bare-cold with cold-callers' tokens, and a Cedar decision for each one's
+             caller (principal built from the claims, the policies that can apply): what a new
+             caller costs any gateway deciding with Cedar
 
 and, only when named with --variants, bare pingora with the warm token plus one piece of that
 work each: bare-token (nothing more), bare-rewrite (the upstream header rewrite), bare-log (one
@@ -78,6 +81,7 @@ VARIANTS = {
     "bare-timeouts": ("bare_timeouts", 200, {"TOKEN_FILE": "warm.txt"}),
     "bare-all": ("bare_all", 200, {"TOKEN_FILE": "warm.txt"}),
     "bare-cold": ("bare_cold", 200, {"TOKENS_FILE": "cold.txt"}),
+    "bare-callers": ("bare_callers", 200, {"TOKENS_FILE": "cold_callers.txt"}),
     "warm": ("gateway", 200, {"TOKEN_FILE": "warm.txt"}),
     "cold": ("gateway", 200, {"TOKENS_FILE": "cold.txt"}),
     "cold-callers": ("gateway", 200, {"TOKENS_FILE": "cold_callers.txt"}),
@@ -93,7 +97,7 @@ EXTRA_VARIANTS = {"bare-token", "bare-rewrite", "bare-log", "bare-timeouts",
                   "authz-http", "authz-grpc"}
 # A new token every request cannot be sent by oha, which repeats its headers; oha speaks no
 # ext_authz.
-NO_OPEN_LOOP = {"cold", "cold-callers", "bare-cold", "authz-http", "authz-grpc"}
+NO_OPEN_LOOP = {"cold", "cold-callers", "bare-cold", "bare-callers", "authz-http", "authz-grpc"}
 
 TARGETS = [
     # (label, variant, measure, comparison, bound): issue 15's
@@ -116,7 +120,7 @@ PROOFS = {
     "warm added p50 at 50 % load (µs)": "bare-all",
     "warm added p99 at 50 % load (µs)": "bare-all",
     "cold throughput / bare": "bare-cold",
-    "cold, a new caller every request, throughput / bare": "bare-cold",
+    "cold, a new caller every request, throughput / bare": "bare-callers",
 }
 
 
@@ -237,7 +241,7 @@ class Harness:
         self.wrk = shutil.which("wrk")
         self.oha = args.oha or shutil.which("oha") or str(REPO / "target" / "loadtest-tools" / "bin" / "oha")
         self.haproxy = shutil.which("haproxy")
-        self.ports = {name: free_port() for name in ("upstream", "issuer", "stats", "gateway", "gateway_plain", "admin", "authz", "bare", "bare_rewrite", "bare_log", "bare_timeouts", "bare_all", "bare_cold", "haproxy", "memory_gateway", "memory_admin")}
+        self.ports = {name: free_port() for name in ("upstream", "issuer", "stats", "gateway", "gateway_plain", "admin", "authz", "bare", "bare_rewrite", "bare_log", "bare_timeouts", "bare_all", "bare_cold", "bare_callers", "haproxy", "memory_gateway", "memory_admin")}
         self.pids: dict[str, int] = {}
 
     # ---- processes -------------------------------------------------------------------------
@@ -306,14 +310,18 @@ class Harness:
         logs = self.work / "log"
         logs.mkdir(exist_ok=True)
         decision_log = ["--decision-log", str(logs / "bare-decisions.log")]
+        jwt = ["--verify-jwt", str(self.tokens / "rsa_public.pem"),
+               "--issuer", f"http://127.0.0.1:{self.ports['issuer']}/", "--audience", AUDIENCE]
         extra = {"bare_rewrite": ["--rewrite-headers"],
                  "bare_log": decision_log,
                  "bare_timeouts": ["--upstream-timeouts"],
                  "bare_all": ["--rewrite-headers", "--upstream-timeouts",
                               "--decision-log", str(logs / "bare-all-decisions.log")],
                  "bare_cold": ["--rewrite-headers", "--upstream-timeouts",
-                               "--decision-log", str(logs / "bare-cold-decisions.log"),
-                               "--verify-rs256", str(self.tokens / "rsa_public.pem")]}
+                               "--decision-log", str(logs / "bare-cold-decisions.log"), *jwt],
+                 "bare_callers": ["--rewrite-headers", "--upstream-timeouts",
+                                  "--decision-log", str(logs / "bare-callers-decisions.log"), *jwt,
+                                  "--decide", str(REPO / "policies")]}
         for name, flags in extra.items():
             if any(VARIANTS[v][0] == name for v in self.variants()):
                 command = [*bare, *flags]
@@ -441,7 +449,7 @@ attributes = {{ email = "email" }}
         proxy = VARIANTS[variant][0]
         if proxy == "authz":
             return f"http://127.0.0.1:{self.ports['authz']}/traefik"
-        scheme = self.scheme if proxy in ("gateway", "bare", "bare_rewrite", "bare_log", "bare_timeouts", "bare_all", "bare_cold", "haproxy") else "http"
+        scheme = self.scheme if proxy in ("gateway", "bare", "bare_rewrite", "bare_log", "bare_timeouts", "bare_all", "bare_cold", "bare_callers", "haproxy") else "http"
         return f"{scheme}://127.0.0.1:{self.ports[proxy]}{REQUEST_PATH}"
 
     def oha_flags(self) -> list[str]:
