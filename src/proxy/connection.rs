@@ -13,21 +13,23 @@
 //! its first hook) and when the request is done (`mark_request_done`, in `logging`). The clock
 //! is a task-local, because pingora runs an HTTP/1 connection's hooks inside the future `Edge`
 //! awaits. An HTTP/2 stream runs in a task of its own, with its head already read; h2 framing
-//! bounds header size, and the idle timeout closes an h2 connection that carries no complete
-//! request.
+//! bounds header size. `GatewayApp` counts each stream in flight on its connection, which it
+//! finds by the socket digest pingora shares between them, and the connection's stream closes
+//! it once none has been in flight for the idle timeout.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::{SocketDigest, Stream};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 
-use super::client_deadlines::{chose_h2, with_deadlines, HeadClock, Limits, H2_PREFACE};
+use super::client_deadlines::{chose_h2, with_deadlines, H2Streams, HeadClock, Limits, H2_PREFACE};
 use super::Proxy;
 
 tokio::task_local! {
@@ -60,24 +62,63 @@ pub struct ConnectionLimits {
 const MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// The HTTP application: pingora's proxy, HTTP/1 connections kept alive without pingora's
-/// keep-alive timeout (the stream bounds the wait between requests), h2 with its idle timeout.
+/// keep-alive timeout and h2 connections without pingora's idle timeout (the stream bounds the
+/// wait between requests, and an h2 connection's idle time: `client_deadlines.rs`).
 pub struct GatewayApp {
     proxy: Arc<HttpProxy<Proxy>>,
     limits: ConnectionLimits,
     options: HttpServerOptions,
+    /// The streams of each open HTTP/2 connection, by the address of its socket digest, which
+    /// pingora shares between the connection's stream and every session on it. `Edge` adds a
+    /// connection's entry (holding the digest, so that the address is not reused meanwhile) and
+    /// removes it when the connection ends.
+    h2_connections: RwLock<HashMap<usize, H2Connection>>,
 }
+
+/// An open HTTP/2 connection's socket digest (held) and streams.
+type H2Connection = (Arc<SocketDigest>, Arc<H2Streams>);
 
 impl GatewayApp {
     pub fn new(proxy: HttpProxy<Proxy>, limits: ConnectionLimits) -> Self {
         let mut options = HttpServerOptions::default();
         options.h2c = limits.h2c;
-        options.h2_idle_timeout = Some(limits.idle);
         GatewayApp {
             proxy: Arc::new(proxy),
             limits,
             options,
+            h2_connections: RwLock::default(),
         }
     }
+
+    /// The streams of the HTTP/2 connection `session` is on, if `Edge` registered it.
+    fn h2_streams(&self, session: &ServerSession) -> Option<Arc<H2Streams>> {
+        let digest = session.digest()?.socket_digest.as_ref()?;
+        let connections = self
+            .h2_connections
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (_, streams) = connections.get(&digest_key(digest))?;
+        Some(streams.clone())
+    }
+
+    fn register_h2(&self, digest: Arc<SocketDigest>, streams: Arc<H2Streams>) {
+        self.h2_connections
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(digest_key(&digest), (digest, streams));
+    }
+
+    fn unregister_h2(&self, digest: &Arc<SocketDigest>) {
+        self.h2_connections
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&digest_key(digest));
+    }
+}
+
+/// A connection's key in `h2_connections`: its socket digest's address.
+fn digest_key(digest: &Arc<SocketDigest>) -> usize {
+    Arc::as_ptr(digest) as usize
 }
 
 #[async_trait]
@@ -91,7 +132,10 @@ impl HttpServerApp for GatewayApp {
             // Kept alive without pingora's timeout (0), which would arm a timer for every read
             // of every head: the connection's stream bounds the wait for the next head.
             session.set_keepalive((!*shutdown.borrow()).then_some(0));
+            return self.proxy.process_new_http(session, shutdown).await;
         }
+        // An h2 stream: in flight on its connection until served (or dropped).
+        let _in_flight = self.h2_streams(&session).map(|streams| streams.begin());
         self.proxy.process_new_http(session, shutdown).await
     }
 
@@ -155,10 +199,26 @@ impl ServerApp for Edge {
             head: deadline,
             idle: self.app.limits.idle,
         };
-        let stream = with_deadlines(stream, http2, &clock, limits);
-        HEAD_CLOCK
+        // pingora's listeners give every accepted stream a socket digest; without one the
+        // streams could not be counted, so the connection gets no idle timeout rather than one
+        // that could close it under a request in flight.
+        let h2 = if http2 {
+            stream.get_socket_digest().map(|digest| {
+                let streams = H2Streams::new();
+                self.app.register_h2(digest.clone(), streams.clone());
+                (digest, streams)
+            })
+        } else {
+            None
+        };
+        let stream = with_deadlines(stream, h2.as_ref().map(|(_, s)| s.clone()), &clock, limits);
+        let reused = HEAD_CLOCK
             .scope(clock, self.app.process_new(stream, shutdown))
-            .await
+            .await;
+        if let Some((digest, _)) = &h2 {
+            self.app.unregister_h2(digest);
+        }
+        reused
     }
 
     async fn cleanup(&self) {

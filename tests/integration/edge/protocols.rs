@@ -217,6 +217,39 @@ async fn an_idle_h2_connection_is_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_connection_idles_out_only_once_no_stream_is_in_flight() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let env = crate::common::TestEnv::start_with(|dir, _| {
+        crate::edge::support::add_to_server_section(dir, "h2c = true");
+        crate::edge::support::set_limits(dir, "idle_timeout_seconds = 1");
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(env.gateway).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    // The upstream answers after 2.5 s: past the idle timeout, within the read timeout (15 s),
+    // and nothing crosses the connection meanwhile. Idle means no stream in flight.
+    let request = http::Request::get("http://tasks.example.com/health")
+        .header("x-echo-delay-ms", "2500")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let _ = response.into_body().collect().await.unwrap();
+    assert_eq!(env.upstream.count(), 1);
+    // Then, with nothing in flight, the gateway closes it.
+    let closed = tokio::time::timeout(Duration::from_secs(15), connection).await;
+    assert!(
+        closed.is_ok(),
+        "an h2 connection idle after its stream stays open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_body_over_the_limit_is_cut_off_with_413() {
     let (env, _) = edge_env().await;
     // Chunked: no Content-Length to refuse up front; the limit (16 bytes) is met mid-stream.
