@@ -193,6 +193,8 @@ impl ClientDeadlines {
                 *so_far += read;
                 if *so_far >= H2_PREFACE.len() {
                     self.watch = Watch::Streams(streams.clone());
+                    // Set for the preface's deadline: the idle timeout arms its own.
+                    self.timer = None;
                 }
             }
             Watch::Streams(_) => {}

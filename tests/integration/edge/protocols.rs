@@ -250,6 +250,48 @@ async fn an_h2_connection_idles_out_only_once_no_stream_is_in_flight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_connection_over_tls_stays_open_while_a_stream_is_in_flight() {
+    // Over TLS the connection's streams are found through the TLS stream: the same count.
+    let ca = crate::edge::support::TestCa::new();
+    let mut ca_file = std::path::PathBuf::new();
+    let ca_path = &mut ca_file;
+    let env = crate::common::TestEnv::start_with(move |dir, _| {
+        crate::edge::write_certificates(&ca, &dir.join("certs"));
+        *ca_path = ca.write_ca(dir);
+        crate::edge::support::set_limits(dir, "idle_timeout_seconds = 1");
+        crate::edge::support::append_config(
+            dir,
+            "\n[server.tls]\nlisten = \"127.0.0.1:0\"\n\
+             certificates = [{ cert = \"certs/api.crt\", key = \"certs/api.key\" }]\n",
+        );
+    })
+    .await;
+    let tls = env.gateway_tls.unwrap();
+    let route = resolve("api.example.com", tls);
+    let url = format!("https://api.example.com:{}/health", tls.port());
+    let ca = ca_file.to_str().unwrap().to_string();
+    let response = tokio::task::spawn_blocking(move || {
+        curl(&[
+            "--http2",
+            "--cacert",
+            &ca,
+            "--resolve",
+            &route,
+            "-H",
+            "x-echo-delay-ms: 2500",
+            &url,
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (response.status, response.http_version.as_str()),
+        (200, "2"),
+        "{response:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_body_over_the_limit_is_cut_off_with_413() {
     let (env, _) = edge_env().await;
     // Chunked: no Content-Length to refuse up front; the limit (16 bytes) is met mid-stream.
