@@ -189,13 +189,18 @@ async fn a_trusted_proxys_request_id_and_forwarding_headers_are_kept() {
     assert_eq!(refused.json()["request_id"], "5f1c2a9e-77b1-4c2e");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_h2_connection_is_closed() {
-    let env = crate::common::TestEnv::start_with(|dir, _| {
+/// A gateway taking h2c, with an idle timeout of 1 s.
+async fn h2c_gateway_idle_after_one_second() -> crate::common::TestEnv {
+    crate::common::TestEnv::start_with(|dir, _| {
         crate::edge::support::add_to_server_section(dir, "h2c = true");
         crate::edge::support::set_limits(dir, "idle_timeout_seconds = 1");
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2_connection_is_closed() {
+    let env = h2c_gateway_idle_after_one_second().await;
     let mut stream = tokio::net::TcpStream::connect(env.gateway).await.unwrap();
     // The client preface and an empty SETTINGS frame, then nothing.
     stream
@@ -220,11 +225,7 @@ async fn an_idle_h2_connection_is_closed() {
 async fn an_h2_connection_idles_out_only_once_no_stream_is_in_flight() {
     use http_body_util::{BodyExt, Empty};
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    let env = crate::common::TestEnv::start_with(|dir, _| {
-        crate::edge::support::add_to_server_section(dir, "h2c = true");
-        crate::edge::support::set_limits(dir, "idle_timeout_seconds = 1");
-    })
-    .await;
+    let env = h2c_gateway_idle_after_one_second().await;
     let tcp = tokio::net::TcpStream::connect(env.gateway).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
