@@ -199,15 +199,17 @@ impl ServerApp for Edge {
             head: deadline,
             idle: self.app.limits.idle,
         };
-        // pingora's listeners give every accepted stream a socket digest; without one the
-        // streams could not be counted, so the connection gets no idle timeout rather than one
-        // that could close it under a request in flight.
         let h2 = if http2 {
-            stream.get_socket_digest().map(|digest| {
-                let streams = H2Streams::new();
-                self.app.register_h2(digest.clone(), streams.clone());
-                (digest, streams)
-            })
+            // pingora's listeners give every accepted stream a socket digest. Without one the
+            // streams could not be counted, and an idle timeout could close the connection
+            // under a request in flight: such a connection is not served.
+            let Some(digest) = stream.get_socket_digest() else {
+                log::warn!("an HTTP/2 connection without a socket digest: closed");
+                return None;
+            };
+            let streams = H2Streams::new();
+            self.app.register_h2(digest.clone(), streams.clone());
+            Some((digest, streams))
         } else {
             None
         };
